@@ -1,0 +1,71 @@
+"""Type registries: the one extension mechanism.
+
+A job file's ``type:`` names an entry in one of these registries. Built-in
+types register themselves when their module is imported; extensions (modules
+named in the config, or installed packages advertising the
+``apsis_lite.extensions`` entry point) register more at start-up. Nothing
+named in YAML is ever imported: an apsis-style full import path such as
+``apsis.program.shell.ShellCommandProgram`` resolves only if something
+registered that name as an alias.
+"""
+
+import importlib
+import importlib.metadata
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    """Maps ``type:`` names to classes for one kind (program, schedule, ...)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._types = {}
+
+    def register(self, name: str, cls=None, aliases=()):
+        """Register ``cls`` under ``name`` and ``aliases``; usable as a decorator."""
+
+        def add(cls):
+            for n in (name, *aliases):
+                self._types[n] = cls
+            return cls
+
+        return add(cls) if cls is not None else add
+
+    def get(self, name):
+        """The class for ``name``; KeyError with a message listing known types."""
+        try:
+            return self._types[name]
+        except (KeyError, TypeError):
+            known = ", ".join(sorted(n for n in self._types if "." not in n))
+            raise KeyError(f"unknown {self.kind} type {name!r} (known: {known})") from None
+
+    def names(self):
+        return sorted(self._types)
+
+    def __contains__(self, name):
+        return name in self._types
+
+
+PROGRAMS = Registry("program")
+SCHEDULES = Registry("schedule")
+CONDITIONS = Registry("condition")
+ACTIONS = Registry("action")
+
+ENTRY_POINT_GROUP = "apsis_lite.extensions"
+
+
+def load_extensions(module_names=()):
+    """Import extension modules so that they register their types.
+
+    Named modules come from the config; a failure there is an error.
+    Entry-point extensions that fail are logged and skipped.
+    """
+    for name in module_names:
+        importlib.import_module(name)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # an installed plugin must not stop the scheduler
+            log.error("extension %s failed to load: %s", ep.name, exc)
