@@ -1,0 +1,116 @@
+"""A small HTTP client for the JSON API, used by the CLI (stdlib only).
+
+Every failure, from a refused connection to an error response, becomes a
+``ClientError`` with a message meant for a person, so the CLI never shows a
+traceback.
+"""
+
+import http.client
+import json
+import os
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+
+DEFAULT_URL = "http://127.0.0.1:5005"
+API_PREFIX = "/api/v1"
+
+
+class ClientError(Exception):
+    """The server could not be reached, or it answered with an error."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def base_url(url=None) -> str:
+    """``url``, else ``$APSIS_LITE_URL``, else the default; no trailing slash."""
+    url = (url or os.environ.get("APSIS_LITE_URL") or DEFAULT_URL).strip()
+    if "://" not in url:
+        url = "http://" + url  # accept "host:port"
+    return url.rstrip("/")
+
+
+def quote_id(id_: str) -> str:
+    """A job or run id as a URL path part: job ids contain ``/`` and spaces."""
+    return urllib.parse.quote(str(id_), safe="/")
+
+
+class Client:
+    """Calls ``{url}/api/v1{path}``; ``path`` is e.g. ``/runs/r12``."""
+
+    def __init__(self, url=None, timeout=30.0):
+        self.url = base_url(url)
+        self.timeout = timeout
+
+    def get(self, path, **params):
+        """GET, returning the decoded JSON body."""
+        body, _ = self._request("GET", path, params)
+        return self._json(body)
+
+    def post(self, path, jso=None):
+        """POST ``jso`` as JSON (an empty object if None), returning decoded JSON."""
+        data = json.dumps({} if jso is None else jso).encode()
+        body, _ = self._request("POST", path, {}, data)
+        return self._json(body)
+
+    def get_bytes(self, path, **params):
+        """GET raw bytes: ``(bytes, headers)``; headers look up case-insensitively."""
+        # A long poll (``wait=``) legitimately takes that long to answer.
+        timeout = self.timeout + float(params.get("wait") or 0)
+        return self._request("GET", path, params, timeout=timeout)
+
+    def _request(self, method, path, params, data=None, timeout=None):
+        query = urllib.parse.urlencode(
+            {k: v for k, v in params.items() if v is not None}, doseq=True
+        )
+        url = self.url + API_PREFIX + path + ("?" + query if query else "")
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                return resp.read(), resp.headers
+        except urllib.error.HTTPError as exc:
+            raise self._http_error(exc, url) from None
+        except urllib.error.URLError as exc:
+            raise ClientError(self._unreachable(exc.reason)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            # Timeouts, resets and protocol errors after connecting.
+            raise ClientError(self._unreachable(exc)) from None
+
+    def _unreachable(self, reason):
+        if isinstance(reason, ConnectionRefusedError):
+            return (
+                f"cannot reach apsis-lite at {self.url}: connection refused "
+                "(is the server running? start it with 'apsis-lite serve')"
+            )
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            why = "timed out"
+        elif isinstance(reason, OSError) and reason.strerror:
+            why = reason.strerror
+        else:
+            why = str(reason) or type(reason).__name__
+        return f"cannot reach apsis-lite at {self.url}: {why}"
+
+    @staticmethod
+    def _http_error(exc, url):
+        try:
+            body = exc.read()
+            msg = json.loads(body)["error"]
+            if not isinstance(msg, str):
+                raise TypeError
+        except Exception:
+            # Not our API's error shape: a proxy, or the wrong server.
+            msg = f"HTTP {exc.code} {exc.reason} from {url}"
+        return ClientError(msg, exc.code)
+
+    def _json(self, body):
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ClientError(f"bad response from {self.url}: not JSON") from None
