@@ -1,0 +1,119 @@
+"""Configuration: one frozen ``Config``, each setting declared once with its default and help.
+
+A YAML config file and command-line flags both feed ``load_config``; flags win.
+Unknown keys and bad values are errors naming the key.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .timeutil import parse_duration
+
+
+def default_data_dir() -> str:
+    """The per-user data folder: ``$XDG_DATA_HOME/apsis-lite`` or ``~/.local/share/apsis-lite``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "apsis-lite")
+
+
+def _setting(default, help, kind=str):
+    return field(default=default, metadata={"help": help, "kind": kind})
+
+
+@dataclass(frozen=True)
+class Config:
+    jobs_dir: str = _setting("jobs", "folder of job files (YAML)", "path")
+    data_dir: str = _setting(None, "folder for the database, run folders and logs (default: per-user data folder)", "path")
+    host: str = _setting("127.0.0.1", "address to listen on")
+    port: int = _setting(5005, "port to listen on", int)
+    server: str = _setting("gevent", "web server: gevent (default) or waitress")
+    threads: int = _setting(8, "worker threads when server is waitress", int)
+    horizon: float = _setting(120.0, "how far ahead scheduled runs are created in the database (duration)", "duration")
+    max_age: float = _setting(3600.0, "slots missed while the server was down are run on restart unless older than this (duration); older ones are recorded as skipped", "duration")
+    output_head: int = _setting(8 * 1024 * 1024, "bytes of output kept from the start of each run", int)
+    output_tail: int = _setting(8 * 1024 * 1024, "bytes of output kept from the end of each run once it exceeds output_head", int)
+    sweep_interval: float = _setting(5.0, "how often runs in flight are checked for a lost completion notice (duration)", "duration")
+    checkpoint_interval: float = _setting(300.0, "how often the SQLite WAL is checkpointed and truncated (duration)", "duration")
+    extensions: tuple = _setting((), "modules to import at start-up that register extra program/schedule/condition/action types", tuple)
+    log_level: str = _setting("INFO", "logging level")
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.data_dir, "apsis-lite.db")
+
+    @property
+    def runs_dir(self) -> str:
+        return os.path.join(self.data_dir, "runs")
+
+    @property
+    def agent_dir(self) -> str:
+        return os.path.join(self.data_dir, "agent")
+
+    @property
+    def notify_path(self) -> str:
+        return os.path.join(self.data_dir, "notify.sock")
+
+
+SETTINGS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _convert(name, value):
+    kind = SETTINGS[name].metadata["kind"]
+    try:
+        if value is None:
+            return None
+        if kind == int:
+            if isinstance(value, bool):
+                raise ValueError("not an integer")
+            return int(value)
+        if kind == "duration":
+            return parse_duration(value)
+        if kind == tuple:
+            if isinstance(value, str):
+                return (value,)
+            return tuple(str(v) for v in value)
+        if kind == "path":
+            return os.path.abspath(os.path.expanduser(str(value)))
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config: {name}: {exc}") from None
+
+
+def load_config(path=None, **overrides) -> Config:
+    """Build the config from defaults, then the YAML file at ``path``, then ``overrides`` (non-None)."""
+    values = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            jso = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(jso, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        for key, value in jso.items():
+            name = str(key).replace("-", "_")
+            if name not in SETTINGS:
+                raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(SETTINGS)})")
+            values[name] = value
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = value
+    converted = {name: _convert(name, value) for name, value in values.items()}
+    if converted.get("data_dir") is None:
+        converted["data_dir"] = default_data_dir()
+    if "jobs_dir" not in converted:
+        converted["jobs_dir"] = os.path.abspath(Config.jobs_dir)
+    cfg = Config(**converted)
+    if cfg.server not in ("gevent", "waitress"):
+        raise ConfigError(f"config: server: must be gevent or waitress, not {cfg.server!r}")
+    if not 0 <= cfg.port < 65536:
+        raise ConfigError(f"config: port: out of range: {cfg.port}")
+    return cfg

@@ -1,0 +1,375 @@
+"""The SQLite store: every SQL statement apsis-lite runs lives here.
+
+One file, opened through apsw in WAL mode. The engine owns the single write
+connection; web requests and CLI reads use read-only connections. Write
+transactions begin IMMEDIATE so that a read never has to be upgraded to a
+write halfway (which is where "database is locked" errors come from), and
+``synchronous=FULL`` makes every committed transition survive a power cut,
+not just a process crash. Transitions are compare-and-set: an UPDATE that
+names the state it expects, so two callers can never both move a run.
+"""
+
+import contextlib
+import json
+import os
+import threading
+
+import apsw
+
+from .errors import NotFound
+from .runs import Run, check_transition, dumps, format_run_id
+from .timeutil import to_iso
+
+# Ordered schema steps; ``PRAGMA user_version`` records how many have run.
+# Never edit a released step: append a new one.
+MIGRATIONS = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE runs (
+        run_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id        TEXT NOT NULL,
+        args          TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        time_schedule REAL NOT NULL,
+        time_updated  REAL NOT NULL,
+        times         TEXT NOT NULL DEFAULT '{}',
+        slot          TEXT,
+        rerun_of      INTEGER,
+        rerun_group   INTEGER,
+        program       TEXT,
+        conditions    TEXT,
+        actions       TEXT,
+        exit_code     INTEGER,
+        signal        TEXT,
+        message       TEXT,
+        meta          TEXT NOT NULL DEFAULT '{}'
+    );
+    -- A scheduled slot (job, args, instant) exists at most once, whatever crashes.
+    CREATE UNIQUE INDEX runs_slot ON runs (job_id, slot) WHERE slot IS NOT NULL;
+    CREATE INDEX runs_state ON runs (state, time_schedule);
+    CREATE INDEX runs_job ON runs (job_id, run_id);
+    CREATE INDEX runs_group ON runs (rerun_group, run_id);
+    CREATE INDEX runs_time ON runs (time_schedule);
+    CREATE TABLE run_log (
+        id      INTEGER PRIMARY KEY,
+        run_id  INTEGER NOT NULL,
+        time    REAL NOT NULL,
+        state   TEXT,
+        message TEXT NOT NULL,
+        user    TEXT
+    );
+    CREATE INDEX run_log_run ON run_log (run_id, id);
+    CREATE TABLE outputs (
+        run_id        INTEGER PRIMARY KEY,
+        data          BLOB NOT NULL,
+        bytes_total   INTEGER NOT NULL,
+        bytes_dropped INTEGER NOT NULL
+    );
+    CREATE TABLE adhoc_jobs (
+        job_id       TEXT PRIMARY KEY,
+        definition   TEXT NOT NULL,
+        time_created REAL NOT NULL
+    );
+    CREATE TABLE job_horizons (job_id TEXT PRIMARY KEY, horizon REAL NOT NULL);
+    """,
+]
+
+RUN_COLUMNS = (
+    "run_id, job_id, args, state, time_schedule, time_updated, times, slot, rerun_of,"
+    " rerun_group, program, conditions, actions, exit_code, signal, message, meta"
+)
+
+_JSON_FIELDS = {"program", "conditions", "actions", "meta"}
+
+
+def _row_to_run(row) -> Run:
+    (run_id, job_id, args, state, time_schedule, time_updated, times, slot, rerun_of,
+     rerun_group, program, conditions, actions, exit_code, signal, message, meta) = row
+    return Run(
+        run_id=run_id, job_id=job_id, args=json.loads(args), state=state,
+        time_schedule=time_schedule, time_updated=time_updated, times=json.loads(times),
+        slot=slot, rerun_of=rerun_of, rerun_group=rerun_group,
+        program=json.loads(program) if program else None,
+        conditions=json.loads(conditions) if conditions else None,
+        actions=json.loads(actions) if actions else None,
+        exit_code=exit_code, signal=signal, message=message, meta=json.loads(meta),
+    )
+
+
+class Store:
+    """A connection to the apsis-lite database; ``readonly`` for readers."""
+
+    def __init__(self, path, readonly=False):
+        self.path = str(path)
+        self.readonly = readonly
+        if readonly:
+            flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+        self.conn = apsw.Connection(self.path, flags=flags)
+        self.conn.set_busy_timeout(10_000)
+        # Serializes use of this one connection among threads (waitress) or
+        # greenlets; re-entrant so that a batch can wrap several writes.
+        self._lock = threading.RLock()
+        self._depth = 0
+        if not readonly:
+            self._exec("PRAGMA journal_mode=WAL")
+            self._exec("PRAGMA synchronous=FULL")
+            # Keep the WAL file from staying huge after a burst.
+            self._exec("PRAGMA journal_size_limit=67108864")
+            self._migrate()
+        else:
+            self._exec("PRAGMA query_only=1")
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _exec(self, sql, params=()):
+        return self.conn.execute(sql, params)
+
+    def _all(self, sql, params=()):
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def _one(self, sql, params=()):
+        with self._lock:
+            return self.conn.execute(sql, params).fetchone()
+
+    @contextlib.contextmanager
+    def write(self):
+        """One IMMEDIATE write transaction; nested uses join the outer one.
+
+        Never yield to other greenlets (no network I/O) inside it.
+        """
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self._exec("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._depth = 0
+                self._exec("ROLLBACK")
+                raise
+            self._depth = 0
+            self._exec("COMMIT")
+
+    def _migrate(self):
+        version = self._exec("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"{self.path}: database schema version {version} is newer than this apsis-lite "
+                f"({len(MIGRATIONS)}); upgrade apsis-lite")
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.write():
+                self._exec(step)
+                self._exec(f"PRAGMA user_version={number}")
+
+    def close(self):
+        self.conn.close()
+
+    def checkpoint(self):
+        """Checkpoint and truncate the WAL so it cannot grow without bound."""
+        with self._lock:
+            return self._exec("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+    # -- meta ----------------------------------------------------------------
+
+    def get_meta(self, key, default=None):
+        row = self._one("SELECT value FROM meta WHERE key=?", (key,))
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key, value):
+        with self.write():
+            self._exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                       (key, json.dumps(value)))
+
+    # -- runs: writes ------------------------------------------------------------
+
+    def insert_run(self, job_id, args, state, time_schedule, now, *, slot=None, rerun_of=None,
+                   rerun_group=None, program=None, conditions=None, actions=None, meta=None,
+                   message=None, user=None):
+        """Insert one run in ``state``; None if its slot already exists. Logs the creation."""
+        with self.write():
+            row = self._exec(
+                "INSERT INTO runs (job_id, args, state, time_schedule, time_updated, times, slot,"
+                " rerun_of, rerun_group, program, conditions, actions, message, meta)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (job_id, slot) WHERE slot IS NOT NULL DO NOTHING RETURNING run_id",
+                (job_id, dumps(args), state, time_schedule, now, dumps({state: now}), slot,
+                 rerun_of, rerun_group,
+                 dumps(program) if program is not None else None,
+                 dumps(conditions) if conditions is not None else None,
+                 dumps(actions) if actions is not None else None,
+                 message, dumps(meta or {})),
+            ).fetchone()
+            if row is None:
+                return None
+            run_id = row[0]
+            if rerun_group is None:
+                self._exec("UPDATE runs SET rerun_group=? WHERE run_id=?", (run_id, run_id))
+            text = message or f"created as {state} for {to_iso(time_schedule)}"
+            self._log(run_id, now, state, text, user)
+            return self.get_run(run_id)
+
+    def transition(self, run_id, old, new, now, message, *, user=None, **fields):
+        """Compare-and-set ``old -> new``, record the time and extra fields, log it.
+
+        Returns False (and changes nothing) if the run is no longer in ``old``.
+        """
+        check_transition(run_id, old, new)
+        sets = ["state=?", "time_updated=?", "times=json_set(times, ?, ?)"]
+        params = [new, now, f"$.{new}", now]
+        for name, value in fields.items():
+            if name == "meta":
+                # Merge, so that facts recorded earlier (pid, adhoc) stay.
+                sets.append("meta=json_patch(meta, ?)")
+                params.append(dumps(value))
+                continue
+            sets.append(f"{name}=?")
+            params.append(dumps(value) if name in _JSON_FIELDS and value is not None else value)
+        if "message" not in fields:
+            sets.append("message=?")
+            params.append(message)
+        params += [run_id, old]
+        with self.write():
+            self._exec(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=? AND state=?", params)
+            if self.conn.changes() != 1:
+                return False
+            self._log(run_id, now, new, message, user)
+            return True
+
+    def update_meta(self, run_id, meta):
+        with self.write():
+            self._exec("UPDATE runs SET meta=json_patch(meta, ?) WHERE run_id=?", (dumps(meta), run_id))
+
+    def log(self, run_id, now, message, user=None):
+        """Add a line to a run's log without changing its state."""
+        with self.write():
+            self._log(run_id, now, None, message, user)
+
+    def _log(self, run_id, now, state, message, user):
+        self._exec("INSERT INTO run_log (run_id, time, state, message, user) VALUES (?,?,?,?,?)",
+                   (run_id, now, state, message, user))
+
+    # -- runs: reads -------------------------------------------------------------
+
+    def get_run(self, run_id) -> Run:
+        row = self._one(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id=?", (run_id,))
+        if row is None:
+            raise NotFound(f"no run {format_run_id(run_id)}")
+        return _row_to_run(row)
+
+    def runs_in_states(self, states, limit=None):
+        """Runs in any of ``states`` (active and pending runs: bounded by the horizon)."""
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE state IN ({marks}) ORDER BY time_schedule, run_id"
+        params = list(states)
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_row_to_run(r) for r in self._all(sql, params)]
+
+    def query_runs(self, where="1", params=(), *, since=None, until=None, limit=50, cursor=None):
+        """One page of runs matching ``where``, newest first, and the cursor of the next page.
+
+        Keyset pagination on run_id: the cost of a page does not depend on
+        how many runs are stored or how deep the page is.
+        """
+        clauses, values = [f"({where})"], list(params)
+        if since is not None:
+            clauses.append("time_schedule >= ?")
+            values.append(since)
+        if until is not None:
+            clauses.append("time_schedule < ?")
+            values.append(until)
+        if cursor is not None:
+            clauses.append("run_id < ?")
+            values.append(cursor)
+        sql = (f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(clauses)}"
+               f" ORDER BY run_id DESC LIMIT ?")
+        rows = self._all(sql, values + [limit + 1])
+        runs = [_row_to_run(r) for r in rows[:limit]]
+        next_cursor = runs[-1].run_id if len(rows) > limit else None
+        return runs, next_cursor
+
+    def run_log(self, run_id):
+        return [
+            {"time": to_iso(t), "state": s, "message": m, "user": u}
+            for t, s, m, u in self._all(
+                "SELECT time, state, message, user FROM run_log WHERE run_id=? ORDER BY id", (run_id,))
+        ]
+
+    def count_running(self, job_id, args):
+        return self._one(
+            "SELECT count(*) FROM runs WHERE state IN ('starting','running','stopping') AND job_id=? AND args=?",
+            (job_id, dumps(args)))[0]
+
+    def stats(self):
+        counts = dict(self._all("SELECT state, count(*) FROM runs GROUP BY state"))
+        return {"runs": sum(counts.values()), "runs_by_state": counts}
+
+    # -- output --------------------------------------------------------------------
+
+    def store_output(self, run_id, path, bytes_total, bytes_dropped, chunk=1 << 20):
+        """Copy a run's output file into the database, a chunk at a time."""
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        with self.write():
+            self._exec("INSERT OR REPLACE INTO outputs (run_id, data, bytes_total, bytes_dropped)"
+                       " VALUES (?, zeroblob(?), ?, ?)", (run_id, size, bytes_total, bytes_dropped))
+            if size:
+                blob = self.conn.blob_open("main", "outputs", "data", run_id, True)
+                try:
+                    with open(path, "rb") as f:
+                        while data := f.read(chunk):
+                            blob.write(data)
+                finally:
+                    blob.close()
+        return size
+
+    def output_length(self, run_id):
+        row = self._one("SELECT length(data) FROM outputs WHERE run_id=?", (run_id,))
+        return None if row is None else row[0]
+
+    def read_output(self, run_id, offset=0, size=None):
+        """Bytes of a finished run's stored output from ``offset``; None if none is stored."""
+        with self._lock:
+            row = self._exec("SELECT length(data) FROM outputs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            length = row[0]
+            offset = min(max(0, offset), length)
+            want = length - offset if size is None else max(0, min(size, length - offset))
+            if want == 0:
+                return b""
+            blob = self.conn.blob_open("main", "outputs", "data", run_id, False)
+            try:
+                blob.seek(offset)
+                return blob.read(want)
+            finally:
+                blob.close()
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def get_horizons(self):
+        return dict(self._all("SELECT job_id, horizon FROM job_horizons"))
+
+    def set_horizon(self, job_id, horizon):
+        with self.write():
+            self._exec("INSERT INTO job_horizons (job_id, horizon) VALUES (?, ?)"
+                       " ON CONFLICT(job_id) DO UPDATE SET horizon=excluded.horizon", (job_id, horizon))
+
+    def put_adhoc_job(self, job_id, definition, now):
+        with self.write():
+            self._exec("INSERT OR REPLACE INTO adhoc_jobs (job_id, definition, time_created) VALUES (?,?,?)",
+                       (job_id, dumps(definition), now))
+
+    def get_adhoc_job(self, job_id):
+        row = self._one("SELECT definition FROM adhoc_jobs WHERE job_id=?", (job_id,))
+        return json.loads(row[0]) if row else None
