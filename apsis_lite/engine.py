@@ -1,0 +1,484 @@
+"""The scheduler engine: plans slots, starts due runs, collects finished ones.
+
+``Engine.tick(now)`` does one pass and returns the time it next wants to be
+woken; the loop in ``serve_forever`` only calls it and waits on an event, so
+tests drive the engine with explicit times. Operations from the API, pages
+and CLI (``submit``, ``start``, ``skip``, ``stop``, ``signal``, ``rerun``,
+``mark``) are methods here too: every state change goes through the same
+compare-and-set store transition, committed before it is acted on.
+"""
+
+import heapq
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+
+from . import jobs as jobs_mod
+from .errors import BadRequest, NotFound, TransitionError
+from .programs import parse_program
+from .runs import ACTIVE, FINISHED, dumps, format_run_id, parse_state
+from .timeutil import format_duration, from_epoch, to_iso
+
+log = logging.getLogger(__name__)
+
+# A spec not claimed by a shepherd after this long is asked for again (the
+# claim rename makes a second request harmless).
+RELAUNCH_AFTER = 5.0
+
+
+def slot_key(t: float, args: dict) -> str:
+    """The identity of a scheduled slot within its job: instant and args."""
+    return f"{round(t * 1_000_000)}|{dumps(args)}"
+
+
+class Engine:
+    """Owns scheduling and every run state change."""
+
+    def __init__(self, config, store, launcher, clock=time.time, since_now=False):
+        self.config = config
+        self.store = store
+        self.launcher = launcher
+        self.clock = clock
+        self.since_now = since_now
+        self.jobs = {}
+        self.job_errors = []
+        self._due = []          # heap of (time_schedule, run_id) for runs in 'scheduled'
+        self._plan = []         # heap of (next slot time, seq, job_id)
+        self._seq = itertools.count()
+        self._horizons = {}     # job_id -> epoch up to which slots exist in the store
+        self._notices = deque()  # ("running"|"done", run_id) from shepherds
+        self._wake = threading.Event()
+        self._next_sweep = 0.0
+        self._next_checkpoint = 0.0
+        self.started = False
+
+    # -- jobs ------------------------------------------------------------------
+
+    def set_jobs(self, jobs, errors):
+        """Install the loaded jobs (and their load errors) and plan them."""
+        self.jobs = dict(jobs)
+        self.job_errors = list(errors)
+        self._plan = []
+        if self.started:
+            now = self.clock()
+            for job_id in self.jobs:
+                self._queue_plan(job_id, self._horizons.get(job_id, now))
+            self.wake()
+
+    def get_job(self, job_id):
+        """A job from the jobs folder, or an ad hoc job stored in the database."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job
+        definition = self.store.get_adhoc_job(job_id)
+        if definition is None:
+            raise NotFound(f"no job {job_id!r}")
+        return jobs_mod.job_from_jso(definition, job_id, adhoc=True)
+
+    def next_times(self, job, count=10, after=None):
+        """The next ``count`` due times of a job from its schedules (computed, not stored)."""
+        start = from_epoch(after if after is not None else self.clock())
+        merged = heapq.merge(*(s.times(start) for s in job.schedules if s.enabled),
+                             key=lambda ta: ta[0])
+        return list(itertools.islice(merged, count))
+
+    # -- the loop ----------------------------------------------------------------
+
+    def wake(self):
+        self._wake.set()
+
+    def notice(self, kind, run_id):
+        """A shepherd said a run is running or done (called from the notify server)."""
+        self._notices.append((kind, run_id))
+        self.wake()
+
+    def serve_forever(self, stop_event):
+        """Recover, then tick until ``stop_event`` is set."""
+        self.recover()
+        while not stop_event.is_set():
+            try:
+                wake_at = self.tick(self.clock())
+            except Exception:  # one bad pass must not stop the scheduler
+                log.exception("engine pass failed")
+                wake_at = self.clock() + 1.0
+            delay = max(0.0, wake_at - self.clock())
+            self._wake.wait(min(delay, 60.0))
+            self._wake.clear()
+
+    def tick(self, now):
+        """One pass: notices, planning, due runs, the sweep; returns when to wake next."""
+        self._handle_notices()
+        self._plan_due(now)
+        self._start_due(now)
+        if now >= self._next_sweep:
+            self._sweep(now)
+            self._next_sweep = now + self.config.sweep_interval
+        if now >= self._next_checkpoint:
+            if self._next_checkpoint:
+                self.store.checkpoint()
+            self._next_checkpoint = now + self.config.checkpoint_interval
+        wake_at = min(self._next_sweep, self._next_checkpoint)
+        if self._due:
+            wake_at = min(wake_at, self._due[0][0])
+        if self._plan:
+            wake_at = min(wake_at, self._plan[0][0] - self.config.horizon / 2)
+        return wake_at
+
+    # -- start-up ------------------------------------------------------------------
+
+    def recover(self):
+        """Re-attach to the world as the database and run folders describe it."""
+        now = self.clock()
+        self._horizons = {} if self.since_now else self.store.get_horizons()
+        for job_id in self.jobs:
+            self._queue_plan(job_id, self._horizons.get(job_id, now))
+        for run in self.store.runs_in_states(["scheduled"]):
+            heapq.heappush(self._due, (run.time_schedule, run.run_id))
+        for run in self.store.runs_in_states(["waiting"]):
+            heapq.heappush(self._due, (run.time_schedule, run.run_id))
+        for run in self.store.runs_in_states(sorted(ACTIVE)):
+            self._recover_active(run, now)
+        self.started = True
+
+    def _recover_active(self, run, now):
+        rid = run.run_id
+        if self.launcher.result(rid) is not None:
+            self._collect(rid)
+        elif self.launcher.is_alive(rid):
+            if run.state == "starting":
+                self._mark_running(rid)
+            self.store.log(rid, now, "re-attached after restart")
+        elif run.state == "starting" and self.launcher.revoke(rid):
+            self.store.log(rid, now, "had provably not started when the server stopped; starting it now")
+            self._launch([self.store.get_run(rid)])
+        elif self.launcher.result(rid) is not None:
+            self._collect(rid)
+        else:
+            why = ("may have started: the server stopped while it was starting and no supervisor is left"
+                   if run.state == "starting" else
+                   "its supervisor vanished without recording a result")
+            self.store.transition(rid, run.state, "error", now, why)
+            self.launcher.remove(rid)
+
+    # -- planning --------------------------------------------------------------------
+
+    def _queue_plan(self, job_id, start):
+        self._horizons.setdefault(job_id, start)
+        heapq.heappush(self._plan, (start, next(self._seq), job_id))
+
+    def _plan_due(self, now):
+        """Create runs for slots up to ``now + horizon`` for jobs getting close to their horizon."""
+        target = now + self.config.horizon
+        while self._plan and self._plan[0][0] <= now + self.config.horizon / 2:
+            _, _, job_id = heapq.heappop(self._plan)
+            job = self.jobs.get(job_id)
+            if job is None:
+                continue
+            nxt = self._plan_job(job, self._horizons.get(job_id, now), target, now)
+            if nxt is not None:
+                heapq.heappush(self._plan, (nxt, next(self._seq), job_id))
+
+    def _plan_job(self, job, start, end, now):
+        """Insert runs for the job's slots in [start, end); returns its next slot time after that."""
+        slots, nxt = [], None
+        for sched in job.schedules:
+            if not sched.enabled:
+                continue
+            for t, sargs in sched.times(from_epoch(start)):
+                te = t.timestamp()
+                if te >= end:
+                    nxt = te if nxt is None else min(nxt, te)
+                    break
+                slots.append((te, sargs))
+        slots.sort(key=lambda s: s[0])
+        with self.store.write():
+            for te, sargs in slots:
+                self._create_slot_run(job, te, sargs, now)
+            self.store.set_horizon(job.job_id, end)
+        self._horizons[job.job_id] = end
+        return nxt
+
+    def _create_slot_run(self, job, te, sargs, now):
+        args = {p: str(sargs[p]) for p in job.params if p in sargs}
+        missing = [p for p in job.params if p not in sargs]
+        slot = slot_key(te, args)
+        if missing:
+            self.store.insert_run(job.job_id, args, "error", te, now, slot=slot,
+                                  message=f"schedule does not supply arg(s): {', '.join(missing)}")
+            return
+        if te < now - self.config.max_age:
+            self.store.insert_run(
+                job.job_id, args, "skipped", te, now, slot=slot,
+                message=(f"missed: due at {to_iso(te)} while the server was down, older than "
+                         f"max_age ({format_duration(self.config.max_age)})"))
+            return
+        try:
+            bound = jobs_mod.bind(job, args)
+        except BadRequest as exc:
+            self.store.insert_run(job.job_id, args, "error", te, now, slot=slot, message=str(exc))
+            return
+        run = self.store.insert_run(job.job_id, args, "scheduled", te, now, slot=slot, **bound)
+        if run is not None:
+            heapq.heappush(self._due, (te, run.run_id))
+
+    # -- starting ------------------------------------------------------------------------
+
+    def _start_due(self, now):
+        due = []
+        while self._due and self._due[0][0] <= now:
+            due.append(heapq.heappop(self._due)[1])
+        if not due:
+            return
+        starting = []
+        with self.store.write():
+            for rid in due:
+                try:
+                    run = self.store.get_run(rid)
+                except NotFound:
+                    continue
+                if run.state == "scheduled":
+                    if run.time_schedule < now - self.config.max_age:
+                        self.store.transition(
+                            rid, "scheduled", "skipped", now,
+                            f"missed: due at {to_iso(run.time_schedule)} while the server was down, "
+                            f"older than max_age ({format_duration(self.config.max_age)})")
+                        continue
+                    if not self.store.transition(rid, "scheduled", "waiting", now, "due"):
+                        continue
+                elif run.state != "waiting":
+                    continue
+                if self.store.transition(rid, "waiting", "starting", now, "starting"):
+                    starting.append(rid)
+        self._launch([self.store.get_run(rid) for rid in starting])
+
+    def _launch(self, runs):
+        """Hand runs in 'starting' to their programs; no-ops finish at once."""
+        local = []
+        for run in runs:
+            now = self.clock()
+            try:
+                program = parse_program(run.program)
+            except Exception as exc:
+                self.store.transition(run.run_id, "starting", "error", now, f"bad program: {exc}")
+                continue
+            if program.is_noop:
+                self.store.transition(run.run_id, "starting", "success", now, "no-op: nothing to run")
+                continue
+            if getattr(program, "host", None):
+                self.store.transition(run.run_id, "starting", "error", now,
+                                      f"remote hosts are not supported yet (host: {program.host})")
+                continue
+            try:
+                self.launcher.prepare(run, program)
+            except OSError as exc:
+                self.store.transition(run.run_id, "starting", "error", now,
+                                      f"could not prepare the run folder: {exc}")
+                continue
+            local.append(run.run_id)
+        if not local:
+            return
+        failures = self.launcher.start(local)
+        for rid, message in failures.items():
+            # Only a run that provably never started may be called failed to start.
+            if self.launcher.revoke(rid):
+                self.store.transition(rid, "starting", "error", self.clock(), f"could not start: {message}")
+                self.launcher.remove(rid)
+
+    # -- running and finishing ----------------------------------------------------------------
+
+    def _handle_notices(self):
+        while self._notices:
+            kind, rid = self._notices.popleft()
+            try:
+                if kind == "running":
+                    self._mark_running(rid)
+                elif kind == "done":
+                    self._collect(rid)
+            except NotFound:
+                pass
+            except Exception:
+                log.exception("handling %s notice for run %s failed", kind, rid)
+
+    def _mark_running(self, rid):
+        info = self.launcher.pid_info(rid)
+        if info is None:
+            return False
+        started = info.get("time") or self.clock()
+        return self.store.transition(rid, "starting", "running", started,
+                                     f"running as pid {info.get('pid')}",
+                                     meta={"pid": info.get("pid")})
+
+    def _collect(self, rid):
+        """Record a finished run's result and output; False if it has none yet."""
+        run = self.store.get_run(rid)
+        if run.state not in ACTIVE:
+            return False
+        res = self.launcher.result(rid)
+        if res is None:
+            return False
+        state, message = outcome(res)
+        out = res.get("output") or {}
+        meta = {"elapsed": res.get("elapsed"), "rusage": res.get("rusage"), "output": out,
+                "timed_out": bool(res.get("timed_out")), "stopped": bool(res.get("stopped"))}
+        end = res.get("end") or self.clock()
+        with self.store.write():
+            if run.state == "starting" and self._mark_running(rid):
+                run = self.store.get_run(rid)
+            self.store.store_output(rid, self.launcher.output_path(rid),
+                                    out.get("bytes_total", 0), out.get("bytes_dropped", 0))
+            self.store.transition(rid, run.state, state, end, message,
+                                  exit_code=res.get("exit_code"), signal=res.get("signal"), meta=meta)
+        self.launcher.remove(rid)
+        return True
+
+    def _sweep(self, now):
+        """Catch completions whose notice was lost, and specs nobody claimed."""
+        for run in self.store.runs_in_states(sorted(ACTIVE)):
+            rid = run.run_id
+            alive = self.launcher.is_alive(rid)
+            if self.launcher.result(rid) is not None:
+                self._collect(rid)
+            elif run.state == "starting" and not self.launcher.claimed(rid):
+                pending = self.launcher.spec_pending_since(rid)
+                if pending is not None and now - pending > RELAUNCH_AFTER:
+                    self.store.log(rid, now, "not picked up by the agent; asking again")
+                    self.launcher.start([rid])
+            elif alive:
+                if run.state == "starting":
+                    self._mark_running(rid)
+            elif self.launcher.result(rid) is None:
+                why = ("may have started: its supervisor vanished while it was starting"
+                       if run.state == "starting" else
+                       "its supervisor vanished without recording a result")
+                self.store.transition(rid, run.state, "error", now, why)
+                self.launcher.remove(rid)
+
+    # -- operations (API, pages, CLI) ----------------------------------------------------------
+
+    def submit(self, job_id, args=None, when=None, user=None):
+        """An ad hoc run of an existing job with ``args``, now or at ``when`` (epoch)."""
+        job = self.get_job(job_id)
+        args = jobs_mod.check_args(job, args or {})
+        return self._create_adhoc_run(job, args, when, user, "submitted")
+
+    def submit_program(self, program, when=None, user=None):
+        """An ad hoc run of an inline program, stored as a transient job."""
+        now = self.clock()
+        job_id = f"adhoc/{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}-{secrets.token_hex(3)}"
+        job = jobs_mod.adhoc_job(program, job_id)
+        self.store.put_adhoc_job(job_id, job.to_jso(), now)
+        return self._create_adhoc_run(job, {}, when, user, "submitted inline")
+
+    def _create_adhoc_run(self, job, args, when, user, why, rerun_of=None, rerun_group=None):
+        now = self.clock()
+        when = now if when is None else when
+        bound = jobs_mod.bind(job, args)
+        run = self.store.insert_run(
+            job.job_id, args, "scheduled", when, now, rerun_of=rerun_of, rerun_group=rerun_group,
+            meta={"adhoc": True}, message=f"{why} for {to_iso(when)}", user=user, **bound)
+        heapq.heappush(self._due, (when, run.run_id))
+        self.wake()
+        return run
+
+    def start(self, run_id, user=None):
+        """Start a scheduled or waiting run now, skipping its wait for time and conditions."""
+        run = self.store.get_run(run_id)
+        if run.state not in ("scheduled", "waiting"):
+            raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a scheduled or waiting run can be started")
+        if not self.store.transition(run_id, run.state, "starting", self.clock(),
+                                     "started by hand, skipping the wait for its time and conditions", user=user):
+            raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
+        self._launch([self.store.get_run(run_id)])
+        return self.store.get_run(run_id)
+
+    def skip(self, run_id, user=None):
+        run = self.store.get_run(run_id)
+        if run.state not in ("scheduled", "waiting"):
+            raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a scheduled or waiting run can be skipped")
+        if not self.store.transition(run_id, run.state, "skipped", self.clock(), "skipped by hand", user=user):
+            raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
+        return self.store.get_run(run_id)
+
+    def stop(self, run_id, user=None):
+        """Stop a running run: its stop signal, then SIGKILL after the grace period."""
+        run = self.store.get_run(run_id)
+        if run.state != "running":
+            hint = "; skip it instead" if run.state in ("scheduled", "waiting") else ""
+            raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a running run can be stopped{hint}")
+        program = parse_program(run.program)
+        sig, grace = program.stop["signal"], program.stop["grace_period"]
+        if not self.store.transition(run_id, "running", "stopping", self.clock(),
+                                     f"stop requested: {sig}, then SIGKILL after {format_duration(grace)}",
+                                     user=user):
+            raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
+        if not self.launcher.request_stop(run_id, sig, grace):
+            self._collect(run_id) or self._sweep_one(run_id)
+        return self.store.get_run(run_id)
+
+    def signal(self, run_id, name, user=None):
+        """Send a named signal to a running run's process group."""
+        from .agent import signal_from_name
+        try:
+            sig = signal_from_name(name)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        run = self.store.get_run(run_id)
+        if run.state not in ("running", "stopping"):
+            raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a running run can be signalled")
+        if not self.launcher.send_signal(run_id, sig.name):
+            raise TransitionError(f"run {format_run_id(run_id)}: its process is gone")
+        self.store.log(run_id, self.clock(), f"sent {sig.name}", user=user)
+        return self.store.get_run(run_id)
+
+    def rerun(self, run_id, user=None):
+        """A new run of a finished run's job and args, in the same rerun group."""
+        run = self.store.get_run(run_id)
+        if run.state not in FINISHED:
+            raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a finished run can be rerun")
+        try:
+            job = self.get_job(run.job_id)
+        except NotFound:
+            raise TransitionError(f"run {format_run_id(run_id)}: its job {run.job_id!r} no longer exists") from None
+        new = self._create_adhoc_run(job, run.args, None, user, f"rerun of {format_run_id(run_id)}",
+                                     rerun_of=run_id, rerun_group=run.rerun_group or run_id)
+        self.store.log(run_id, self.clock(), f"rerun as {format_run_id(new.run_id)}", user=user)
+        return new
+
+    def mark(self, run_id, state, user=None):
+        """Mark a finished run as another finished state."""
+        state = parse_state(state)
+        run = self.store.get_run(run_id)
+        if run.state not in FINISHED or state not in FINISHED:
+            raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a finished run can be marked, as success, failure, error or skipped")
+        if state == run.state:
+            raise TransitionError(f"run {format_run_id(run_id)} is already {state}")
+        if not self.store.transition(run_id, run.state, state, self.clock(), f"marked as {state}", user=user):
+            raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
+        return self.store.get_run(run_id)
+
+    def _sweep_one(self, rid):
+        run = self.store.get_run(rid)
+        if run.state in ACTIVE and not self.launcher.is_alive(rid) and self.launcher.result(rid) is None:
+            self.store.transition(rid, run.state, "error", self.clock(),
+                                  "its supervisor vanished without recording a result")
+
+
+def outcome(res):
+    """(state, message) for a shepherd's result."""
+    if res.get("error"):
+        return "error", res["error"]
+    notes = []
+    if res.get("timed_out"):
+        notes.append("timed out")
+    elif res.get("stopped"):
+        notes.append("stopped")
+    suffix = f" ({', '.join(notes)})" if notes else ""
+    if res.get("signal"):
+        return "failure", f"killed by {res['signal']}{suffix}"
+    code = res.get("exit_code")
+    if code == 0:
+        return "success", f"exit code 0{suffix}"
+    return "failure", f"exit code {code}{suffix}"

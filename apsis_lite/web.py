@@ -1,0 +1,257 @@
+"""The Flask application: the JSON API under ``/api/v1`` (pages come later).
+
+Thin by design: it reads through a read-only store and changes state only
+through the engine's operations. Errors become JSON ``{"error": message}``
+with 400 (bad input), 404 (unknown), 409 (illegal transition) in one handler.
+"""
+
+import json
+import logging
+import os
+import time
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .errors import ApsisError, BadRequest, NotFound
+from .runfilter import compile_filter
+from .runs import ACTIVE, FINISHED, format_run_id, parse_run_id
+from .timeutil import parse_time, to_iso
+
+log = logging.getLogger(__name__)
+
+OUTPUT_CHUNK = 1 << 20
+MAX_WAIT = 30.0
+MAX_LIMIT = 1000
+
+
+def create_app(config, store, engine, launcher):
+    """The WSGI app over a read ``store``, the ``engine`` and its ``launcher``."""
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    started = time.time()
+    api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+    def run_id_arg(text):
+        return parse_run_id(text)
+
+    def int_arg(name, default, lo=0, hi=None):
+        raw = request.args.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"{name}: not an integer: {raw!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise BadRequest(f"{name}: must be between {lo} and {hi}" if hi else f"{name}: must be at least {lo}")
+        return value
+
+    def time_arg(name):
+        raw = request.args.get(name)
+        if not raw:
+            return None
+        try:
+            return parse_time(raw).timestamp()
+        except ValueError as exc:
+            raise BadRequest(f"{name}: {exc}") from None
+
+    def body():
+        raw = request.get_data(cache=True, parse_form_data=False)
+        if not raw:
+            return {}
+        try:
+            jso = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(jso, dict):
+            raise BadRequest("request body must be a JSON object")
+        return jso
+
+    def user():
+        return None  # authentication arrives with the packaging issue
+
+    # -- service -------------------------------------------------------------
+
+    @api.get("/alive")
+    def alive():
+        return {"ok": True}
+
+    @api.get("/stats")
+    def stats():
+        return {
+            **store.stats(),
+            "jobs": len(engine.jobs),
+            "job_errors": len(engine.job_errors),
+            "pid": os.getpid(),
+            "uptime": round(time.time() - started, 3),
+        }
+
+    # -- jobs ----------------------------------------------------------------
+
+    def job_matches(job, q):
+        if not q:
+            return True
+        q = q.lower()
+        meta = job.metadata or {}
+        hay = [job.job_id, str(meta.get("description", ""))] + [str(x) for x in meta.get("labels", []) or []]
+        return any(q in h.lower() for h in hay)
+
+    @api.get("/jobs")
+    def jobs_list():
+        q = request.args.get("q", "")
+        limit = int_arg("limit", 500, 1, 10_000)
+        cursor = request.args.get("cursor")
+        ids = sorted(j for j in engine.jobs if job_matches(engine.jobs[j], q) and (cursor is None or j > cursor))
+        page = ids[:limit]
+        return {
+            "items": [engine.jobs[j].to_jso() for j in page],
+            "next": page[-1] if len(ids) > limit else None,
+            "errors": [e.to_jso() for e in engine.job_errors],
+        }
+
+    @api.get("/jobs/<path:job_id>")
+    def job_detail(job_id):
+        job = engine.get_job(job_id)
+        count = int_arg("next", 10, 0, 1000)
+        jso = job.to_jso()
+        jso["next_times"] = [
+            {"time": to_iso(t), "args": {k: str(v) for k, v in args.items()}}
+            for t, args in engine.next_times(job, count)
+        ]
+        jso["errors"] = [e.to_jso() for e in engine.job_errors if getattr(e, "job_id", None) == job_id]
+        return jso
+
+    # -- runs ----------------------------------------------------------------
+
+    @api.get("/runs")
+    def runs_list():
+        where, params = compile_filter(request.args.get("q", ""))
+        cursor = request.args.get("cursor")
+        runs, nxt = store.query_runs(
+            where, params, since=time_arg("since"), until=time_arg("until"),
+            limit=int_arg("limit", 50, 1, MAX_LIMIT),
+            cursor=run_id_arg(cursor) if cursor else None)
+        return {"items": [r.to_jso(full=False) for r in runs],
+                "next": format_run_id(nxt) if nxt else None}
+
+    @api.get("/runs/<run_id>")
+    def run_detail(run_id):
+        return store.get_run(run_id_arg(run_id)).to_jso()
+
+    @api.get("/runs/<run_id>/log")
+    def run_log(run_id):
+        rid = run_id_arg(run_id)
+        store.get_run(rid)
+        return {"items": store.run_log(rid), "next": None}
+
+    @api.get("/runs/<run_id>/output")
+    def run_output(run_id):
+        rid = run_id_arg(run_id)
+        run = store.get_run(rid)
+        if "offset" not in request.args:
+            return whole_output(run)
+        offset = int_arg("offset", 0, 0)
+        size = int_arg("limit", OUTPUT_CHUNK, 1, OUTPUT_CHUNK)
+        wait = float(request.args.get("wait") or 0)
+        deadline = time.monotonic() + max(0.0, min(wait, MAX_WAIT))
+        while True:
+            run = store.get_run(rid)
+            data, complete = output_from(run, offset, size)
+            if data or complete or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        headers = {"X-Run-State": run.state, "X-Output-Complete": "1" if complete else "0",
+                   "X-Output-Offset": str(offset + len(data))}
+        return Response(data, mimetype="application/octet-stream", headers=headers)
+
+    def output_from(run, offset, size):
+        """(bytes from offset, whether that reaches the end of a finished run's output)."""
+        if run.state in FINISHED:
+            data = store.read_output(run.run_id, offset, size)
+            if data is None:
+                return b"", True
+            length = store.output_length(run.run_id) or 0
+            return data, offset + len(data) >= length
+        if run.state in ACTIVE:
+            return launcher.read_live_output(run.run_id, offset, size), False
+        return b"", False
+
+    def whole_output(run):
+        def chunks():
+            offset = 0
+            while True:
+                data, complete = output_from(store.get_run(run.run_id), offset, OUTPUT_CHUNK)
+                if data:
+                    yield data
+                    offset += len(data)
+                if complete or not data:
+                    return
+        name = f"{format_run_id(run.run_id)}-output.txt"
+        return Response(chunks(), mimetype="text/plain; charset=utf-8",
+                        headers={"Content-Disposition": f'inline; filename="{name}"',
+                                 "X-Run-State": run.state})
+
+    @api.post("/runs")
+    def runs_create():
+        jso = body()
+        when = None
+        if jso.get("time") not in (None, "", "now"):
+            try:
+                when = parse_time(jso["time"], tz=jso.get("tz") or "UTC").timestamp()
+            except ValueError as exc:
+                raise BadRequest(f"time: {exc}") from None
+        unknown = set(jso) - {"job_id", "args", "program", "time", "tz"}
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        if "program" in jso:
+            if "job_id" in jso:
+                raise BadRequest("give either job_id or program, not both")
+            run = engine.submit_program(jso["program"], when, user=user())
+        elif "job_id" in jso:
+            args = jso.get("args") or {}
+            if not isinstance(args, dict):
+                raise BadRequest("args must be a JSON object of name: value")
+            run = engine.submit(str(jso["job_id"]), args, when, user=user())
+        else:
+            raise BadRequest("give job_id (with args) or program")
+        return run.to_jso(), 201
+
+    def operation(name, fn):
+        def view(run_id, **kw):
+            result = fn(run_id_arg(run_id), user=user(), **kw)
+            return result.to_jso(), 201 if name == "rerun" else 200
+        view.__name__ = f"op_{name}"
+        return view
+
+    api.add_url_rule("/runs/<run_id>/start", view_func=operation("start", engine.start), methods=["POST"])
+    api.add_url_rule("/runs/<run_id>/skip", view_func=operation("skip", engine.skip), methods=["POST"])
+    api.add_url_rule("/runs/<run_id>/stop", view_func=operation("stop", engine.stop), methods=["POST"])
+    api.add_url_rule("/runs/<run_id>/rerun", view_func=operation("rerun", engine.rerun), methods=["POST"])
+    api.add_url_rule("/runs/<run_id>/signal/<name>",
+                     view_func=operation("signal", lambda rid, user, name: engine.signal(rid, name, user=user)),
+                     methods=["POST"])
+    api.add_url_rule("/runs/<run_id>/mark/<state>",
+                     view_func=operation("mark", lambda rid, user, state: engine.mark(rid, state, user=user)),
+                     methods=["POST"])
+
+    app.register_blueprint(api)
+
+    @app.get("/")
+    def index():
+        return Response("apsis-lite is running. The JSON API is at /api/v1/.\n", mimetype="text/plain")
+
+    @app.errorhandler(ApsisError)
+    def apsis_error(exc):
+        return jsonify(error=str(exc)), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        return jsonify(error=f"{exc.name}: {exc.description}"), exc.code
+
+    @app.errorhandler(Exception)
+    def internal_error(exc):
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return jsonify(error=f"internal error: {type(exc).__name__}; see the server log"), 500
+
+    return app
