@@ -1,0 +1,170 @@
+"""Fixtures that run the real thing: a real server process on a free port, the real CLI."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def short_tmpdir(prefix):
+    # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+class Server:
+    """An ``apsis-lite serve`` subprocess with its own jobs and data folders."""
+
+    def __init__(self, jobs_dir, data_dir, extra_args=()):
+        self.jobs_dir = Path(jobs_dir)
+        self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.url = None
+        self.log_path = self.data_dir / "server-test.log"
+
+    def start(self, *args, timeout=15):
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        url_file = self.data_dir / "server.url"
+        if url_file.exists():
+            url_file.unlink()
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "apsis_lite", "serve", "--jobs", str(self.jobs_dir),
+             "--data", str(self.data_dir), "--port", "0", *self.extra_args, *args],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            if url_file.exists() and url_file.read_text():
+                self.url = url_file.read_text().strip()
+                try:
+                    self.get("/api/v1/alive")
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not come up:\n{self.log()}")
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout)
+        self.proc = None
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+    def request(self, method, path, jso=None):
+        data = None if jso is None else json.dumps(jso).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, resp.read(), dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), dict(exc.headers)
+
+    def get(self, path):
+        status, body, _ = self.request("GET", path)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def post(self, path, jso=None):
+        status, body, _ = self.request("POST", path, jso if jso is not None else {})
+        assert status in (200, 201), (status, body)
+        return json.loads(body)
+
+    def wait_run(self, run_id, states=("success", "failure", "error", "skipped"), timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.get(f"/api/v1/runs/{run_id}")
+            if run["state"] in states:
+                return run
+            time.sleep(0.05)
+        raise AssertionError(f"run {run_id} still {run['state']} after {timeout} s\n{self.log()}")
+
+    def wait_for(self, predicate, timeout=20, what="condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}\n{self.log()}")
+
+    def runs(self, q=""):
+        items, cursor = [], None
+        while True:
+            path = f"/api/v1/runs?limit=1000&q={urllib.parse.quote(q)}"
+            if cursor:
+                path += f"&cursor={cursor}"
+            page = self.get(path)
+            items += page["items"]
+            cursor = page["next"]
+            if not cursor:
+                return items
+
+    def cli(self, *args, timeout=60, input=None):
+        env = dict(os.environ, APSIS_LITE_URL=self.url or "")
+        return subprocess.run([sys.executable, "-m", "apsis_lite", *args], capture_output=True,
+                              text=True, timeout=timeout, env=env, cwd=ROOT, input=input)
+
+
+def write_job(jobs_dir, job_id, text):
+    path = Path(jobs_dir) / f"{job_id}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def jobs_dir():
+    d = short_tmpdir("al-jobs-")
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def data_dir():
+    d = short_tmpdir("al-data-")
+    yield Path(d)
+    _kill_agents(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _kill_agents(data_dir):
+    pid_file = Path(data_dir) / "agent" / "agent.pid"
+    try:
+        pid = int(json.loads(pid_file.read_text())["pid"]) if pid_file.read_text().startswith("{") \
+            else int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+@pytest.fixture
+def server(jobs_dir, data_dir):
+    srv = Server(jobs_dir, data_dir)
+    yield srv
+    try:
+        srv.stop()
+    except Exception:
+        srv.kill()
+
