@@ -1,0 +1,183 @@
+"""The engine stepped with explicit times: planning, catch-up, operations.
+
+These use a real SQLite file and the real engine; the programs are no-ops,
+so nothing here waits for a clock or a process.
+"""
+
+import pytest
+
+from apsis_lite.config import load_config
+from apsis_lite.engine import Engine
+from apsis_lite.errors import BadRequest, NotFound, TransitionError
+from apsis_lite.jobs import job_from_jso
+from apsis_lite.launcher import LocalLauncher
+from apsis_lite.store import Store
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a multiple of 10 s
+
+
+class Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def world(tmp_path):
+    def make(jobs, clock_at=T0, since_now=False, **settings):
+        config = load_config(None, data_dir=str(tmp_path / "data"), jobs_dir=str(tmp_path),
+                             **{"horizon": 60, "max_age": 3600, "sweep_interval": 1000, **settings})
+        store = Store(config.db_path)
+        clock = Clock(clock_at)
+        engine = Engine(config, store, LocalLauncher(config), clock=clock, since_now=since_now)
+        engine.set_jobs({j.job_id: j for j in jobs}, [])
+        engine.recover()
+        return engine, store, clock
+    return make
+
+
+def noop_job(job_id="tick", interval="10s", params=("time",)):
+    return job_from_jso({"params": list(params), "program": {"type": "no-op"},
+                         "schedule": {"type": "interval", "interval": interval}}, job_id)
+
+
+def all_runs(store):
+    runs, _ = store.query_runs(limit=100_000)
+    return sorted(runs, key=lambda r: r.time_schedule)
+
+
+def test_plans_slots_up_to_the_horizon_once(world):
+    engine, store, clock = world([noop_job()])
+    engine.tick(T0)
+    runs = all_runs(store)
+    assert [r.time_schedule - T0 for r in runs] == [0, 10, 20, 30, 40, 50]
+    assert runs[0].args == {"time": "2027-01-15T08:00:00Z"}
+    engine.tick(T0)
+    assert len(all_runs(store)) == 6
+
+
+def test_due_runs_start_and_wake_time(world):
+    engine, store, clock = world([noop_job()])
+    wake = engine.tick(T0)
+    first = all_runs(store)[0]
+    assert store.get_run(first.run_id).state == "success"
+    assert wake == T0 + 10
+    states = [e["state"] for e in store.run_log(first.run_id) if e["state"]]
+    assert states == ["scheduled", "waiting", "starting", "success"]
+    engine.tick(T0 + 25)
+    assert [r.state for r in all_runs(store)][:4] == ["success", "success", "success", "scheduled"]
+
+
+def test_horizon_extends_in_chunks(world):
+    engine, store, clock = world([noop_job()])
+    engine.tick(T0)
+    engine.tick(T0 + 20)  # next slot T0+60 is still more than horizon/2 away
+    assert len(all_runs(store)) == 6
+    engine.tick(T0 + 31)
+    assert max(r.time_schedule for r in all_runs(store)) == T0 + 90
+
+
+def test_restart_does_not_duplicate_slots(world, tmp_path):
+    engine, store, clock = world([noop_job()])
+    engine.tick(T0)
+    store.close()
+    engine2, store2, _ = world([noop_job()], clock_at=T0 + 5)
+    engine2.tick(T0 + 5)
+    times = [r.time_schedule for r in all_runs(store2)]
+    assert len(times) == len(set(times))
+    assert times == [T0 + 10 * i for i in range(6)]
+
+
+def test_missed_slots_run_once_except_older_than_max_age(world):
+    engine, store, clock = world([noop_job()], max_age=100)
+    engine.tick(T0)
+    store.close()
+    # Down for 1000 s.
+    engine2, store2, _ = world([noop_job()], clock_at=T0 + 1000, max_age=100)
+    engine2.tick(T0 + 1000)
+    runs = all_runs(store2)
+    assert len({r.time_schedule for r in runs}) == len(runs)
+    by_time = {r.time_schedule: r for r in runs}
+    # Every slot of the gap has a run.
+    assert sorted(by_time) == [T0 + 10 * i for i in range(len(by_time))]
+    old = [r for t, r in by_time.items() if T0 < t < T0 + 900]  # T0 ran before the stop
+    recent = [r for t, r in by_time.items() if T0 + 900 <= t <= T0 + 1000]
+    assert old and all(r.state == "skipped" and "older than max_age" in r.message for r in old)
+    assert recent and all(r.state == "success" for r in recent)
+
+
+def test_since_now_starts_fresh(world):
+    engine, store, clock = world([noop_job()])
+    engine.tick(T0)
+    store.close()
+    engine2, store2, _ = world([noop_job()], clock_at=T0 + 1000, since_now=True)
+    engine2.tick(T0 + 1000)
+    gap = [r for r in all_runs(store2) if T0 + 60 <= r.time_schedule < T0 + 1000]
+    assert gap == []
+
+
+def test_template_error_makes_an_error_run(world):
+    job = job_from_jso({"params": ["time"], "program": "echo {{ time.nosuch.attr }}",
+                        "schedule": {"type": "interval", "interval": "30s"}}, "bad-template")
+    engine, store, clock = world([job])
+    engine.tick(T0)
+    runs = all_runs(store)
+    assert runs and all(r.state == "error" for r in runs)
+    assert "nosuch" in runs[0].message
+
+
+def test_operations_and_illegal_transitions(world):
+    job = job_from_jso({"params": ["x"], "program": {"type": "no-op"}}, "adhoc-noop")
+    engine, store, clock = world([job])
+    later = engine.submit("adhoc-noop", {"x": "1"}, when=T0 + 3600)
+    assert later.state == "scheduled"
+    with pytest.raises(TransitionError, match="only a running run can be stopped; skip it instead"):
+        engine.stop(later.run_id)
+    with pytest.raises(TransitionError, match="only a finished run can be rerun"):
+        engine.rerun(later.run_id)
+    started = engine.start(later.run_id)
+    assert started.state == "success"
+    assert any("started by hand" in e["message"] for e in store.run_log(later.run_id))
+    again = engine.rerun(later.run_id)
+    assert again.rerun_of == later.run_id and again.rerun_group == later.run_id
+    engine.tick(T0)
+    assert store.get_run(again.run_id).state == "success"
+    third = engine.rerun(again.run_id)
+    assert third.rerun_group == later.run_id
+    assert engine.mark(later.run_id, "failure").state == "failure"
+    with pytest.raises(TransitionError, match="already failure"):
+        engine.mark(later.run_id, "failure")
+    with pytest.raises(BadRequest, match="unknown state"):
+        engine.mark(later.run_id, "bogus")
+    skipped = engine.skip(engine.submit("adhoc-noop", {"x": "2"}, when=T0 + 60).run_id)
+    assert skipped.state == "skipped"
+    with pytest.raises(TransitionError, match="is skipped"):
+        engine.skip(skipped.run_id)
+    with pytest.raises(NotFound):
+        engine.skip(999_999)
+    with pytest.raises(BadRequest, match="missing"):
+        engine.submit("adhoc-noop", {})
+    with pytest.raises(NotFound, match="no job"):
+        engine.submit("nope", {})
+
+
+def test_inline_program_survives_as_transient_job(world):
+    engine, store, clock = world([])
+    run = engine.submit_program({"type": "no-op"})
+    engine.tick(T0)
+    assert store.get_run(run.run_id).state == "success"
+    # A restarted engine (no jobs folder entry) can still rerun it.
+    engine2 = Engine(engine.config, store, engine.launcher, clock=clock)
+    engine2.set_jobs({}, [])
+    engine2.recover()
+    again = engine2.rerun(run.run_id)
+    engine2.tick(T0 + 1)
+    assert store.get_run(again.run_id).state == "success"
+
+
+def test_next_times(world):
+    engine, store, clock = world([noop_job(interval="1 min")])
+    times = engine.next_times(engine.jobs["tick"], 3, after=T0 + 1)
+    assert [t.timestamp() - T0 for t, _ in times] == [60, 120, 180]
