@@ -73,10 +73,10 @@ class Engine:
         job = self.jobs.get(job_id)
         if job is not None:
             return job
-        definition = self.store.get_adhoc_job(job_id)
-        if definition is None:
+        stored = self.store.get_adhoc_job(job_id)
+        if stored is None:
             raise NotFound(f"no job {job_id!r}")
-        return jobs_mod.job_from_jso(definition, job_id, adhoc=True)
+        return jobs_mod.job_from_jso(stored["job"], job_id, adhoc=stored["literal"])
 
     def next_times(self, job, count=10, after=None):
         """The next ``count`` due times of a job from its schedules (computed, not stored)."""
@@ -365,12 +365,26 @@ class Engine:
         return self._create_adhoc_run(job, args, when, user, "submitted")
 
     def submit_program(self, program, when=None, user=None):
-        """An ad hoc run of an inline program, stored as a transient job."""
-        now = self.clock()
-        job_id = f"adhoc/{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}-{secrets.token_hex(3)}"
+        """An ad hoc run of an inline program, stored as a transient job.
+
+        Its text is taken literally: it was typed, not written as a template.
+        """
+        job_id = self._adhoc_job_id()
         job = jobs_mod.adhoc_job(program, job_id)
-        self.store.put_adhoc_job(job_id, job.to_jso(), now)
+        self.store.put_adhoc_job(job_id, {"literal": True, "job": job.to_jso()}, self.clock())
         return self._create_adhoc_run(job, {}, when, user, "submitted inline")
+
+    def submit_job(self, definition, args=None, when=None, user=None):
+        """An ad hoc run of an inline job definition (job-file form, templates and all)."""
+        job_id = self._adhoc_job_id()
+        job = jobs_mod.job_from_jso(definition, job_id)
+        args = jobs_mod.check_args(job, args or {})
+        self.store.put_adhoc_job(job_id, {"literal": False, "job": definition}, self.clock())
+        return self._create_adhoc_run(job, args, when, user, "submitted inline")
+
+    def _adhoc_job_id(self):
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.clock()))
+        return f"adhoc/{stamp}-{secrets.token_hex(3)}"
 
     def _create_adhoc_run(self, job, args, when, user, why, rerun_of=None, rerun_group=None):
         now = self.clock()

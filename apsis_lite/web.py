@@ -201,20 +201,26 @@ def create_app(config, store, engine, launcher):
                 when = parse_time(jso["time"], tz=jso.get("tz") or "UTC").timestamp()
             except ValueError as exc:
                 raise BadRequest(f"time: {exc}") from None
-        unknown = set(jso) - {"job_id", "args", "program", "time", "tz"}
+        unknown = set(jso) - {"job_id", "job", "args", "program", "time", "tz"}
         if unknown:
             raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        given = [k for k in ("job_id", "job", "program") if k in jso]
+        if len(given) != 1:
+            raise BadRequest("give exactly one of job_id (with args), job (an inline job definition, with args) "
+                             "or program")
+        args = jso.get("args") or {}
+        if not isinstance(args, dict):
+            raise BadRequest("args must be a JSON object of name: value")
         if "program" in jso:
-            if "job_id" in jso:
-                raise BadRequest("give either job_id or program, not both")
+            if args:
+                raise BadRequest("an inline program takes no args; use an inline job with params")
             run = engine.submit_program(jso["program"], when, user=user())
-        elif "job_id" in jso:
-            args = jso.get("args") or {}
-            if not isinstance(args, dict):
-                raise BadRequest("args must be a JSON object of name: value")
-            run = engine.submit(str(jso["job_id"]), args, when, user=user())
+        elif "job" in jso:
+            if not isinstance(jso["job"], dict):
+                raise BadRequest("job must be a JSON object in job-file form (params, program, ...)")
+            run = engine.submit_job(jso["job"], args, when, user=user())
         else:
-            raise BadRequest("give job_id (with args) or program")
+            run = engine.submit(str(jso["job_id"]), args, when, user=user())
         return run.to_jso(), 201
 
     def operation(name, fn):

@@ -181,3 +181,14 @@ def test_next_times(world):
     engine, store, clock = world([noop_job(interval="1 min")])
     times = engine.next_times(engine.jobs["tick"], 3, after=T0 + 1)
     assert [t.timestamp() - T0 for t, _ in times] == [60, 120, 180]
+
+
+def test_inline_job_definition_is_templated_and_kept(world):
+    engine, store, clock = world([])
+    run = engine.submit_job({"params": ["who"], "program": {"type": "shell", "command": "echo {{ who }}"}},
+                            {"who": "ann"}, when=T0 + 3600)
+    assert run.program["command"] == "echo ann"
+    assert engine.get_job(run.job_id).params == ("who",)
+    from apsis_lite.jobs import JobErrors
+    with pytest.raises(JobErrors, match="program"):
+        engine.submit_job({"params": ["who"]}, {"who": "x"})

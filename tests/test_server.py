@@ -193,6 +193,8 @@ def test_bad_api_input(server, jobs_dir):
         ("POST", "/api/v1/runs", {"job_id": "greet", "args": {"name": "x", "extra": "y"}}, 400, "extra"),
         ("POST", "/api/v1/runs", {"job_id": "greet", "args": {"name": "x"}, "time": "not a time"}, 400, "time"),
         ("POST", "/api/v1/runs", {"bogus": 1}, 400, "bogus"),
+        ("POST", "/api/v1/runs", {"job": {"program": {"type": "nope"}}}, 400, "unknown program type"),
+        ("POST", "/api/v1/runs", {"job_id": "greet", "program": "x"}, 400, "exactly one"),
         ("POST", "/api/v1/runs/r1/mark/nosuchstate", None, 400, "unknown state"),
         ("GET", "/api/v1/nothing-here", None, 404, "Not Found"),
     ]
