@@ -40,9 +40,20 @@ def serve(config_file, jobs_dir, data_dir, host, port, server, since):
 
 @cli.command("check-jobs")
 @click.argument("jobs_dir", type=click.Path(file_okay=False), default="jobs")
-def check_jobs(jobs_dir):
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="Config file whose extensions register extra types.")
+def check_jobs(jobs_dir, config_file):
     """Load every job file in JOBS_DIR and print every problem; exit 1 if there are any."""
     from .jobs import load_jobs_dir
+    if config_file:
+        from .config import load_config
+        from .registry import load_extensions
+        try:
+            load_extensions(load_config(config_file).extensions)
+        except ApsisError as exc:
+            raise click.ClickException(str(exc)) from None
+        except ImportError as exc:
+            raise click.ClickException(f"cannot load extension: {exc}") from None
     if not os.path.isdir(jobs_dir):
         raise click.ClickException(f"jobs folder not found: {jobs_dir}")
     jobs, errors = load_jobs_dir(jobs_dir)

@@ -96,7 +96,10 @@ def setup_logging(config):
 def serve(config, since_now=False):
     """Run the scheduler and the web server until SIGTERM or SIGINT."""
     setup_logging(config)
-    load_extensions(config.extensions)
+    try:
+        load_extensions(config.extensions)
+    except ImportError as exc:
+        raise ConfigError(f"config: extensions: cannot import {exc.name or exc}: {exc}") from None
     lock_fd = lock_data_dir(config)
     store = Store(config.db_path)
     reader = Store(config.db_path, readonly=True)

@@ -27,7 +27,8 @@ def short_tmpdir(prefix):
 class Server:
     """An ``apsis-lite serve`` subprocess with its own jobs and data folders."""
 
-    def __init__(self, jobs_dir, data_dir, extra_args=()):
+    def __init__(self, jobs_dir, data_dir, extra_args=(), env=None):
+        self.env = env
         self.jobs_dir = Path(jobs_dir)
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
@@ -44,7 +45,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "apsis_lite", "serve", "--jobs", str(self.jobs_dir),
              "--data", str(self.data_dir), "--port", "0", *self.extra_args, *args],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=None if self.env is None else {**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
