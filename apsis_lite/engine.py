@@ -170,16 +170,21 @@ class Engine:
         heapq.heappush(self._plan, (start, next(self._seq), job_id))
 
     def _plan_due(self, now):
-        """Create runs for slots up to ``now + horizon`` for jobs getting close to their horizon."""
+        """Create runs for slots up to ``now + horizon`` for jobs getting close to their horizon.
+
+        One transaction for the whole pass: start-up plans every job at once,
+        and a commit per job would cost an fsync each.
+        """
         target = now + self.config.horizon
-        while self._plan and self._plan[0][0] <= now + self.config.horizon / 2:
-            _, _, job_id = heapq.heappop(self._plan)
-            job = self.jobs.get(job_id)
-            if job is None:
-                continue
-            nxt = self._plan_job(job, self._horizons.get(job_id, now), target, now)
-            if nxt is not None:
-                heapq.heappush(self._plan, (nxt, next(self._seq), job_id))
+        with self.store.write():
+            while self._plan and self._plan[0][0] <= now + self.config.horizon / 2:
+                _, _, job_id = heapq.heappop(self._plan)
+                job = self.jobs.get(job_id)
+                if job is None:
+                    continue
+                nxt = self._plan_job(job, self._horizons.get(job_id, now), target, now)
+                if nxt is not None:
+                    heapq.heappush(self._plan, (nxt, next(self._seq), job_id))
 
     def _plan_job(self, job, start, end, now):
         """Insert runs for the job's slots in [start, end); returns its next slot time after that."""
@@ -255,41 +260,56 @@ class Engine:
         self._launch([self.store.get_run(rid) for rid in starting])
 
     def _launch(self, runs):
-        """Hand runs in 'starting' to their programs; no-ops finish at once."""
+        """Hand runs in 'starting' to their programs; no-ops finish at once.
+
+        Transitions and run folders are written in one transaction; the agent
+        is asked only after it commits, and outside it, because talking to
+        the agent yields to other greenlets.
+        """
         local = []
-        for run in runs:
-            now = self.clock()
-            try:
-                program = parse_program(run.program)
-            except Exception as exc:
-                self.store.transition(run.run_id, "starting", "error", now, f"bad program: {exc}")
-                continue
-            if program.is_noop:
-                self.store.transition(run.run_id, "starting", "success", now, "no-op: nothing to run")
-                continue
-            if getattr(program, "host", None):
-                self.store.transition(run.run_id, "starting", "error", now,
-                                      f"remote hosts are not supported yet (host: {program.host})")
-                continue
-            try:
-                self.launcher.prepare(run, program)
-            except OSError as exc:
-                self.store.transition(run.run_id, "starting", "error", now,
-                                      f"could not prepare the run folder: {exc}")
-                continue
-            local.append(run.run_id)
+        with self.store.write():
+            for run in runs:
+                now = self.clock()
+                try:
+                    program = parse_program(run.program)
+                except Exception as exc:
+                    self.store.transition(run.run_id, "starting", "error", now, f"bad program: {exc}")
+                    continue
+                if program.is_noop:
+                    self.store.transition(run.run_id, "starting", "success", now, "no-op: nothing to run")
+                    continue
+                if program.host:
+                    self.store.transition(run.run_id, "starting", "error", now,
+                                          f"remote hosts are not supported yet (host: {program.host})")
+                    continue
+                try:
+                    self.launcher.prepare(run, program)
+                except OSError as exc:
+                    self.store.transition(run.run_id, "starting", "error", now,
+                                          f"could not prepare the run folder: {exc}")
+                    continue
+                local.append(run.run_id)
         if not local:
             return
         failures = self.launcher.start(local)
-        for rid, message in failures.items():
-            # Only a run that provably never started may be called failed to start.
-            if self.launcher.revoke(rid):
-                self.store.transition(rid, "starting", "error", self.clock(), f"could not start: {message}")
-                self.launcher.remove(rid)
+        if not failures:
+            return
+        with self.store.write():
+            for rid, message in failures.items():
+                # Only a run that provably never started may be called failed to start.
+                if self.launcher.revoke(rid):
+                    self.store.transition(rid, "starting", "error", self.clock(), f"could not start: {message}")
+                    self.launcher.remove(rid)
 
     # -- running and finishing ----------------------------------------------------------------
 
     def _handle_notices(self):
+        # One transaction for all pending notices: a burst of runs starting
+        # or ending together costs one commit, not one fsync each.
+        with self.store.write():
+            self._handle_notices_in_tx()
+
+    def _handle_notices_in_tx(self):
         while self._notices:
             kind, rid = self._notices.popleft()
             try:
@@ -331,7 +351,8 @@ class Engine:
                                     out.get("bytes_total", 0), out.get("bytes_dropped", 0))
             self.store.transition(rid, run.state, state, end, message,
                                   exit_code=res.get("exit_code"), signal=res.get("signal"), meta=meta)
-        self.launcher.remove(rid)
+            # The run folder holds the only copy of the result until this commits.
+            self.store.after_commit(lambda: self.launcher.remove(rid))
         return True
 
     def _sweep(self, now):

@@ -113,6 +113,7 @@ class Store:
         # greenlets; re-entrant so that a batch can wrap several writes.
         self._lock = threading.RLock()
         self._depth = 0
+        self._after_commit = []
         if not readonly:
             self._exec("PRAGMA journal_mode=WAL")
             self._exec("PRAGMA synchronous=FULL")
@@ -155,10 +156,26 @@ class Store:
                 yield self
             except BaseException:
                 self._depth = 0
+                self._after_commit.clear()
                 self._exec("ROLLBACK")
                 raise
             self._depth = 0
             self._exec("COMMIT")
+            callbacks, self._after_commit = self._after_commit, []
+        for fn in callbacks:
+            fn()
+
+    def after_commit(self, fn):
+        """Call ``fn`` once the current transaction has committed (now, if there is none).
+
+        For acting on a state change only once it is durable, e.g. removing
+        a run folder whose result has just been recorded.
+        """
+        with self._lock:
+            if self._depth:
+                self._after_commit.append(fn)
+                return
+        fn()
 
     def _migrate(self):
         version = self._exec("PRAGMA user_version").fetchone()[0]
