@@ -44,7 +44,8 @@ class LocalLauncher:
             "run_id": format_run_id(run.run_id),
             "argv": program.argv(),
             "env": env,
-            "cwd": program.cwd,
+            # Like cron: a program without a cwd runs in the home directory.
+            "cwd": program.cwd or os.path.expanduser("~"),
             "timeout": program.timeout,
             "stop": program.stop,
             "output_head": self.config.output_head,

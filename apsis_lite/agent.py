@@ -1,0 +1,1360 @@
+"""The agent: a small detached process that starts runs so they outlive the server.
+
+Why this exists
+---------------
+The scheduler server holds SQLite connections and runs gevent, so it must never
+fork (a forked copy of an open database or a gevent hub is a corruption risk),
+and the programs it starts must keep running when the server stops or crashes.
+So the server hands each run to this agent over a Unix socket. The agent forks
+one *shepherd* per run (a fork, about a millisecond, rather than a new
+interpreter, 30+ ms: bursts of a thousand runs must start in about a second).
+The shepherd puts itself in its own session, spawns the program in another
+session, captures its output, and writes the outcome into the run's folder. Neither the agent nor the server is needed for a run to
+finish and be recorded.
+
+Everything that matters lives in files in the run folder, written atomically,
+so a restarted server can tell, for every run, exactly what happened:
+
+=====================  =====================================================
+``spec.json``          written by the server: what to run (the intent)
+``spec.claimed.json``  a shepherd renamed the spec: it owns the run
+``spec.revoked.json``  the server renamed it first: the run never started
+``lock``               flock held by the shepherd for its whole life
+``shepherd.json``      shepherd pid + /proc start time (written before spawn)
+``pid.json``           program pid/pgid + start time (written right after fork)
+``output``             stdout+stderr: the head as it comes; (marker +) tail
+                       appended at the end
+``output.tail``        ring buffer of the last bytes, while running only
+``stop.json``          written by the server before it SIGTERMs the shepherd
+``result.json``        the outcome, written last, before the lock is released
+=====================  =====================================================
+
+Recovery rules for the server (all decidable from the files):
+
+* ``revoke()`` succeeds → the run provably never started and never will.
+* ``result.json`` exists → the run is over; it holds the outcome (check this
+  first: the lock is released just after it is written).
+* ``is_alive()`` → a shepherd is still looking after the run.
+* claimed, not alive, no result → the shepherd died (SIGKILL, OOM, reboot);
+  the program may still run if ``pid.json`` exists (check its start time):
+  report an error. Without ``pid.json`` the program was almost surely never
+  spawned, but that is not provable.
+
+This module is stdlib only and cheap to import: the agent imports it at each
+start, and the server imports the client helpers from a gevent-patched process
+(they only use ``socket``, ``os`` and ``time`` calls, which gevent patches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import select
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+log = logging.getLogger("apsis_lite.agent")
+
+# Run folder file names (see the module docstring).
+SPEC = "spec.json"
+SPEC_CLAIMED = "spec.claimed.json"
+SPEC_REVOKED = "spec.revoked.json"
+LOCK = "lock"
+SHEPHERD = "shepherd.json"
+PID = "pid.json"
+OUTPUT = "output"
+OUTPUT_TAIL = "output.tail"
+STOP = "stop.json"
+RESULT = "result.json"
+
+# State folder file names.
+AGENT_LOCK = "agent.lock"
+AGENT_SOCK = "agent.sock"
+AGENT_PID = "agent.pid"
+AGENT_LOG = "agent.log"
+
+DEFAULT_OUTPUT_HEAD = 8 * 1024 * 1024
+DEFAULT_OUTPUT_TAIL = 8 * 1024 * 1024
+DEFAULT_STOP = {"signal": "SIGTERM", "grace_period": 60.0}
+DEFAULT_IDLE_TIMEOUT = 300.0
+
+#: After the program exits, how long to keep reading output that background
+#: grandchildren may still be writing before giving up on EOF.
+DRAIN_TIMEOUT = 0.2
+#: Largest single read from the output pipe; also the most output held in RAM.
+READ_CHUNK = 65536
+
+
+# ---------------------------------------------------------------------------
+# File helpers shared by the server, the agent and the shepherd.
+# ---------------------------------------------------------------------------
+
+def _fsync_dir(path: str) -> None:
+    """Persist a directory's entries: a rename is only durable once its
+    directory is synced, and the renames here *are* the state machine."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Replace ``path`` so that readers, and a machine that loses power, see
+    either the old content or the complete new one, never a partial file."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write_json(path: str, obj) -> None:
+    """``atomic_write_bytes`` of one JSON document plus a newline."""
+    atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+
+def read_json(run_dir: str, name: str) -> dict | None:
+    """Read one of the run folder's JSON files, or None if it is missing.
+
+    Files are written atomically, so a partial or unparsable file means
+    something outside this protocol touched it; that too reads as None rather
+    than raising, so recovery code can treat "unknown" uniformly.
+    """
+    try:
+        with open(os.path.join(run_dir, name), "rb") as file:
+            value = json.loads(file.read())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def write_spec(run_dir: str, spec: dict) -> None:
+    """Record the intent to run (creating ``run_dir`` if needed). Must happen
+    before ``AgentClient.start``; durable, so a crash right after it leaves a
+    run that recovery can still either start or ``revoke``."""
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write_json(os.path.join(run_dir, SPEC), spec)
+
+
+def revoke(run_dir: str) -> bool:
+    """Make sure a run never starts. True if the spec was still unclaimed and
+    is now revoked; False if a shepherd claimed it first (or there was no
+    spec). Exactly one of revoke and claim can win: both are a rename of the
+    same file."""
+    try:
+        os.rename(os.path.join(run_dir, SPEC), os.path.join(run_dir, SPEC_REVOKED))
+    except FileNotFoundError:
+        return False
+    _fsync_dir(run_dir)
+    return True
+
+
+def is_alive(run_dir: str) -> bool:
+    """Is a shepherd looking after this run right now?
+
+    The shepherd holds an exclusive flock on ``lock`` for its whole life, and
+    the kernel drops it when the process dies however it dies, so a failed
+    non-blocking lock attempt means "alive" with no pid-reuse ambiguity.
+    """
+    try:
+        fd = os.open(os.path.join(run_dir, LOCK), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+    finally:
+        os.close(fd)  # Also releases our probe lock, if we got it.
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The process start time (clock ticks since boot, /proc/<pid>/stat field
+    22), or None if there is no such process. A pid plus its start time names
+    one process for good, whereas a bare pid may be reused."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as file:
+            data = file.read()
+    except (OSError, ValueError):
+        return None
+    # The command name (field 2) is in parentheses and may contain anything,
+    # so count fields from the last ")": the field after it is field 3.
+    try:
+        fields = data[data.rindex(b")") + 2:].split()
+        return int(fields[22 - 3])
+    except (ValueError, IndexError):
+        return None
+
+
+def _same_process(info: dict | None) -> int | None:
+    """The pid recorded in ``info`` if that very process still exists."""
+    if not info:
+        return None
+    try:
+        pid = int(info["pid"])
+        start_time = info["start_time"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if start_time is None or proc_start_time(pid) != start_time:
+        return None
+    return pid
+
+
+def signal_from_name(text) -> signal.Signals:
+    """Parse ``SIGTERM``, ``TERM``, ``term``, ``15`` (or an int) into a signal."""
+    if isinstance(text, signal.Signals):
+        return text
+    if isinstance(text, int) and not isinstance(text, bool):
+        try:
+            return signal.Signals(text)
+        except ValueError:
+            raise ValueError(f"unknown signal: {text}") from None
+    if not isinstance(text, str):
+        raise ValueError(f"unknown signal: {text!r}")
+    name = text.strip()
+    if name.isdigit():
+        return signal_from_name(int(name))
+    name = name.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return signal.Signals[name]
+    except KeyError:
+        raise ValueError(f"unknown signal: {text}") from None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def request_stop(run_dir: str, signal_name, grace_period: float) -> bool:
+    """Ask the shepherd to stop the program: ``signal_name`` to its process
+    group, then SIGKILL after ``grace_period`` seconds.
+
+    The request is written to ``stop.json`` first and the shepherd carries it
+    out by itself, so it completes even if the server dies right after. Returns
+    True if a live shepherd will act on it. False means no shepherd could be
+    signalled (finished, dead, or not started yet); a shepherd that starts
+    later still honours ``stop.json`` as soon as it has spawned the program.
+    """
+    sig = signal_from_name(signal_name)
+    atomic_write_json(
+        os.path.join(run_dir, STOP),
+        {"signal": sig.name, "grace_period": float(grace_period)},
+    )
+    if not is_alive(run_dir):
+        return False
+    info = read_json(run_dir, SHEPHERD)
+    if info is None:
+        # Alive but not yet past its claim: it checks stop.json after spawning.
+        return True
+    pid = _same_process(info)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def send_signal(run_dir: str, signal_name) -> bool:
+    """Send a signal to the program's whole process group, now. Only while
+    the shepherd is alive and the recorded program pid still names the same
+    process (start time check), so a reused pid is never hit. False if not
+    sent."""
+    sig = signal_from_name(signal_name)
+    if not is_alive(run_dir):
+        return False
+    info = read_json(run_dir, PID)
+    if _same_process(info) is None:
+        return False
+    try:
+        os.killpg(int(info["pgid"]), sig)
+    except (ProcessLookupError, KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _unix_address(path: str):
+    """Yield an address for ``path`` that fits in sockaddr_un (108 bytes).
+
+    Long paths are reached through ``/proc/self/fd/<dir fd>/<name>``, which
+    the kernel resolves like any other path when binding or connecting.
+    """
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# Shepherd: one per run, forked from the agent.
+# ---------------------------------------------------------------------------
+
+class _SpecError(ValueError):
+    pass
+
+
+def _parse_spec(raw: dict | None, run_dir: str) -> dict:
+    """Validate the spec up front, so a bad one becomes a clear error in
+    result.json instead of a crash halfway through the run."""
+    if raw is None:
+        raise _SpecError("spec is missing or not valid JSON")
+    spec = {}
+    spec["run_id"] = str(raw.get("run_id") or os.path.basename(run_dir))
+    argv = raw.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise _SpecError("argv must be a non-empty list of strings")
+    spec["argv"] = argv
+    env = raw.get("env")
+    if env is not None and not (
+        isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+    ):
+        raise _SpecError("env must map strings to strings")
+    spec["env"] = dict(os.environ) if env is None else env
+    cwd = raw.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise _SpecError("cwd must be a string or null")
+    spec["cwd"] = cwd or None
+    try:
+        stop = raw.get("stop") or {}
+        spec["stop_signal"] = signal_from_name(stop.get("signal", DEFAULT_STOP["signal"]))
+        spec["stop_grace"] = max(0.0, float(stop.get("grace_period", DEFAULT_STOP["grace_period"])))
+        timeout = raw.get("timeout")
+        if timeout:
+            spec["timeout_duration"] = max(0.0, float(timeout["duration"]))
+            spec["timeout_signal"] = signal_from_name(timeout.get("signal", "SIGTERM"))
+        else:
+            spec["timeout_duration"] = None
+            spec["timeout_signal"] = None
+        spec["output_head"] = max(0, int(raw.get("output_head", DEFAULT_OUTPUT_HEAD)))
+        spec["output_tail"] = max(0, int(raw.get("output_tail", DEFAULT_OUTPUT_TAIL)))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise _SpecError(str(exc)) from None
+    notify = raw.get("notify")
+    spec["notify"] = notify if isinstance(notify, str) and notify else None
+    return spec
+
+
+class _OutputSink:
+    """Stores a stream of output in bounded disk and memory.
+
+    The first ``head`` bytes go straight to ``output`` as they arrive, so a
+    client can follow them by byte offset. Later bytes go to a fixed-size ring
+    file, ``output.tail``, at position ``(offset - head) % tail``; only the
+    last ``tail`` bytes survive. ``finish`` appends them, in order and after a
+    marker if anything was dropped, to ``output``. Nothing but the current
+    chunk is ever held in RAM, so a program printing 1 GB costs head + tail on
+    disk and a few kB of memory.
+    """
+
+    def __init__(self, run_dir: str, head: int, tail: int):
+        self.head = head
+        self.tail = tail
+        self.tail_path = os.path.join(run_dir, OUTPUT_TAIL)
+        self.fd = os.open(
+            os.path.join(run_dir, OUTPUT),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644,
+        )
+        self.tail_fd: int | None = None
+        self.total = 0
+        self.error: str | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is None:
+            try:
+                self._store(data, self.total)
+            except OSError as exc:
+                # Disk full and the like: keep reading (so the program never
+                # blocks on a full pipe) but stop storing.
+                self.error = f"cannot store output: {exc}"
+                log.error("%s", self.error)
+        self.total += len(data)
+
+    def _store(self, data: bytes, offset: int) -> None:
+        if offset < self.head:
+            n = min(len(data), self.head - offset)
+            _write_all(self.fd, data[:n])
+            data = data[n:]
+            offset += n
+        if not data or self.tail == 0:
+            return
+        if len(data) > self.tail:  # Only the end of a huge chunk can survive.
+            offset += len(data) - self.tail
+            data = data[-self.tail:]
+        if self.tail_fd is None:
+            self.tail_fd = os.open(
+                self.tail_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
+            )
+        pos = (offset - self.head) % self.tail
+        first = min(len(data), self.tail - pos)
+        self._pwrite_all(data[:first], pos)
+        if first < len(data):
+            self._pwrite_all(data[first:], 0)
+
+    def _pwrite_all(self, data: bytes, pos: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.tail_fd, view, pos)
+            view = view[n:]
+            pos += n
+
+    def finish(self) -> dict:
+        """Assemble the final ``output``, make it durable, drop the ring file;
+        returns the byte counts for result.json."""
+        beyond = max(0, self.total - self.head)
+        kept_tail = min(beyond, self.tail)
+        dropped = beyond - kept_tail
+        info = {
+            "bytes_total": self.total,
+            "bytes_kept": self.total - dropped,
+            "bytes_dropped": dropped,
+        }
+        try:
+            if self.error is None:
+                if dropped:
+                    _write_all(self.fd, f"\n[apsis-lite: {dropped} bytes of output dropped]\n".encode())
+                if kept_tail:
+                    self._copy_ring((beyond - kept_tail) % self.tail, kept_tail)
+            os.fsync(self.fd)
+        except OSError as exc:
+            self.error = self.error or f"cannot store output: {exc}"
+        finally:
+            os.close(self.fd)
+            if self.tail_fd is not None:
+                os.close(self.tail_fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.tail_path)
+        if self.error:
+            info["error"] = self.error
+        return info
+
+    def _copy_ring(self, start: int, length: int) -> None:
+        pos = start
+        while length:
+            n = min(length, self.tail - pos, 1024 * 1024)
+            chunk = os.pread(self.tail_fd, n, pos)
+            if not chunk:
+                raise OSError(errno.EIO, "output.tail is shorter than expected")
+            _write_all(self.fd, chunk)
+            length -= len(chunk)
+            pos = (pos + len(chunk)) % self.tail
+
+
+_RESETTABLE_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+
+
+def _reset_signals() -> None:
+    """Give every signal its default disposition and unblock them all, so
+    the shepherd inherits nothing from the agent's handlers, nor from
+    whatever the agent's own parent chose to ignore."""
+    signal.set_wakeup_fd(-1)
+    for sig in _RESETTABLE_SIGNALS:
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+class _Shepherd:
+    """Looks after one run from claim to result.json.
+
+    Every path out of ``run`` after a successful claim writes result.json:
+    that file (or a dead shepherd without it) is how the server learns the
+    outcome. The shepherd waits in ``poll`` on the output pipe and a wakeup
+    pipe fed by SIGCHLD/SIGTERM, with a timeout set to the next deadline, so
+    an idle shepherd costs no CPU.
+    """
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.lock_fd: int | None = None
+        self.spec: dict | None = None
+        self.sink: _OutputSink | None = None
+        self.pending: set[int] = set()  # Signals caught, not yet handled.
+        self.wake_r = self.wake_w = -1
+        self.pid: int | None = None  # The program; also its pgid.
+        self.out_r: int | None = None
+        self.status: int | None = None
+        self.rusage = None
+        self.start_wall = time.time()
+        self.start_mono = time.monotonic()
+        self.end_wall: float | None = None
+        self.end_mono: float | None = None
+        self.timeout_deadline: float | None = None
+        self.kill_deadline: float | None = None
+        self.timed_out = False
+        self.stopped = False
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.run_dir, name)
+
+    def run(self) -> int:
+        """Returns the shepherd's exit status (0 unless something broke)."""
+        if not self._lock():
+            return 0
+        try:
+            os.rename(self._path(SPEC), self._path(SPEC_CLAIMED))
+        except FileNotFoundError:
+            log.info("%s: spec already claimed or revoked; nothing to do", self.run_dir)
+            return 0
+        try:
+            return self._run_claimed()
+        except BaseException as exc:
+            log.exception("%s: shepherd failed", self.run_dir)
+            if self.pid is not None and self.status is None:
+                # Nobody would collect this program's output any more.
+                with contextlib.suppress(OSError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    self._reap(blocking=True)
+            self._finish(f"shepherd failed: {exc!r}")
+            return 1
+
+    def _lock(self) -> bool:
+        """Take the run's lock, or learn that another shepherd has the run.
+
+        The server's liveness probe takes the lock for a microsecond too, so a
+        busy lock is retried for as long as the spec is still unclaimed.
+        """
+        fd = os.open(self._path(LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not os.path.exists(self._path(SPEC)) or time.monotonic() > deadline:
+                    os.close(fd)
+                    log.info("%s: locked by another shepherd; nothing to do", self.run_dir)
+                    return False
+                time.sleep(0.005)
+            else:
+                self.lock_fd = fd
+                return True
+
+    def _run_claimed(self) -> int:
+        try:
+            self.spec = _parse_spec(read_json(self.run_dir, SPEC_CLAIMED), self.run_dir)
+        except _SpecError as exc:
+            return self._finish(f"bad spec: {exc}")
+        # Handlers go in before shepherd.json exists: once it does, the server
+        # may send SIGTERM, which must not kill us with the default action.
+        self._install_signal_handlers()
+        me = os.getpid()
+        # This also syncs the directory, which makes the claim rename durable
+        # before the program can start: after a power cut, "unclaimed" must
+        # still mean "never ran".
+        atomic_write_json(
+            self._path(SHEPHERD),
+            {"pid": me, "start_time": proc_start_time(me), "time": time.time()},
+        )
+        self.sink = _OutputSink(self.run_dir, self.spec["output_head"], self.spec["output_tail"])
+        error = self._spawn()
+        if error is not None:
+            return self._finish(error)
+        self._notify("running")
+        if os.path.exists(self._path(STOP)):
+            # A stop requested before we had a program to signal.
+            self._stop()
+        self._supervise()
+        self._drain()
+        return self._finish(None)
+
+    def _install_signal_handlers(self) -> None:
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+        def on_signal(signum, frame):
+            self.pending.add(signum)
+
+        signal.signal(signal.SIGCHLD, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    def _spawn(self) -> str | None:
+        """Start the program; returns an error message or None.
+
+        The program gets its own session and process group (so a stop or
+        timeout reaches the whole tree, grandchildren included), stdin from
+        /dev/null, stdout and stderr on one pipe, default signal dispositions
+        and an empty signal mask. We use posix_spawn rather than fork + exec:
+        glibc spawns with vfork semantics (no copy of this Python process)
+        and reports a failed exec as an exception here, which is what an
+        error pipe would do, at a quarter of the cost per run.
+        """
+        spec = self.spec
+        argv, env, cwd = spec["argv"], spec["env"], spec["cwd"]
+        if cwd is not None:
+            # Where the program starts; nothing else here uses relative paths.
+            try:
+                os.chdir(cwd)
+            except OSError as exc:
+                return f"exec failed: cannot chdir to {cwd!r}: {exc.strerror}"
+        # posix_spawnp searches the PATH of *this* process: make it the
+        # program's, as execvpe(argv[0], argv, env) would.
+        if "PATH" in env:
+            os.environ["PATH"] = env["PATH"]
+        else:
+            os.environ.pop("PATH", None)
+        out_r, out_w = os.pipe()  # Both close-on-exec; dup2 makes 1 and 2.
+        try:
+            pid = os.posix_spawnp(
+                argv[0], argv, env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, out_w, 2),
+                ],
+                setsid=True,
+                setsigmask=(),
+                setsigdef=_RESETTABLE_SIGNALS,
+            )
+        except OSError as exc:
+            os.close(out_r)
+            return f"exec failed: cannot run {argv[0]!r}: {exc.strerror}"
+        except (TypeError, ValueError) as exc:  # E.g. a NUL byte in env.
+            os.close(out_r)
+            return f"exec failed: cannot run {argv[0]!r}: {exc}"
+        finally:
+            os.close(out_w)
+        self.pid = pid
+        self.start_wall = time.time()
+        self.start_mono = time.monotonic()
+        # Record the program before anything else: if we die from here on,
+        # the server must still be able to find (and kill) it.
+        atomic_write_json(
+            self._path(PID),
+            {"pid": pid, "pgid": pid, "start_time": proc_start_time(pid), "time": self.start_wall},
+        )
+        os.set_blocking(out_r, False)
+        self.out_r = out_r
+        if spec["timeout_duration"] is not None:
+            self.timeout_deadline = self.start_mono + spec["timeout_duration"]
+        log.info("%s: started pid %d: %s", spec["run_id"], pid, argv)
+        return None
+
+    def _supervise(self) -> None:
+        """Copy output and enforce stop/timeout until the program exits."""
+        poller = select.poll()
+        poller.register(self.wake_r, select.POLLIN)
+        poller.register(self.out_r, select.POLLIN)
+        while self.status is None:
+            for fd, _ in poller.poll(self._poll_timeout_ms()):
+                if fd == self.wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self.wake_r, 4096):
+                            pass
+                elif fd == self.out_r and not self._read_output():
+                    poller.unregister(self.out_r)
+                    os.close(self.out_r)
+                    self.out_r = None
+            self._handle_signals()
+            self._check_deadlines()
+
+    def _poll_timeout_ms(self) -> int | None:
+        deadlines = [d for d in (self.timeout_deadline, self.kill_deadline) if d is not None]
+        if not deadlines:
+            return None  # Sleep until output or a signal arrives.
+        return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+
+    def _read_output(self) -> bool:
+        """Read what the pipe has (a bounded amount); False at EOF."""
+        for _ in range(16):
+            try:
+                data = os.read(self.out_r, READ_CHUNK)
+            except BlockingIOError:
+                return True
+            if not data:
+                return False
+            self.sink.write(data)
+            if len(data) < READ_CHUNK:
+                return True
+        return True
+
+    def _handle_signals(self) -> None:
+        pending, self.pending = self.pending, set()
+        if signal.SIGCHLD in pending:
+            self._reap(blocking=False)
+        if signal.SIGTERM in pending and self.status is None:
+            self._stop()
+
+    def _reap(self, blocking: bool) -> None:
+        if self.status is not None:
+            return
+        pid, status, rusage = os.wait4(self.pid, 0 if blocking else os.WNOHANG)
+        if pid == 0:
+            return
+        self.status, self.rusage = status, rusage
+        self.end_wall, self.end_mono = time.time(), time.monotonic()
+
+    def _stop(self) -> None:
+        """Carry out stop.json (or the spec's stop) on the process group."""
+        request = read_json(self.run_dir, STOP) or {}
+        try:
+            sig = signal_from_name(request.get("signal", self.spec["stop_signal"]))
+        except ValueError:
+            sig = self.spec["stop_signal"]
+        try:
+            grace = max(0.0, float(request.get("grace_period", self.spec["stop_grace"])))
+        except (TypeError, ValueError):
+            grace = self.spec["stop_grace"]
+        log.info("%s: stopping with %s, grace %.1fs", self.spec["run_id"], sig.name, grace)
+        self.stopped = True
+        self._signal_group(sig)
+        self._arm_kill(grace)
+        self._check_deadlines()  # A zero grace period kills right away.
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        if self.timeout_deadline is not None and now >= self.timeout_deadline:
+            self.timeout_deadline = None
+            if self.status is None:
+                log.info("%s: timed out", self.spec["run_id"])
+                self.timed_out = True
+                self._signal_group(self.spec["timeout_signal"])
+                self._arm_kill(self.spec["stop_grace"])
+        if self.kill_deadline is not None and time.monotonic() >= self.kill_deadline:
+            self.kill_deadline = None
+            self._signal_group(signal.SIGKILL)
+
+    def _arm_kill(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        if self.kill_deadline is None or deadline < self.kill_deadline:
+            self.kill_deadline = deadline
+
+    def _signal_group(self, sig: int) -> None:
+        # Never after the reap: the pgid could then name someone else's group.
+        if self.status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+
+    def _drain(self) -> None:
+        """Read the output left in the pipe after the program exited.
+
+        A background grandchild may hold the pipe open indefinitely; like
+        cron, we leave it alone, and stop reading after DRAIN_TIMEOUT.
+        """
+        if self.out_r is None:
+            return
+        poller = select.poll()
+        poller.register(self.out_r, select.POLLIN)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(int(remaining * 1000) + 1):
+                log.info("%s: output still open after exit; not waiting", self.spec["run_id"])
+                break
+            if not self._read_output():
+                break
+        os.close(self.out_r)
+        self.out_r = None
+
+    def _finish(self, error: str | None) -> int:
+        """Write result.json, release the lock, then say ``done``."""
+        exit_code = sig_name = None
+        if error is None and self.status is not None:
+            if os.WIFEXITED(self.status):
+                exit_code = os.WEXITSTATUS(self.status)
+            elif os.WIFSIGNALED(self.status):
+                sig_name = _signal_name(os.WTERMSIG(self.status))
+        end_wall = self.end_wall if self.end_wall is not None else time.time()
+        end_mono = self.end_mono if self.end_mono is not None else time.monotonic()
+        if self.rusage is not None:
+            rusage = {
+                "utime": self.rusage.ru_utime,
+                "stime": self.rusage.ru_stime,
+                "maxrss_kb": self.rusage.ru_maxrss,
+            }
+        else:
+            rusage = {"utime": 0.0, "stime": 0.0, "maxrss_kb": 0}
+        if self.sink is not None:
+            sink, self.sink = self.sink, None  # Finish it once, even if we fail below.
+            output = sink.finish()
+        else:
+            output = {"bytes_total": 0, "bytes_kept": 0, "bytes_dropped": 0}
+        import resource  # Only here: keeps the agent's import light.
+
+        result = {
+            "exit_code": exit_code,
+            "signal": sig_name,
+            "error": error,
+            "start": self.start_wall,
+            "end": end_wall,
+            "elapsed": max(0.0, end_mono - self.start_mono),
+            "rusage": rusage,
+            "output": output,
+            "timed_out": self.timed_out,
+            "stopped": self.stopped,
+            "shepherd_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
+        atomic_write_json(self._path(RESULT), result)
+        run_id = self.spec["run_id"] if self.spec else os.path.basename(self.run_dir)
+        log.info(
+            "%s: finished: exit %s signal %s error %s in %.3fs",
+            run_id, exit_code, sig_name, error, result["elapsed"],
+        )
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # The run is over for anyone probing the lock.
+            self.lock_fd = None
+        self._notify("done")
+        return 0
+
+    def _notify(self, word: str) -> None:
+        """Best-effort nudge to the server; it finds the files anyway."""
+        path = self.spec and self.spec["notify"]
+        if not path:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                with _unix_address(path) as address:
+                    sock.connect(address)
+                sock.sendall(f"{word} {self.spec['run_id']}\n".encode())
+        except OSError as exc:
+            log.debug("%s: notify %s failed: %s", self.spec["run_id"], word, exc)
+
+
+# ---------------------------------------------------------------------------
+# Agent: serves start requests and forks shepherds.
+# ---------------------------------------------------------------------------
+
+class _Conn:
+    __slots__ = ("sock", "inbuf", "outbuf")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+
+
+class Agent:
+    """The agent's event loop: one thread, one selector, no blocking calls
+    apart from ``fork``, so many clients and thousands of starts are served
+    promptly. It owns nothing about runs beyond forking their shepherds: if
+    it dies, running shepherds carry on and a new agent takes over."""
+
+    MAX_REQUEST = 1024 * 1024
+
+    def __init__(self, state_dir: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT):
+        self.state_dir = os.path.abspath(state_dir)
+        self.idle_timeout = idle_timeout
+        self.lock_fd: int | None = None
+        self.listener: socket.socket | None = None
+        self.selector: selectors.BaseSelector | None = None
+        self.conns: dict[int, _Conn] = {}
+        self.children: set[int] = set()
+        self.pending: set[int] = set()
+        self.wake_r = self.wake_w = -1
+        self.stopping = False
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.state_dir, name)
+
+    def serve(self) -> int:
+        """Run until idle or signalled; returns the exit status."""
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self.lock_fd = os.open(self._path(AGENT_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another agent already serves %s", self.state_dir)
+            os.close(self.lock_fd)
+            return 0
+        try:
+            self._open()
+            log.info("agent %d serving %s", os.getpid(), self.state_dir)
+            self._loop()
+        finally:
+            self._close()
+        return 0
+
+    def _open(self) -> None:
+        sock_path = self._path(AGENT_SOCK)
+        # Only the lock holder may remove the socket: it is stale by now.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with _unix_address(sock_path) as address:
+            self.listener.bind(address)
+        # Whoever can talk to us can run programs as us: owner only (and
+        # _accept checks the peer's uid too, which also covers this window).
+        os.chmod(sock_path, 0o600)
+        self.listener.listen(1024)
+        self.listener.setblocking(False)
+        atomic_write_bytes(self._path(AGENT_PID), f"{os.getpid()}\n".encode())
+
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        # Do not pin whatever directory we were started from.
+        os.chdir("/")
+
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, self._drain_wakeup)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.pending.add(signum)
+
+    def _loop(self) -> None:
+        idle_since: float | None = time.monotonic()
+        while not self.stopping:
+            now = time.monotonic()
+            timeout = None  # Busy: wait for events only.
+            if self.conns or self.children:
+                idle_since = None
+            else:
+                if idle_since is None:
+                    idle_since = now
+                timeout = idle_since + self.idle_timeout - now
+                if timeout <= 0:
+                    log.info("idle for %gs; exiting", self.idle_timeout)
+                    break
+            for key, mask in self.selector.select(timeout):
+                key.data(key, mask)
+            self._handle_signals()
+
+    def _handle_signals(self) -> None:
+        pending, self.pending = self.pending, set()
+        if signal.SIGCHLD in pending:
+            while True:
+                try:
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                self.children.discard(pid)
+        if pending & {signal.SIGTERM, signal.SIGINT}:
+            log.info("signalled; exiting (shepherds keep running)")
+            self.stopping = True
+
+    def _drain_wakeup(self, key, mask) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.wake_r, 4096):
+                pass
+
+    def _accept(self, key, mask) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # EMFILE and friends: try again later.
+                log.error("accept failed: %s", exc)
+                return
+            if not self._trusted(sock):
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = _Conn(sock)
+            self.conns[sock.fileno()] = conn
+            self.selector.register(sock, selectors.EVENT_READ, self._on_conn)
+
+    @staticmethod
+    def _trusted(sock: socket.socket) -> bool:
+        """Only our own user (or root) may ask us to run things."""
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        except OSError:
+            return False
+        _, uid, _ = struct.unpack("3i", creds)
+        if uid in (os.getuid(), 0):
+            return True
+        log.warning("refused a connection from uid %d", uid)
+        return False
+
+    def _on_conn(self, key, mask) -> None:
+        conn = self.conns.get(key.fd)
+        if conn is None:
+            return
+        if mask & selectors.EVENT_WRITE:
+            self._flush(conn)
+        if mask & selectors.EVENT_READ and key.fd in self.conns:
+            try:
+                data = conn.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._drop(conn)
+                return
+            conn.inbuf += data
+            while (end := conn.inbuf.find(b"\n")) >= 0:
+                line = bytes(conn.inbuf[:end])
+                del conn.inbuf[:end + 1]
+                if line.strip():
+                    reply = self._handle_request(line)
+                    conn.outbuf += json.dumps(reply).encode() + b"\n"
+            if len(conn.inbuf) > self.MAX_REQUEST:
+                log.error("request too long; dropping connection")
+                self._drop(conn)
+                return
+            self._flush(conn)
+
+    def _flush(self, conn: _Conn) -> None:
+        if conn.outbuf:
+            try:
+                sent = conn.sock.send(conn.outbuf)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._drop(conn)
+                return
+            del conn.outbuf[:sent]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
+        if self.selector.get_key(conn.sock).events != events:
+            self.selector.modify(conn.sock, events, self._on_conn)
+
+    def _drop(self, conn: _Conn) -> None:
+        self.conns.pop(conn.sock.fileno(), None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn.sock)
+        conn.sock.close()
+
+    def _handle_request(self, line: bytes) -> dict:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("request must be a JSON object")
+        except ValueError as exc:
+            return {"ok": False, "error": f"bad request: {exc}"}
+        op = request.get("op")
+        try:
+            if op == "ping":
+                return {"ok": True, "pid": os.getpid()}
+            if op == "start":
+                return {"ok": True, "pid": self._start(request.get("run_dir"))}
+            return {"ok": False, "error": f"unknown op: {op!r}"}
+        except (OSError, ValueError) as exc:
+            return {"ok": False, "error": str(exc)}
+
+    def _start(self, run_dir) -> int:
+        if not isinstance(run_dir, str) or not os.path.isabs(run_dir):
+            raise ValueError(f"run_dir must be an absolute path: {run_dir!r}")
+        if not os.path.isdir(run_dir):
+            raise ValueError(f"no such run dir: {run_dir}")
+        if not os.path.exists(os.path.join(run_dir, SPEC)):
+            raise ValueError(f"no {SPEC} in {run_dir} (already claimed or revoked)")
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()  # Or the child would print our buffer again.
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                self._become_shepherd()
+                status = _Shepherd(run_dir).run()
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    log.exception("%s: shepherd crashed", run_dir)
+            finally:
+                os._exit(status)
+        self.children.add(pid)
+        log.info("started shepherd %d for %s", pid, run_dir)
+        return pid
+
+    def _become_shepherd(self) -> None:
+        """In the forked child: shed everything that belongs to the agent.
+
+        A new session makes the shepherd immune to whatever ends the agent or
+        the server. Closing the agent's descriptors matters: a shepherd still
+        holding agent.lock would stop a new agent from ever serving. (Close,
+        never unregister or shutdown: those would act on the agent's shared
+        epoll set and connections.)
+        """
+        os.setsid()
+        _reset_signals()
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # A dead notify socket must not kill us.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        self.selector.close()
+        self.listener.close()
+        for conn in self.conns.values():
+            conn.sock.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        os.close(self.lock_fd)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        if devnull != 0:
+            os.close(devnull)
+
+    def _close(self) -> None:
+        if self.selector is not None:
+            self.selector.close()
+        for conn in list(self.conns.values()):
+            conn.sock.close()
+        self.conns.clear()
+        if self.listener is not None:
+            self.listener.close()
+            # Remove our socket before releasing the lock, never after: by
+            # then it may belong to the next agent.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(AGENT_SOCK))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(AGENT_PID))
+        os.close(self.lock_fd)
+        self.lock_fd = None
+
+
+def agent_main(state_dir: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> int:
+    """Serve ``state_dir`` until idle for ``idle_timeout`` seconds or
+    SIGTERM/SIGINT. Exits at once with 0 if another agent serves it."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=logging.INFO,
+            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+        )
+    return Agent(state_dir, idle_timeout=idle_timeout).serve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m apsis_lite.agent",
+        description="Serve run start requests for one state folder.",
+    )
+    parser.add_argument("state_dir", help="folder for agent.sock, agent.lock, agent.pid")
+    parser.add_argument(
+        "--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+        help="exit after this long with no client and no running shepherd (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    return agent_main(args.state_dir, idle_timeout=args.idle_timeout)
+
+
+# ---------------------------------------------------------------------------
+# Client, used by the server.
+# ---------------------------------------------------------------------------
+
+class AgentError(Exception):
+    """The agent could not be reached, started, or refused a request."""
+
+
+class AgentClient:
+    """The server's connection to its agent, which it starts when absent.
+
+    One persistent connection, serialised by a lock (gevent makes that a
+    cooperative lock), is reopened when broken. Holding it open also keeps
+    the agent from exiting as idle while the server is up.
+
+    A request whose connection broke is retried once, on a new connection
+    (starting a new agent if needed). For ``start`` that is safe because of
+    the claim: if the first attempt did reach the agent, the retry either
+    fails with "already claimed" or forks a second shepherd that loses the
+    lock or the claim and exits. So on AgentError the run folder is the
+    truth: if ``spec.claimed.json`` exists the run started, otherwise
+    ``revoke`` it or try again; and the authoritative shepherd pid is always
+    the one in shepherd.json.
+    """
+
+    def __init__(
+        self,
+        state_dir: str,
+        command: list[str],
+        *,
+        env: dict | None = None,
+        spawn_timeout: float = 5.0,
+        reply_timeout: float = 30.0,
+    ):
+        self.state_dir = os.path.abspath(state_dir)
+        self.command = list(command)
+        self.env = env
+        self.spawn_timeout = spawn_timeout
+        self.reply_timeout = reply_timeout
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._proc = None  # The last agent we spawned, reaped when it exits.
+        self._lock = threading.Lock()
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.state_dir, AGENT_SOCK)
+
+    def ping(self) -> int:
+        """The agent's pid (starting an agent if there is none)."""
+        return int(self._request({"op": "ping"})["pid"])
+
+    def start(self, run_dir: str) -> int:
+        """Have the agent fork a shepherd for ``run_dir`` (spec.json must be
+        written already); returns the shepherd pid without waiting for the
+        program. The authoritative pid is shepherd.json's."""
+        reply = self._request({"op": "start", "run_dir": os.path.abspath(run_dir)})
+        return int(reply["pid"])
+
+    def close(self) -> None:
+        """Drop the connection. The agent keeps running (it exits by itself
+        once idle)."""
+        with self._lock:
+            self._disconnect()
+            self._poll_proc()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _request(self, message: dict) -> dict:
+        line = json.dumps(message).encode() + b"\n"
+        with self._lock:
+            for attempt in (1, 2):
+                sock = self._connection()
+                try:
+                    sock.sendall(line)
+                    reply = self._read_reply(sock)
+                    break
+                except TimeoutError as exc:
+                    self._disconnect()
+                    raise AgentError(f"agent did not answer within {self.reply_timeout}s") from exc
+                except (OSError, ValueError) as exc:
+                    self._disconnect()
+                    if attempt == 2:
+                        raise AgentError(f"agent connection failed: {exc}") from exc
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            error = reply.get("error") if isinstance(reply, dict) else reply
+            raise AgentError(str(error))
+        return reply
+
+    def _read_reply(self, sock: socket.socket):
+        while b"\n" not in self._buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("agent closed the connection")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
+
+    def _disconnect(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buf = b""
+
+    def _try_connect(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.reply_timeout)
+        try:
+            with _unix_address(self.socket_path) as address:
+                sock.connect(address)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None  # No agent, or a stale socket of a dead one.
+        except OSError as exc:
+            sock.close()
+            raise AgentError(f"cannot connect to {self.socket_path}: {exc}") from exc
+        return sock
+
+    def _connection(self) -> socket.socket:
+        if self._sock is None:
+            self._poll_proc()
+            sock = self._try_connect()
+            if sock is None:
+                sock = self._spawn_and_connect()
+            self._sock = sock
+        return self._sock
+
+    def _spawn_and_connect(self) -> socket.socket:
+        deadline = time.monotonic() + self.spawn_timeout
+        self._spawn()
+        while True:
+            sock = self._try_connect()
+            if sock is not None:
+                return sock
+            if self._proc is not None and self._proc.poll() is not None:
+                if self._proc.returncode != 0:
+                    raise AgentError(
+                        f"agent exited with status {self._proc.returncode}; "
+                        f"see {os.path.join(self.state_dir, AGENT_LOG)}"
+                    )
+                # Status 0: another agent held the lock. If that one has
+                # exited meanwhile, nobody serves now, so try again.
+                self._proc = None
+                if self._agent_lock_free():
+                    self._spawn()
+            if time.monotonic() > deadline:
+                raise AgentError(
+                    f"agent did not start within {self.spawn_timeout}s; "
+                    f"see {os.path.join(self.state_dir, AGENT_LOG)}"
+                )
+            time.sleep(0.02)
+
+    def _agent_lock_free(self) -> bool:
+        try:
+            fd = os.open(os.path.join(self.state_dir, AGENT_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def _spawn(self) -> None:
+        import subprocess
+
+        os.makedirs(self.state_dir, exist_ok=True)
+        log_path = os.path.join(self.state_dir, AGENT_LOG)
+        with open(log_path, "ab") as log_file:
+            try:
+                self._proc = subprocess.Popen(
+                    self.command + [self.state_dir],
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=log_file,
+                    close_fds=True,
+                    env=self.env,
+                )
+            except OSError as exc:
+                raise AgentError(f"cannot start agent {self.command}: {exc}") from exc
+        log.info("started agent pid %d for %s", self._proc.pid, self.state_dir)
+
+    def _poll_proc(self) -> None:
+        """Reap an agent we spawned that has exited (no zombies)."""
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
