@@ -1,7 +1,8 @@
 """CLI commands that talk to a running server through its JSON API.
 
 ``register(group)`` adds them to the ``apsis-lite`` group. Each takes
-``--url`` (default ``$APSIS_LITE_URL``, else http://127.0.0.1:5005) and turns
+``--url`` (default ``$APSIS_LITE_URL``, else ``server.url`` in the default
+data folder, else http://127.0.0.1:5005; see ``client.resolve_url``) and turns
 a ``ClientError`` into a one-line ``click.ClickException`` (exit status 1).
 The pure helpers (argument parsing, tables, exit statuses) are public so
 they can be tested without a server.
@@ -103,6 +104,27 @@ def format_value(value) -> str:
     return str(value)
 
 
+def format_rusage(rusage) -> str:
+    """``user 0.012 s, system 0.003 s, max RSS 11680 kB`` from a run's ``rusage``."""
+    if not isinstance(rusage, dict):
+        return format_value(rusage)
+
+    def number(key):
+        value = rusage.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    parts, shown = [], set()
+    for key, form in (("utime", "user {:.3f} s"), ("stime", "system {:.3f} s"),
+                      ("maxrss_kb", "max RSS {} kB")):
+        if number(key) is not None:
+            parts.append(form.format(number(key)))
+            shown.add(key)
+    rest = {k: v for k, v in rusage.items() if k not in shown}
+    if rest:
+        parts.append(format_value(rest))
+    return ", ".join(parts)
+
+
 def format_table(headers, rows, width=None, shrink=()) -> str:
     """Left-aligned columns two spaces apart.
 
@@ -186,9 +208,11 @@ def _api(url):
 
 
 def _url_option(f):
+    # No click default: Client resolves a missing URL (env, server.url, DEFAULT_URL).
     return click.option(
-        "--url", envvar="APSIS_LITE_URL", default=DEFAULT_URL, show_default=True,
-        metavar="URL", help="Server address (also $APSIS_LITE_URL).",
+        "--url", metavar="URL",
+        help=("Server address. Default: $APSIS_LITE_URL, else the server.url file in the "
+              f"default data folder, else {DEFAULT_URL}."),
     )(f)
 
 
@@ -442,7 +466,7 @@ def show_cmd(run, as_json, utc, url):
         ("rerun of", r.get("rerun_of")),
         ("elapsed", timeutil.format_duration(r.get("elapsed"))),
         ("output", None if r.get("output_length") is None else f"{r['output_length']} bytes"),
-        ("rusage", format_value(r.get("rusage"))),
+        ("rusage", format_rusage(r.get("rusage"))),
     ]))
     times = r.get("times") or {}
     if times:

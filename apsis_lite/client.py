@@ -3,6 +3,10 @@
 Every failure, from a refused connection to an error response, becomes a
 ``ClientError`` with a message meant for a person, so the CLI never shows a
 traceback.
+
+The server is found through an explicit URL, else ``$APSIS_LITE_URL``, else
+the ``server.url`` file a server writes into the default data folder at
+start-up, else ``DEFAULT_URL``.
 """
 
 import http.client
@@ -26,12 +30,44 @@ class ClientError(Exception):
         self.status = status
 
 
-def base_url(url=None) -> str:
-    """``url``, else ``$APSIS_LITE_URL``, else the default; no trailing slash."""
-    url = (url or os.environ.get("APSIS_LITE_URL") or DEFAULT_URL).strip()
+def url_file() -> str:
+    """``server.url`` in the default data folder, which a server there writes at start-up."""
+    from .config import default_data_dir  # lazily: the client needs nothing else from config
+
+    return os.path.join(default_data_dir(), "server.url")
+
+
+def _url_from_file():
+    """The URL in ``url_file()``, or None if it is missing, unreadable or empty."""
+    try:
+        with open(url_file(), encoding="utf-8") as f:
+            text = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text.splitlines()[0].strip() if text else None
+
+
+def resolve_url(url=None) -> tuple[str, str]:
+    """``(url, where it came from)``: ``url``, else ``$APSIS_LITE_URL``, else
+    ``server.url`` in the default data folder, else ``DEFAULT_URL``; no trailing slash."""
+    env = os.environ.get("APSIS_LITE_URL", "").strip()
+    if url and url.strip():
+        source = "--url"
+    elif env:
+        url, source = env, "$APSIS_LITE_URL"
+    elif from_file := _url_from_file():
+        url, source = from_file, url_file()
+    else:
+        url, source = DEFAULT_URL, "default"
+    url = url.strip()
     if "://" not in url:
         url = "http://" + url  # accept "host:port"
-    return url.rstrip("/")
+    return url.rstrip("/"), source
+
+
+def base_url(url=None) -> str:
+    """The server URL (see ``resolve_url``)."""
+    return resolve_url(url)[0]
 
 
 def quote_id(id_: str) -> str:
@@ -43,7 +79,7 @@ class Client:
     """Calls ``{url}/api/v1{path}``; ``path`` is e.g. ``/runs/r12``."""
 
     def __init__(self, url=None, timeout=30.0):
-        self.url = base_url(url)
+        self.url, self.url_source = resolve_url(url)
         self.timeout = timeout
 
     def get(self, path, **params):
@@ -85,6 +121,12 @@ class Client:
 
     def _unreachable(self, reason):
         if isinstance(reason, ConnectionRefusedError):
+            if self.url_source not in ("--url", "$APSIS_LITE_URL", "default"):
+                # A server killed without its clean shutdown leaves the file behind.
+                return (
+                    f"cannot reach apsis-lite at {self.url} (read from {self.url_source}): "
+                    "connection refused (is the server running? start it with 'apsis-lite serve')"
+                )
             return (
                 f"cannot reach apsis-lite at {self.url}: connection refused "
                 "(is the server running? start it with 'apsis-lite serve')"

@@ -83,7 +83,9 @@ class Engine:
         start = from_epoch(after if after is not None else self.clock())
         merged = heapq.merge(*(s.times(start) for s in job.schedules if s.enabled),
                              key=lambda ta: ta[0])
-        return list(itertools.islice(merged, count))
+        # The args a run will get: what the schedule supplies, limited to the job's params.
+        return [(t, {p: str(a[p]) for p in job.params if p in a})
+                for t, a in itertools.islice(merged, count)]
 
     # -- the loop ----------------------------------------------------------------
 
@@ -486,8 +488,10 @@ class Engine:
         """Mark a finished run as another finished state."""
         state = parse_state(state)
         run = self.store.get_run(run_id)
-        if run.state not in FINISHED or state not in FINISHED:
-            raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a finished run can be marked, as success, failure, error or skipped")
+        if state not in FINISHED:
+            raise TransitionError(f"cannot mark a run as {state}; only as success, failure, error or skipped")
+        if run.state not in FINISHED:
+            raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a finished run can be marked")
         if state == run.state:
             raise TransitionError(f"run {format_run_id(run_id)} is already {state}")
         if not self.store.transition(run_id, run.state, state, self.clock(), f"marked as {state}", user=user):

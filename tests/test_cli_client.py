@@ -1,9 +1,10 @@
-"""The client CLI's pure parts, and the HTTP client against tiny local servers.
+"""The client CLI's pure parts, URL resolution, argument errors caught before
+any request, and the HTTP client's messages for a dead port, a foreign (non
+apsis-lite) HTTP server and the real server.
 
-End-to-end tests against the real server live elsewhere.
+End-to-end tests of every command against the real server are in test_cli.py.
 """
 
-import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -11,13 +12,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import write_job
 
-from apsis_lite import cli_client
 from apsis_lite.cli_client import (
-    exit_status, format_args, format_table, format_time, normalize_run_id,
+    exit_status, format_args, format_rusage, format_table, format_time, normalize_run_id,
     parse_assignments, program_from_argv, register,
 )
-from apsis_lite.client import Client, ClientError, base_url, quote_id
+from apsis_lite.client import DEFAULT_URL, Client, ClientError, base_url, quote_id, resolve_url
 
 
 @pytest.fixture
@@ -67,12 +68,45 @@ def test_normalize_run_id():
     assert normalize_run_id(" r12 ") == "r12"
 
 
-def test_base_url(monkeypatch):
+@pytest.fixture
+def xdg(monkeypatch, tmp_path):
+    """An empty default data folder; no $APSIS_LITE_URL. Returns its server.url path."""
     monkeypatch.delenv("APSIS_LITE_URL", raising=False)
-    assert base_url() == "http://127.0.0.1:5005"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    (tmp_path / "apsis-lite").mkdir()
+    return tmp_path / "apsis-lite" / "server.url"
+
+
+def test_base_url(xdg, monkeypatch):
+    assert base_url() == DEFAULT_URL == "http://127.0.0.1:5005"
     monkeypatch.setenv("APSIS_LITE_URL", "http://example:1234/")
     assert base_url() == "http://example:1234"
     assert base_url("localhost:9") == "http://localhost:9"
+
+
+def test_resolve_url_order(xdg, monkeypatch):
+    assert resolve_url() == (DEFAULT_URL, "default")
+    xdg.write_text("http://127.0.0.1:4321")  # as the server writes it: no newline
+    assert resolve_url() == ("http://127.0.0.1:4321", str(xdg))
+    xdg.write_text("127.0.0.1:4322/\n")
+    assert resolve_url() == ("http://127.0.0.1:4322", str(xdg))
+    monkeypatch.setenv("APSIS_LITE_URL", "http://env:1")
+    assert resolve_url() == ("http://env:1", "$APSIS_LITE_URL")
+    assert resolve_url("http://flag:2") == ("http://flag:2", "--url")
+    monkeypatch.setenv("APSIS_LITE_URL", "")
+    assert resolve_url()[0] == "http://127.0.0.1:4322"
+
+
+@pytest.mark.parametrize("content", [None, "", "  \n"])
+def test_resolve_url_without_a_usable_file(xdg, content):
+    if content is not None:
+        xdg.write_text(content)
+    assert resolve_url() == (DEFAULT_URL, "default")
+
+
+def test_resolve_url_unreadable_file(xdg):
+    xdg.mkdir()  # a folder where the file should be: unreadable, not an error
+    assert resolve_url() == (DEFAULT_URL, "default")
 
 
 def test_quote_id():
@@ -120,6 +154,14 @@ def test_format_args_round_trips_through_filter():
     assert text == 'date=2026-11-25 "my arg"="say \\"hi\\"" e=""'
     _, params = compile_filter(text)
     assert params == ["date", "2026-11-25", "my arg", 'say "hi"', "e", ""]
+
+
+def test_format_rusage():
+    assert format_rusage({"utime": 0.0, "stime": 0.0029579999999999997, "maxrss_kb": 11680}) == (
+        "user 0.000 s, system 0.003 s, max RSS 11680 kB")
+    assert format_rusage({"maxrss_kb": 5, "minflt": 3}) == "max RSS 5 kB, minflt=3"
+    assert format_rusage({"utime": "n/a"}) == "utime=n/a"
+    assert format_rusage(None) == ""
 
 
 def test_format_time():
@@ -181,18 +223,48 @@ def test_cli_url_from_env(cli, dead_url):
     assert dead_url in result.output
 
 
-# --- HTTP errors -----------------------------------------------------------
+def test_cli_unreachable_url_from_file(cli, xdg, dead_url):
+    xdg.write_text(dead_url)
+    result = CliRunner().invoke(cli, ["runs"])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: cannot reach apsis-lite at {dead_url} (read from {xdg}): connection refused "
+        "(is the server running? start it with 'apsis-lite serve')\n")
 
 
-class _Handler(BaseHTTPRequestHandler):
+# --- errors caught before any request -----------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run"], "give a job id, or a program after '--'"),
+    (["run", "--"], "no program after '--'"),
+    (["run", "myjob", "--", "echo"], "not both"),
+    (["run", "myjob", "date"], "expected ARG=VALUE, got 'date'"),
+    (["run", "myjob", "--at", "not a time at all"], "not a time"),
+    (["runs", "--since", "sometime"], "Invalid value"),
+    (["runs", "--limit", "0"], "Invalid value"),
+])
+def test_usage_errors(cli, dead_url, argv, message):
+    # A dead URL: a usage error must be reported before any request is made.
+    result = CliRunner().invoke(cli, argv[:1] + ["--url", dead_url] + argv[1:])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "cannot reach" not in result.output
+
+
+# --- HTTP errors ---------------------------------------------------------------
+
+
+class _ForeignHandler(BaseHTTPRequestHandler):
+    """Some other HTTP server where apsis-lite was expected (a proxy, a wrong port)."""
+
     routes = {
-        "/api/v1/runs/r9": (404, "application/json", b'{"error": "no run r9"}'),
         "/api/v1/runs": (502, "text/html", b"<html>bad gateway</html>"),
-        "/api/v1/jobs": (200, "application/json", b'{"items": [], "next": null}'),
+        "/api/v1/jobs": (200, "text/html", b"<html>welcome</html>"),
     }
 
     def do_GET(self):
-        status, ctype, body = self.routes.get(self.path.split("?")[0], (500, "text/plain", b""))
+        status, ctype, body = self.routes.get(self.path.split("?")[0], (404, "text/plain", b"nope"))
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -204,8 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def tiny_server():
-    server = HTTPServer(("127.0.0.1", 0), _Handler)
+def foreign_server():
+    server = HTTPServer(("127.0.0.1", 0), _ForeignHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -213,107 +285,51 @@ def tiny_server():
     server.server_close()
 
 
-def test_client_http_errors(tiny_server):
-    client = Client(tiny_server)
-    assert client.get("/jobs", q=None) == {"items": [], "next": None}
-    with pytest.raises(ClientError) as exc:
-        client.get("/runs/r9")
-    assert (exc.value.message, exc.value.status) == ("no run r9", 404)
+def test_client_foreign_server(foreign_server):
+    client = Client(foreign_server)
     with pytest.raises(ClientError) as exc:
         client.get("/runs", q="x")
     assert exc.value.status == 502
-    assert exc.value.message.startswith("HTTP 502 Bad Gateway from ")
+    assert exc.value.message == f"HTTP 502 Bad Gateway from {foreign_server}/api/v1/runs?q=x"
+    with pytest.raises(ClientError) as exc:
+        client.get("/jobs")
+    assert exc.value.message == f"bad response from {foreign_server}: not JSON"
+    with pytest.raises(ClientError) as exc:
+        client.get("/runs/r1")
+    assert (exc.value.status, exc.value.message) == (404, f"HTTP 404 Not Found from {foreign_server}/api/v1/runs/r1")
 
 
-def test_cli_http_error(cli, tiny_server):
-    result = CliRunner().invoke(cli, ["show", "9", "--url", tiny_server])
+def test_cli_foreign_server(cli, foreign_server):
+    result = CliRunner().invoke(cli, ["jobs", "--url", foreign_server])
     assert result.exit_code == 1
-    assert result.output == "Error: no run r9\n"
+    assert result.output == f"Error: bad response from {foreign_server}: not JSON\n"
 
 
-# --- `run` argument handling and exit status (a fake client, no server) -----
-
-
-class FakeClient:
-    """Stands in for Client: records the POST, plays back output, ends in ``final``."""
-
-    def __init__(self, final, chunks=(b"hello\n",)):
-        self.final, self.chunks, self.posted = final, list(chunks), None
-
-    def __call__(self, url=None):
-        return self
-
-    def post(self, path, jso=None):
-        self.posted = (path, jso)
-        return {"run_id": "r7", "state": "starting", "times": {}}
-
-    def get_bytes(self, path, **params):
-        assert path == "/runs/r7/output"
-        if self.chunks:
-            return self.chunks.pop(0), {}
-        return b"", {"X-Output-Complete": "1", "X-Run-State": self.final["state"]}
-
-    def get(self, path, **params):
-        return {"run_id": "r7", **self.final}
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    def make(final, **kw):
-        client = FakeClient(final, **kw)
-        monkeypatch.setattr(cli_client, "Client", client)
-        return client
-    return make
-
-
-def test_run_program_after_dashes(cli, fake):
-    client = fake({"state": "success", "exit_code": 0})
-    result = CliRunner().invoke(cli, ["run", "--", "grep", "--help", "x=1"])
-    assert result.exit_code == 0, result.output
-    assert client.posted == ("/runs", {"program": ["grep", "--help", "x=1"], "time": "now"})
-    assert result.stdout == "hello\n"
-
-
-def test_run_shell_command(cli, fake):
-    client = fake({"state": "failure", "exit_code": 4})
-    result = CliRunner().invoke(cli, ["run", "--no-wait", "--", "false || exit 4"])
-    assert result.exit_code == 0
-    assert result.stdout == "r7\n"
-    assert client.posted[1]["program"] == "false || exit 4"
-
-
-def test_run_job_with_args(cli, fake):
-    client = fake({"state": "failure", "exit_code": 4})
-    result = CliRunner().invoke(cli, ["run", "etl/load prices", "date=2026-11-25", "--at", "now"])
-    assert client.posted[1]["job_id"] == "etl/load prices"
-    assert client.posted[1]["args"] == {"date": "2026-11-25"}
-    assert client.posted[1]["time"].endswith("Z")
-    assert result.exit_code == 4
-
-
-def test_run_killed_by_signal(cli, fake):
-    fake({"state": "failure", "exit_code": None, "signal": "SIGTERM"})
-    result = CliRunner().invoke(cli, ["run", "--", "sleep", "100"])
-    assert result.exit_code == 143
-    assert "r7: failure: killed by SIGTERM" in result.stderr
-
-
-def test_run_error_state(cli, fake):
-    fake({"state": "error", "message": "program not found: nope"}, chunks=())
-    result = CliRunner().invoke(cli, ["run", "--", "nope"])
-    assert result.exit_code == 1
-    assert result.stderr == "r7: error: program not found: nope\n"
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["run"], "give a job id, or a program after '--'"),
-    (["run", "--"], "no program after '--'"),
-    (["run", "myjob", "--", "echo"], "not both"),
-    (["run", "myjob", "date"], "expected ARG=VALUE, got 'date'"),
-    (["run", "myjob", "--at", "not a time at all"], "not a time"),
-])
-def test_run_usage_errors(cli, fake, argv, message):
-    fake({"state": "success"})
-    result = CliRunner().invoke(cli, argv)
-    assert result.exit_code == 2
-    assert message in result.output
+def test_client_against_the_real_server(cli, server, jobs_dir):
+    write_job(jobs_dir, "greet", """
+        params: [name]
+        program: "echo hello {{ name }}"
+    """)
+    server.start()
+    client = Client(server.url + "/")
+    assert client.get("/alive") == {"ok": True}
+    rid = client.post("/runs", {"job_id": "greet", "args": {"name": "ann"}})["run_id"]
+    server.wait_run(rid)
+    data, headers = client.get_bytes(f"/runs/{rid}/output", offset=0, wait=1)
+    assert data == b"hello ann\n"
+    # Header names look up case-insensitively.
+    assert headers.get("x-output-complete") == "1" and headers.get("X-Run-State") == "success"
+    with pytest.raises(ClientError) as exc:
+        client.get("/runs/r999999")
+    assert (exc.value.status, exc.value.message) == (404, "no run r999999")
+    with pytest.raises(ClientError) as exc:
+        client.get("/runs", q="state:s")
+    assert exc.value.status == 400 and "ambiguous" in exc.value.message
+    with pytest.raises(ClientError) as exc:
+        client.post("/runs", {"job_id": "greet"})
+    assert (exc.value.status, exc.value.message) == (400, "job 'greet': missing arg 'name'")
+    with pytest.raises(ClientError) as exc:
+        client.post(f"/runs/{rid}/stop")
+    assert exc.value.status == 409 and "only a running run can be stopped" in exc.value.message
+    result = CliRunner().invoke(cli, ["show", "999999", "--url", server.url])
+    assert (result.exit_code, result.output) == (1, "Error: no run r999999\n")

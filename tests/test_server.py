@@ -154,7 +154,7 @@ def test_operations_rerun_mark_skip_start(server, jobs_dir):
     marked = server.post(f"/api/v1/runs/{first['run_id']}/mark/failure")
     assert marked["state"] == "failure"
     status, body, _ = server.request("POST", f"/api/v1/runs/{first['run_id']}/mark/running")
-    assert status == 409 and "finished" in json.loads(body)["error"]
+    assert status == 409 and "only as success, failure, error or skipped" in json.loads(body)["error"]
 
     later = time.time() + 3600
     future = server.post("/api/v1/runs", {"job_id": "greet", "args": {"name": "bob"},
