@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # claim rename makes a second request harmless).
 RELAUNCH_AFTER = 5.0
 
+# Seconds of planning per pass before due runs get their turn again.
+PLAN_BUDGET = 0.02
+
 
 def slot_key(t: float, args: dict) -> str:
     """The identity of a scheduled slot within its job: instant and args."""
@@ -106,14 +109,18 @@ class Engine:
             except Exception:  # one bad pass must not stop the scheduler
                 log.exception("engine pass failed")
                 wake_at = self.clock() + 1.0
-            delay = max(0.0, wake_at - self.clock())
+            delay = wake_at - self.clock()
+            if delay <= 0:
+                time.sleep(0)  # more work now; under gevent this lets web requests in first
+                continue
             self._wake.wait(min(delay, 60.0))
             self._wake.clear()
 
     def tick(self, now):
-        """One pass: notices, planning, due runs, the sweep; returns when to wake next."""
+        """One pass: notices, due runs, planning, the sweep; returns when to wake next."""
         self._handle_notices()
-        self._plan_due(now)
+        self._start_due(now)
+        planned_all = self._plan_due(now)
         self._start_due(now)
         if now >= self._next_sweep:
             self._sweep(now)
@@ -122,6 +129,8 @@ class Engine:
             if self._next_checkpoint:
                 self.store.checkpoint()
             self._next_checkpoint = now + self.config.checkpoint_interval
+        if not planned_all:
+            return now
         wake_at = min(self._next_sweep, self._next_checkpoint)
         if self._due:
             wake_at = min(wake_at, self._due[0][0])
@@ -171,15 +180,20 @@ class Engine:
         self._horizons.setdefault(job_id, start)
         heapq.heappush(self._plan, (start, next(self._seq), job_id))
 
-    def _plan_due(self, now):
+    def _plan_due(self, now, budget=PLAN_BUDGET):
         """Create runs for slots up to ``now + horizon`` for jobs getting close to their horizon.
 
-        One transaction for the whole pass: start-up plans every job at once,
-        and a commit per job would cost an fsync each.
+        Returns False if it stopped after ``budget`` seconds with work left:
+        planning happens half a horizon ahead, so it can wait for the next
+        pass, while a run due now cannot wait behind it. Each pass is one
+        transaction: a commit per job would cost an fsync each.
         """
         target = now + self.config.horizon
+        deadline = time.monotonic() + budget
         with self.store.write():
             while self._plan and self._plan[0][0] <= now + self.config.horizon / 2:
+                if time.monotonic() > deadline:
+                    return False
                 _, _, job_id = heapq.heappop(self._plan)
                 job = self.jobs.get(job_id)
                 if job is None:
@@ -187,6 +201,7 @@ class Engine:
                 nxt = self._plan_job(job, self._horizons.get(job_id, now), target, now)
                 if nxt is not None:
                     heapq.heappush(self._plan, (nxt, next(self._seq), job_id))
+        return True
 
     def _plan_job(self, job, start, end, now):
         """Insert runs for the job's slots in [start, end); returns its next slot time after that."""
@@ -247,7 +262,8 @@ class Engine:
                 except NotFound:
                     continue
                 if run.state == "scheduled":
-                    if run.time_schedule < now - self.config.max_age:
+                    # max_age applies to schedule slots; an ad hoc run always starts.
+                    if run.slot is not None and run.time_schedule < now - self.config.max_age:
                         self.store.transition(
                             rid, "scheduled", "skipped", now,
                             f"missed: due at {to_iso(run.time_schedule)} while the server was down, "

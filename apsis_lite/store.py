@@ -323,11 +323,6 @@ class Store:
                 "SELECT time, state, message, user FROM run_log WHERE run_id=? ORDER BY id", (run_id,))
         ]
 
-    def count_running(self, job_id, args):
-        return self._one(
-            "SELECT count(*) FROM runs WHERE state IN ('starting','running','stopping') AND job_id=? AND args=?",
-            (job_id, dumps(args)))[0]
-
     def stats(self):
         counts = dict(self._all("SELECT state, count(*) FROM runs GROUP BY state"))
         return {"runs": sum(counts.values()), "runs_by_state": counts}

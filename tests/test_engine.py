@@ -192,3 +192,14 @@ def test_inline_job_definition_is_templated_and_kept(world):
     from apsis_lite.jobs import JobErrors
     with pytest.raises(JobErrors, match="program"):
         engine.submit_job({"params": ["who"]}, {"who": "x"})
+
+
+def test_planning_yields_to_due_runs(world):
+    jobs = [noop_job(f"job{i}", interval="1 min") for i in range(50)]
+    engine, store, clock = world(jobs)
+    assert engine._plan_due(T0, budget=0) is False  # out of time after one job
+    assert len({r.job_id for r in all_runs(store)}) == 1
+    engine.tick(T0)
+    while engine.tick(T0) == T0:  # each pass plans a little more
+        pass
+    assert len({r.job_id for r in all_runs(store)}) == 50
