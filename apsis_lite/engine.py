@@ -192,15 +192,14 @@ class Engine:
         deadline = time.monotonic() + budget
         with self.store.write():
             while self._plan and self._plan[0][0] <= now + self.config.horizon / 2:
-                if time.monotonic() > deadline:
-                    return False
                 _, _, job_id = heapq.heappop(self._plan)
                 job = self.jobs.get(job_id)
-                if job is None:
-                    continue
-                nxt = self._plan_job(job, self._horizons.get(job_id, now), target, now)
-                if nxt is not None:
-                    heapq.heappush(self._plan, (nxt, next(self._seq), job_id))
+                if job is not None:
+                    nxt = self._plan_job(job, self._horizons.get(job_id, now), target, now)
+                    if nxt is not None:
+                        heapq.heappush(self._plan, (nxt, next(self._seq), job_id))
+                if time.monotonic() > deadline:
+                    return not (self._plan and self._plan[0][0] <= now + self.config.horizon / 2)
         return True
 
     def _plan_job(self, job, start, end, now):
