@@ -154,10 +154,8 @@ def data_dir():
 def _kill_agents(data_dir):
     pid_file = Path(data_dir) / "agent" / "agent.pid"
     try:
-        pid = int(json.loads(pid_file.read_text())["pid"]) if pid_file.read_text().startswith("{") \
-            else int(pid_file.read_text().split()[0])
-        os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError, KeyError):
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+    except (OSError, ValueError, IndexError):
         pass
 
 

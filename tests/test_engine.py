@@ -6,6 +6,8 @@ so nothing here waits for a clock or a process.
 
 import pytest
 
+from conftest import _kill_agents
+
 from apsis_lite.config import load_config
 from apsis_lite.engine import Engine
 from apsis_lite.errors import BadRequest, NotFound, TransitionError
@@ -35,7 +37,8 @@ def world(tmp_path):
         engine.set_jobs({j.job_id: j for j in jobs}, [])
         engine.recover()
         return engine, store, clock
-    return make
+    yield make
+    _kill_agents(tmp_path / "data")
 
 
 def noop_job(job_id="tick", interval="10s", params=("time",)):
@@ -203,3 +206,59 @@ def test_planning_yields_to_due_runs(world):
     while engine.tick(T0) == T0:  # each pass plans a little more
         pass
     assert len({r.job_id for r in all_runs(store)}) == 50
+
+
+def _starting_run(engine, store, command="echo relaunched"):
+    """A run left in 'starting' as a crash between commit and agent would leave it."""
+    job = job_from_jso({"program": command}, "crashy")
+    engine.jobs["crashy"] = job
+    from apsis_lite.jobs import bind
+    run = store.insert_run("crashy", {}, "starting", T0, T0, **bind(job, {}))
+    return run
+
+
+def test_recovery_starts_a_run_that_provably_never_started(world):
+    import time as _time
+
+    engine, store, clock = world([])
+    run = _starting_run(engine, store)
+    program = __import__("apsis_lite.programs", fromlist=["x"]).parse_program(run.program)
+    engine.launcher.prepare(run, program)  # the spec was written, the agent never asked
+    engine.recover()
+    deadline = _time.monotonic() + 10
+    while store.get_run(run.run_id).state not in ("success", "failure", "error"):
+        assert _time.monotonic() < deadline
+        _time.sleep(0.05)
+        engine._sweep(T0)
+    log = [e["message"] for e in store.run_log(run.run_id)]
+    assert any("provably not started" in m for m in log)
+    assert store.get_run(run.run_id).state == "success"
+    assert store.read_output(run.run_id) == b"relaunched\n"
+    engine.launcher.close()
+
+
+def test_recovery_errors_a_run_that_may_have_started(world):
+    import json
+    import os
+
+    engine, store, clock = world([])
+    run = _starting_run(engine, store)
+    path = engine.launcher.run_dir(run.run_id)
+    os.makedirs(path)
+    # A shepherd claimed the spec and died before it could record anything more.
+    with open(os.path.join(path, "spec.claimed.json"), "w") as f:
+        json.dump({}, f)
+    engine.recover()
+    after = store.get_run(run.run_id)
+    assert after.state == "error"
+    assert "may have started" in after.message
+
+
+def test_recovery_errors_a_running_run_whose_supervisor_vanished(world):
+    engine, store, clock = world([])
+    run = _starting_run(engine, store)
+    store.transition(run.run_id, "starting", "running", T0, "running as pid 1")
+    engine.recover()
+    after = store.get_run(run.run_id)
+    assert after.state == "error"
+    assert "vanished" in after.message
