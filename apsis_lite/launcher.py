@@ -62,13 +62,8 @@ class LocalLauncher:
 
     def start(self, run_ids):
         """Ask the agent to start the prepared runs; returns {run_id: error message} for failures."""
-        failures = {}
-        for run_id in run_ids:
-            try:
-                self.client.start(self.run_dir(run_id))
-            except agent.AgentError as exc:
-                failures[run_id] = str(exc)
-        return failures
+        results = self.client.start_many([self.run_dir(r) for r in run_ids])
+        return {r: str(res) for r, res in zip(run_ids, results) if isinstance(res, Exception)}
 
     def result(self, run_id):
         return agent.read_json(self.run_dir(run_id), "result.json")

@@ -540,6 +540,23 @@ def test_burst_of_200_runs(client, tmp_path):
     print(f"\n200 runs: all shepherd pids in {started:.3f}s, all results in {finished:.3f}s")
 
 
+def test_start_many_pipelines_and_reports_each(client, tmp_path):
+    run_dirs = []
+    for i in range(50):
+        run_dir = str(tmp_path / "runs" / f"m{i}")
+        write_spec(run_dir, make_spec(f"m{i}", ["sh", "-c", f"echo {i}"]))
+        run_dirs.append(run_dir)
+    missing = str(tmp_path / "runs" / "never-written")
+    results = client.start_many(run_dirs + [missing, run_dirs[0]])
+    assert all(isinstance(pid, int) for pid in results[:50])
+    # No spec: refused. The same run twice in one batch: the second shepherd
+    # finds the spec claimed (or the request is refused) and the program runs once.
+    assert isinstance(results[50], AgentError)
+    for i, run_dir in enumerate(run_dirs):
+        assert wait_result(run_dir, timeout=30)["exit_code"] == 0
+        assert output_of(run_dir) == f"{i}\n".encode()
+
+
 def test_many_clients_at_once(client, state_dir, tmp_path):
     """Several connections (e.g. server plus a CLI) served concurrently."""
     client.ping()
