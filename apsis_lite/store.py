@@ -72,6 +72,13 @@ MIGRATIONS = [
     );
     CREATE TABLE job_horizons (job_id TEXT PRIMARY KEY, horizon REAL NOT NULL);
     """,
+    # Runs lists filter by state and page by run_id: with (state, run_id) a
+    # state filter reads only the page it returns, instead of every run in
+    # that state (200 ms at a million runs).
+    """
+    DROP INDEX runs_state;
+    CREATE INDEX runs_state ON runs (state, run_id);
+    """,
 ]
 
 RUN_COLUMNS = (

@@ -1,0 +1,108 @@
+"""The store: migrations, compare-and-set transitions, paging, output blobs."""
+
+import apsw
+import pytest
+
+from apsis_lite.errors import NotFound, TransitionError
+from apsis_lite.store import MIGRATIONS, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "a.db")
+    yield s
+    s.close()
+
+
+def test_migrations_run_once_and_record_the_version(tmp_path):
+    path = tmp_path / "m.db"
+    Store(path).close()
+    conn = apsw.Connection(str(path))
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    Store(path).close()  # opening again is a no-op
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "n.db"
+    Store(path).close()
+    conn = apsw.Connection(str(path))
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer than this apsis-lite"):
+        Store(path)
+
+
+def test_slot_is_unique_per_job(store):
+    assert store.insert_run("j", {}, "scheduled", 1.0, 0.0, slot="1|{}") is not None
+    assert store.insert_run("j", {}, "scheduled", 1.0, 0.0, slot="1|{}") is None
+    assert store.insert_run("k", {}, "scheduled", 1.0, 0.0, slot="1|{}") is not None
+    # Ad hoc runs have no slot and never collide.
+    assert store.insert_run("j", {}, "scheduled", 1.0, 0.0) is not None
+    assert store.insert_run("j", {}, "scheduled", 1.0, 0.0) is not None
+
+
+def test_transition_is_compare_and_set(store):
+    run = store.insert_run("j", {}, "scheduled", 1.0, 0.0)
+    assert store.transition(run.run_id, "scheduled", "waiting", 2.0, "due")
+    assert not store.transition(run.run_id, "scheduled", "waiting", 3.0, "due again")
+    with pytest.raises(TransitionError, match="cannot go to running"):
+        store.transition(run.run_id, "waiting", "running", 3.0, "skip ahead")
+    log = store.run_log(run.run_id)
+    assert [e["state"] for e in log] == ["scheduled", "waiting"]
+
+
+def test_failed_batch_rolls_back_entirely(store):
+    run = store.insert_run("j", {}, "scheduled", 1.0, 0.0)
+    with pytest.raises(ZeroDivisionError):
+        with store.write():
+            store.transition(run.run_id, "scheduled", "waiting", 2.0, "due")
+            1 / 0
+    assert store.get_run(run.run_id).state == "scheduled"
+
+
+def test_after_commit_waits_for_the_commit(store):
+    seen = []
+    with store.write():
+        store.after_commit(lambda: seen.append("done"))
+        assert seen == []
+    assert seen == ["done"]
+    with pytest.raises(ValueError):
+        with store.write():
+            store.after_commit(lambda: seen.append("rolled back"))
+            raise ValueError
+    assert seen == ["done"]
+
+
+def test_keyset_pages_cover_everything_once(store):
+    ids = [store.insert_run("j", {"n": str(i)}, "success", float(i), 0.0).run_id for i in range(25)]
+    seen, cursor = [], None
+    while True:
+        page, cursor = store.query_runs(limit=10, cursor=cursor)
+        seen += [r.run_id for r in page]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+
+
+def test_output_blob_round_trip_in_chunks(store, tmp_path):
+    run = store.insert_run("j", {}, "running", 1.0, 0.0)
+    data = bytes(range(256)) * 5000
+    path = tmp_path / "out"
+    path.write_bytes(data)
+    store.store_output(run.run_id, path, len(data), 0, chunk=4096)
+    assert store.read_output(run.run_id) == data
+    assert store.read_output(run.run_id, 1000, 10) == data[1000:1010]
+    assert store.read_output(run.run_id, len(data) + 5) == b""
+    assert store.read_output(12345) is None
+
+
+def test_readonly_store_cannot_write(store, tmp_path):
+    store.insert_run("j", {}, "scheduled", 1.0, 0.0)
+    reader = Store(store.path, readonly=True)
+    assert reader.query_runs()[0][0].job_id == "j"
+    with pytest.raises(apsw.Error):
+        reader.insert_run("j", {}, "scheduled", 1.0, 0.0)
+    with pytest.raises(NotFound):
+        reader.get_run(999)
