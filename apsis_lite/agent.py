@@ -86,6 +86,13 @@ DEFAULT_OUTPUT_HEAD = 8 * 1024 * 1024
 DEFAULT_OUTPUT_TAIL = 8 * 1024 * 1024
 DEFAULT_STOP = {"signal": "SIGTERM", "grace_period": 60.0}
 DEFAULT_IDLE_TIMEOUT = 300.0
+#: Finished shepherds kept waiting for their next run. A freshly forked
+#: shepherd pays several milliseconds of CPU in copy-on-write page faults
+#: before it can start a program; a reused one pays none, which is what lets
+#: a slot of many runs start within milliseconds.
+MAX_IDLE_SHEPHERDS = 64
+#: A shepherd retires after this many runs, bounding anything it might leak.
+MAX_RUNS_PER_SHEPHERD = 500
 
 #: After the program exits, how long to keep reading output that background
 #: grandchildren may still be writing before giving up on EOF.
@@ -722,7 +729,10 @@ class _Shepherd:
         pending, self.pending = self.pending, set()
         if signal.SIGCHLD in pending:
             self._reap(blocking=False)
-        if signal.SIGTERM in pending and self.status is None:
+        # A reused shepherd may get a SIGTERM meant for an earlier run of its;
+        # only a stop.json in this run's folder makes it a stop of this run.
+        if (signal.SIGTERM in pending and self.status is None
+                and os.path.exists(self._path(STOP))):
             self._stop()
 
     def _reap(self, blocking: bool) -> None:
@@ -846,6 +856,24 @@ class _Shepherd:
         self._notify("done")
         return 0
 
+    def close(self) -> None:
+        """Release what this run held, so that the process can take another."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN if sig == signal.SIGTERM else signal.SIG_DFL)
+        for fd in (self.wake_r, self.wake_w, self.out_r, self.lock_fd):
+            if fd is not None and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.wake_r = self.wake_w = -1
+        self.out_r = self.lock_fd = None
+        if self.sink is not None:
+            with contextlib.suppress(Exception):
+                self.sink.finish()
+            self.sink = None
+        with contextlib.suppress(OSError):
+            os.chdir("/")
+
     def _notify(self, word: str) -> None:
         """Best-effort nudge to the server; it finds the files anyway."""
         path = self.spec and self.spec["notify"]
@@ -861,8 +889,34 @@ class _Shepherd:
             log.debug("%s: notify %s failed: %s", self.spec["run_id"], word, exc)
 
 
+def _shepherd_loop(ctl: socket.socket, run_dir: str) -> int:
+    """A shepherd's life: supervise ``run_dir``, then tell the agent it is
+    idle and wait on ``ctl`` for the next run folder, until the agent closes
+    ``ctl`` (it has enough idle shepherds, or it is gone) or the shepherd has
+    done MAX_RUNS_PER_SHEPHERD runs."""
+    buf = b""
+    for _ in range(MAX_RUNS_PER_SHEPHERD):
+        shepherd = _Shepherd(run_dir)
+        try:
+            shepherd.run()
+        finally:
+            shepherd.close()
+        try:
+            ctl.sendall(b"idle\n")
+            while b"\n" not in buf:
+                chunk = ctl.recv(65536)
+                if not chunk:
+                    return 0
+                buf += chunk
+        except OSError:
+            return 0
+        line, _, buf = buf.partition(b"\n")
+        run_dir = line.decode()
+    return 0
+
+
 # ---------------------------------------------------------------------------
-# Agent: serves start requests and forks shepherds.
+# Agent: serves start requests and hands runs to shepherds.
 # ---------------------------------------------------------------------------
 
 class _Conn:
@@ -890,6 +944,8 @@ class Agent:
         self.selector: selectors.BaseSelector | None = None
         self.conns: dict[int, _Conn] = {}
         self.children: set[int] = set()
+        self.shepherds: dict[int, tuple[int, socket.socket]] = {}  # ctl fd -> (pid, ctl)
+        self.idle: list[tuple[int, socket.socket]] = []  # the warmest last
         self.pending: set[int] = set()
         self.wake_r = self.wake_w = -1
         self.stopping = False
@@ -951,7 +1007,7 @@ class Agent:
         while not self.stopping:
             now = time.monotonic()
             timeout = None  # Busy: wait for events only.
-            if self.conns or self.children:
+            if self.conns or len(self.children) > len(self.idle):
                 idle_since = None
             else:
                 if idle_since is None:
@@ -1087,6 +1143,19 @@ class Agent:
             raise ValueError(f"no such run dir: {run_dir}")
         if not os.path.exists(os.path.join(run_dir, SPEC)):
             raise ValueError(f"no {SPEC} in {run_dir} (already claimed or revoked)")
+        while self.idle:
+            pid, ctl = self.idle.pop()
+            try:
+                ctl.send(run_dir.encode() + b"\n")
+            except OSError:
+                self._retire(ctl)
+                continue
+            log.info("reused shepherd %d for %s", pid, run_dir)
+            return pid
+        return self._fork_shepherd(run_dir)
+
+    def _fork_shepherd(self, run_dir: str) -> int:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()  # Or the child would print our buffer again.
@@ -1094,16 +1163,47 @@ class Agent:
         if pid == 0:
             status = 1
             try:
+                ours.close()
                 self._become_shepherd()
-                status = _Shepherd(run_dir).run()
+                status = _shepherd_loop(theirs, run_dir)
             except BaseException:
                 with contextlib.suppress(BaseException):
                     log.exception("%s: shepherd crashed", run_dir)
             finally:
                 os._exit(status)
+        theirs.close()
+        ours.setblocking(False)
+        self.shepherds[ours.fileno()] = (pid, ours)
+        self.selector.register(ours, selectors.EVENT_READ, self._on_shepherd)
         self.children.add(pid)
         log.info("started shepherd %d for %s", pid, run_dir)
         return pid
+
+    def _on_shepherd(self, key, mask) -> None:
+        """A shepherd finished a run (``idle``) or went away (EOF)."""
+        entry = self.shepherds.get(key.fd)
+        if entry is None:
+            return
+        pid, ctl = entry
+        try:
+            data = ctl.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._retire(ctl)
+        elif len(self.idle) < MAX_IDLE_SHEPHERDS and not self.stopping:
+            self.idle.append((pid, ctl))
+        else:
+            self._retire(ctl)  # It exits on EOF.
+
+    def _retire(self, ctl: socket.socket) -> None:
+        self.shepherds.pop(ctl.fileno(), None)
+        self.idle = [(p, c) for p, c in self.idle if c is not ctl]
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(ctl)
+        ctl.close()
 
     def _become_shepherd(self) -> None:
         """In the forked child: shed everything that belongs to the agent.
@@ -1122,6 +1222,10 @@ class Agent:
         self.listener.close()
         for conn in self.conns.values():
             conn.sock.close()
+        # Or a sibling would never see EOF on its control socket when the
+        # agent goes away.
+        for _, ctl in self.shepherds.values():
+            ctl.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
         os.close(self.lock_fd)

@@ -531,13 +531,33 @@ def test_burst_of_200_runs(client, tmp_path):
     client.ping()  # Agent start-up is not what we measure.
 
     began = time.monotonic()
-    pids = [client.start(run_dir) for run_dir in run_dirs]
+    shepherds = [client.start(run_dir) for run_dir in run_dirs]
     started = time.monotonic() - began
-    assert len(set(pids)) == 200
     for run_dir in run_dirs:
         assert wait_result(run_dir, timeout=30)["exit_code"] == 0
     finished = time.monotonic() - began
-    print(f"\n200 runs: all shepherd pids in {started:.3f}s, all results in {finished:.3f}s")
+    programs = {read_json(run_dir, "pid.json")["pid"] for run_dir in run_dirs}
+    assert len(programs) == 200  # every run got its own program process
+    print(f"\n200 runs: all accepted in {started:.3f}s, all results in {finished:.3f}s, "
+          f"{len(set(shepherds))} shepherds")
+
+
+def test_finished_shepherd_is_reused_and_ignores_stale_stops(client, tmp_path):
+    first = str(tmp_path / "runs" / "first")
+    write_spec(first, make_spec("first", ["true"]))
+    shepherd = client.start(first)
+    wait_result(first)
+    wait_for(lambda: not is_alive(first))
+    second = str(tmp_path / "runs" / "second")
+    write_spec(second, make_spec("second", ["sh", "-c", "sleep 0.5; echo survived"]))
+    assert client.start(second) == shepherd  # no fork: the idle shepherd took it
+    wait_for(lambda: read_json(second, "pid.json") is not None)
+    # A stop aimed at the finished first run reaches the same process...
+    os.kill(shepherd, signal.SIGTERM)
+    result = wait_result(second)
+    # ...but only a stop.json in the second run's folder stops the second run.
+    assert result["exit_code"] == 0 and not result["stopped"]
+    assert output_of(second) == b"survived\n"
 
 
 def test_start_many_pipelines_and_reports_each(client, tmp_path):
