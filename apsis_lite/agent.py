@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import resource
 import json
 import logging
 import os
@@ -684,7 +685,7 @@ class _Shepherd:
         self.out_r = out_r
         if spec["timeout_duration"] is not None:
             self.timeout_deadline = self.start_mono + spec["timeout_duration"]
-        log.info("%s: started pid %d: %s", spec["run_id"], pid, argv)
+        log.debug("%s: started pid %d: %s", spec["run_id"], pid, argv)
         return None
 
     def _supervise(self) -> None:
@@ -829,8 +830,6 @@ class _Shepherd:
             output = sink.finish()
         else:
             output = {"bytes_total": 0, "bytes_kept": 0, "bytes_dropped": 0}
-        import resource  # Only here: keeps the agent's import light.
-
         result = {
             "exit_code": exit_code,
             "signal": sig_name,
@@ -846,7 +845,7 @@ class _Shepherd:
         }
         atomic_write_json(self._path(RESULT), result)
         run_id = self.spec["run_id"] if self.spec else os.path.basename(self.run_dir)
-        log.info(
+        log.debug(
             "%s: finished: exit %s signal %s error %s in %.3fs",
             run_id, exit_code, sig_name, error, result["elapsed"],
         )
@@ -1150,7 +1149,7 @@ class Agent:
             except OSError:
                 self._retire(ctl)
                 continue
-            log.info("reused shepherd %d for %s", pid, run_dir)
+            log.debug("reused shepherd %d for %s", pid, run_dir)
             return pid
         return self._fork_shepherd(run_dir)
 
@@ -1176,7 +1175,7 @@ class Agent:
         self.shepherds[ours.fileno()] = (pid, ours)
         self.selector.register(ours, selectors.EVENT_READ, self._on_shepherd)
         self.children.add(pid)
-        log.info("started shepherd %d for %s", pid, run_dir)
+        log.debug("started shepherd %d for %s", pid, run_dir)
         return pid
 
     def _on_shepherd(self, key, mask) -> None:

@@ -31,6 +31,10 @@ RELAUNCH_AFTER = 5.0
 # Seconds of planning per pass before due runs get their turn again.
 PLAN_BUDGET = 0.02
 
+# Runs handed to the agent at a time: the first program of a big batch
+# starts after this many specs are written, not after all of them.
+LAUNCH_CHUNK = 16
+
 
 def slot_key(t: float, args: dict) -> str:
     """The identity of a scheduled slot within its job: instant and args."""
@@ -279,10 +283,14 @@ class Engine:
     def _launch(self, runs):
         """Hand runs in 'starting' to their programs; no-ops finish at once.
 
-        Transitions and run folders are written in one transaction; the agent
-        is asked only after it commits, and outside it, because talking to
-        the agent yields to other greenlets.
+        In chunks: each chunk's transitions and run folders are written in one
+        transaction, and the agent is asked only after it commits, outside it,
+        because talking to the agent yields to other greenlets.
         """
+        for i in range(0, len(runs), LAUNCH_CHUNK):
+            self._launch_chunk(runs[i:i + LAUNCH_CHUNK])
+
+    def _launch_chunk(self, runs):
         local = []
         with self.store.write():
             for run in runs:

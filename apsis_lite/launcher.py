@@ -28,12 +28,14 @@ class LocalLauncher:
         self.config = config
         os.makedirs(config.runs_dir, exist_ok=True)
         self.client = agent.AgentClient(config.agent_dir, agent_command())
+        # The server's environment, read once: every run starts from it.
+        self.base_env = dict(os.environ)
 
     def run_dir(self, run_id) -> str:
         return os.path.join(self.config.runs_dir, format_run_id(run_id))
 
     def spec(self, run, program) -> dict:
-        env = dict(os.environ)
+        env = dict(self.base_env)
         env.update(program.env or {})
         env["APSIS_RUN_ID"] = format_run_id(run.run_id)
         env["APSIS_JOB_ID"] = run.job_id

@@ -35,7 +35,7 @@ MIGRATIONS = [
         times         TEXT NOT NULL DEFAULT '{}',
         slot          TEXT,
         rerun_of      INTEGER,
-        rerun_group   INTEGER,
+        rerun_group   INTEGER,  -- the original run's id; NULL for an original
         program       TEXT,
         conditions    TEXT,
         actions       TEXT,
@@ -236,11 +236,13 @@ class Store:
             if row is None:
                 return None
             run_id = row[0]
-            if rerun_group is None:
-                self._exec("UPDATE runs SET rerun_group=? WHERE run_id=?", (run_id, run_id))
             text = message or f"created as {state} for {to_iso(time_schedule)}"
             self._log(run_id, now, state, text, user)
-            return self.get_run(run_id)
+        # Built here rather than read back: planning inserts thousands at once.
+        return Run(run_id=run_id, job_id=job_id, args=dict(args), state=state,
+                   time_schedule=time_schedule, time_updated=now, times={state: now}, slot=slot,
+                   rerun_of=rerun_of, rerun_group=rerun_group, program=program,
+                   conditions=conditions, actions=actions, message=message, meta=dict(meta or {}))
 
     def transition(self, run_id, old, new, now, message, *, user=None, **fields):
         """Compare-and-set ``old -> new``, record the time and extra fields, log it.
