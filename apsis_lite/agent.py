@@ -9,8 +9,10 @@ So the server hands each run to this agent over a Unix socket. The agent forks
 one *shepherd* per run (a fork, about a millisecond, rather than a new
 interpreter, 30+ ms: bursts of a thousand runs must start in about a second).
 The shepherd puts itself in its own session, spawns the program in another
-session, captures its output, and writes the outcome into the run's folder. Neither the agent nor the server is needed for a run to
-finish and be recorded.
+session, captures its output, and writes the outcome into the run's folder.
+Neither the agent nor the server is needed for a run to finish and be
+recorded. A shepherd that has finished a run waits, idle, for the agent to
+hand it another: forking is the expensive part.
 
 Everything that matters lives in files in the run folder, written atomically,
 so a restarted server can tell, for every run, exactly what happened:
@@ -19,9 +21,9 @@ so a restarted server can tell, for every run, exactly what happened:
 ``spec.json``          written by the server: what to run (the intent)
 ``spec.claimed.json``  a shepherd renamed the spec: it owns the run
 ``spec.revoked.json``  the server renamed it first: the run never started
-``lock``               flock held by the shepherd for its whole life
+(the folder itself)    flock held by the shepherd while it has the run
 ``shepherd.json``      shepherd pid + /proc start time (written before spawn)
-``pid.json``           program pid/pgid + start time (written right after fork)
+``pid.json``           program pid/pgid + start time (written right after spawn)
 ``output``             stdout+stderr: the head as it comes; (marker +) tail
                        appended at the end
 ``output.tail``        ring buffer of the last bytes, while running only
@@ -69,7 +71,6 @@ log = logging.getLogger("apsis_lite.agent")
 SPEC = "spec.json"
 SPEC_CLAIMED = "spec.claimed.json"
 SPEC_REVOKED = "spec.revoked.json"
-LOCK = "lock"
 SHEPHERD = "shepherd.json"
 PID = "pid.json"
 OUTPUT = "output"
@@ -193,13 +194,15 @@ def revoke(run_dir: str) -> bool:
 def is_alive(run_dir: str) -> bool:
     """Is a shepherd looking after this run right now?
 
-    The shepherd holds an exclusive flock on ``lock`` for its whole life, and
-    the kernel drops it when the process dies however it dies, so a failed
-    non-blocking lock attempt means "alive" with no pid-reuse ambiguity.
+    The shepherd holds an exclusive flock on the run folder itself for as
+    long as it looks after the run, and the kernel drops it when the process
+    dies however it dies, so a failed non-blocking lock attempt means "alive"
+    with no pid-reuse ambiguity. (Locking the folder rather than a file in it
+    saves a file creation per run, which is not cheap on every file system.)
     """
     try:
-        fd = os.open(os.path.join(run_dir, LOCK), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return False
     try:
         try:
@@ -568,7 +571,7 @@ class _Shepherd:
         The server's liveness probe takes the lock for a microsecond too, so a
         busy lock is retried for as long as the spec is still unclaimed.
         """
-        fd = os.open(self._path(LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         deadline = time.monotonic() + 10.0
         while True:
             try:
@@ -595,16 +598,18 @@ class _Shepherd:
         # Make the claim rename durable before the program can start: after a
         # power cut, "unclaimed" must still mean "never ran". The pid files
         # need no fsync: a power cut kills the processes they describe.
-        _fsync_dir(self.run_dir)
+        os.fsync(self.lock_fd)  # the run folder's own descriptor
         atomic_write_json(
             self._path(SHEPHERD),
             {"pid": me, "start_time": proc_start_time(me), "time": time.time()},
             durable=False,
         )
-        self.sink = _OutputSink(self.run_dir, self.spec["output_head"], self.spec["output_tail"])
         error = self._spawn()
         if error is not None:
             return self._finish(error)
+        # Only now: the output waits in the pipe meanwhile, and the program
+        # starts one file creation sooner.
+        self.sink = _OutputSink(self.run_dir, self.spec["output_head"], self.spec["output_tail"])
         self._notify("running")
         if os.path.exists(self._path(STOP)):
             # A stop requested before we had a program to signal.

@@ -158,7 +158,7 @@ def test_echo_output_and_result(client, tmp_path):
     assert output_of(run_dir) == b"hello world\n"
 
     files = set(os.listdir(run_dir))
-    assert {"spec.claimed.json", "lock", "shepherd.json", "pid.json", "output", "result.json"} <= files
+    assert {"spec.claimed.json", "shepherd.json", "pid.json", "output", "result.json"} <= files
     assert not files & {"spec.json", "output.tail", "spec.revoked.json"}
     assert not any(name.endswith(".tmp") for name in files)
 
@@ -438,7 +438,7 @@ def test_shepherd_whose_claim_loses_does_nothing(tmp_path):
     write_spec(run_dir, make_spec("r1", ["touch", str(tmp_path / "ran")]))
     revoke(run_dir)
     assert agent._Shepherd(run_dir).run() == 0
-    assert sorted(os.listdir(run_dir)) == ["lock", "spec.revoked.json"]
+    assert sorted(os.listdir(run_dir)) == ["spec.revoked.json"]
     assert not (tmp_path / "ran").exists()
 
 
@@ -706,5 +706,6 @@ def test_read_json_tolerates_missing_and_broken_files(tmp_path):
     assert not (tmp_path / "result.json.tmp").exists()
 
 
-def test_is_alive_without_lock_file(tmp_path):
+def test_is_alive_without_a_shepherd(tmp_path):
     assert is_alive(str(tmp_path)) is False
+    assert is_alive(str(tmp_path / "no such run")) is False
