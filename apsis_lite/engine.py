@@ -31,6 +31,12 @@ RELAUNCH_AFTER = 5.0
 # Seconds of planning per pass before due runs get their turn again.
 PLAN_BUDGET = 0.02
 
+# How early the engine's timer fires before a due time; see _sleep_until.
+WAKE_EARLY = 0.005
+
+# How long before its due time a run's folder and spec are written.
+PREPARE_AHEAD = 1.0
+
 # Runs handed to the agent at a time: the first program of a big batch
 # starts after this many specs are written, not after all of them.
 LAUNCH_CHUNK = 16
@@ -53,6 +59,8 @@ class Engine:
         self.jobs = {}
         self.job_errors = []
         self._due = []          # heap of (time_schedule, run_id) for runs in 'scheduled'
+        self._unprepared = []   # the same runs, until their run folder is written ahead of time
+        self._prepared = set()  # run ids whose spec is already on disk
         self._plan = []         # heap of (next slot time, seq, job_id)
         self._seq = itertools.count()
         self._horizons = {}     # job_id -> epoch up to which slots exist in the store
@@ -113,12 +121,21 @@ class Engine:
             except Exception:  # one bad pass must not stop the scheduler
                 log.exception("engine pass failed")
                 wake_at = self.clock() + 1.0
-            delay = wake_at - self.clock()
-            if delay <= 0:
-                time.sleep(0)  # more work now; under gevent this lets web requests in first
-                continue
-            self._wake.wait(min(delay, 60.0))
-            self._wake.clear()
+            self._sleep_until(wake_at)
+
+    def _sleep_until(self, wake_at):
+        """Wait until ``wake_at`` or a wake-up, to well under a millisecond.
+
+        Event loop timers fire a few ms late (their clock is cached and
+        rounded to milliseconds), so the wait ends WAKE_EARLY ahead and the
+        rest is spent yielding to other greenlets until the time comes.
+        """
+        delay = wake_at - self.clock()
+        if delay > WAKE_EARLY:
+            self._wake.wait(min(delay - WAKE_EARLY, 60.0))
+        while not self._wake.is_set() and self.clock() < wake_at:
+            time.sleep(0)  # under gevent: lets web requests and notices in
+        self._wake.clear()
 
     def tick(self, now):
         """One pass: notices, due runs, planning, the sweep; returns when to wake next."""
@@ -126,6 +143,7 @@ class Engine:
         self._start_due(now)
         planned_all = self._plan_due(now)
         self._start_due(now)
+        self._prepare_soon(now)
         if now >= self._next_sweep:
             self._sweep(now)
             self._next_sweep = now + self.config.sweep_interval
@@ -138,6 +156,8 @@ class Engine:
         wake_at = min(self._next_sweep, self._next_checkpoint)
         if self._due:
             wake_at = min(wake_at, self._due[0][0])
+        if self._unprepared:
+            wake_at = min(wake_at, self._unprepared[0][0] - PREPARE_AHEAD)
         if self._plan:
             wake_at = min(wake_at, self._plan[0][0] - self.config.horizon / 2)
         return wake_at
@@ -151,9 +171,9 @@ class Engine:
         for job_id in self.jobs:
             self._queue_plan(job_id, self._horizons.get(job_id, now))
         for run in self.store.runs_in_states(["scheduled"]):
-            heapq.heappush(self._due, (run.time_schedule, run.run_id))
+            self._push_due(run.time_schedule, run.run_id)
         for run in self.store.runs_in_states(["waiting"]):
-            heapq.heappush(self._due, (run.time_schedule, run.run_id))
+            self._push_due(run.time_schedule, run.run_id)
         for run in self.store.runs_in_states(sorted(ACTIVE)):
             self._recover_active(run, now)
         self.started = True
@@ -247,9 +267,39 @@ class Engine:
             return
         run = self.store.insert_run(job.job_id, args, "scheduled", te, now, slot=slot, **bound)
         if run is not None:
-            heapq.heappush(self._due, (te, run.run_id))
+            self._push_due(te, run.run_id)
 
     # -- starting ------------------------------------------------------------------------
+
+    def _push_due(self, t, run_id):
+        heapq.heappush(self._due, (t, run_id))
+        heapq.heappush(self._unprepared, (t, run_id))
+
+    def _prepare_soon(self, now):
+        """Write the run folders of runs due within PREPARE_AHEAD.
+
+        Creating a folder and a file is slow on some file systems (a
+        millisecond on a busy VM disk), so it is done before the due time
+        rather than on the way from due to started. A spec on disk starts
+        nothing by itself: only a request to the agent does, and that is
+        sent after 'starting' is committed.
+        """
+        while self._unprepared and self._unprepared[0][0] <= now + PREPARE_AHEAD:
+            _, rid = heapq.heappop(self._unprepared)
+            if rid in self._prepared:
+                continue
+            try:
+                run = self.store.get_run(rid)
+                if run.state != "scheduled":
+                    continue
+                program = parse_program(run.program)
+                if program.is_noop or program.host:
+                    continue
+                self.launcher.prepare(run, program)
+            except Exception as exc:  # it will be prepared again when due, and fail there
+                log.warning("could not prepare run %s ahead of time: %s", rid, exc)
+                continue
+            self._prepared.add(rid)
 
     def _start_due(self, now):
         due = []
@@ -271,6 +321,7 @@ class Engine:
                             rid, "scheduled", "skipped", now,
                             f"missed: due at {to_iso(run.time_schedule)} while the server was down, "
                             f"older than max_age ({format_duration(self.config.max_age)})")
+                        self._discard_prepared(rid)
                         continue
                     if not self.store.transition(rid, "scheduled", "waiting", now, "due"):
                         continue
@@ -308,7 +359,9 @@ class Engine:
                                           f"remote hosts are not supported yet (host: {program.host})")
                     continue
                 try:
-                    self.launcher.prepare(run, program)
+                    if run.run_id not in self._prepared:
+                        self.launcher.prepare(run, program)
+                    self._prepared.discard(run.run_id)
                 except OSError as exc:
                     self.store.transition(run.run_id, "starting", "error", now,
                                           f"could not prepare the run folder: {exc}")
@@ -439,7 +492,7 @@ class Engine:
         run = self.store.insert_run(
             job.job_id, args, "scheduled", when, now, rerun_of=rerun_of, rerun_group=rerun_group,
             meta={"adhoc": True}, message=f"{why} for {to_iso(when)}", user=user, **bound)
-        heapq.heappush(self._due, (when, run.run_id))
+        self._push_due(when, run.run_id)
         self.wake()
         return run
 
@@ -460,7 +513,14 @@ class Engine:
             raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a scheduled or waiting run can be skipped")
         if not self.store.transition(run_id, run.state, "skipped", self.clock(), "skipped by hand", user=user):
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
+        self._discard_prepared(run_id)
         return self.store.get_run(run_id)
+
+    def _discard_prepared(self, run_id):
+        """Remove the folder written ahead of time for a run that will not start."""
+        if run_id in self._prepared:
+            self._prepared.discard(run_id)
+            self.store.after_commit(lambda: self.launcher.remove(run_id))
 
     def stop(self, run_id, user=None):
         """Stop a running run: its stop signal, then SIGKILL after the grace period."""

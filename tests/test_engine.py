@@ -9,7 +9,7 @@ import pytest
 from conftest import _kill_agents
 
 from apsis_lite.config import load_config
-from apsis_lite.engine import Engine
+from apsis_lite.engine import PREPARE_AHEAD, Engine
 from apsis_lite.errors import BadRequest, NotFound, TransitionError
 from apsis_lite.jobs import job_from_jso
 from apsis_lite.launcher import LocalLauncher
@@ -66,7 +66,7 @@ def test_due_runs_start_and_wake_time(world):
     wake = engine.tick(T0)
     first = all_runs(store)[0]
     assert store.get_run(first.run_id).state == "success"
-    assert wake == T0 + 10
+    assert wake == T0 + 10 - PREPARE_AHEAD  # its folder is written ahead of time
     states = [e["state"] for e in store.run_log(first.run_id) if e["state"]]
     assert states == ["scheduled", "waiting", "starting", "success"]
     engine.tick(T0 + 25)
