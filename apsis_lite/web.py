@@ -13,7 +13,7 @@ import time
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .errors import ApsisError, BadRequest, NotFound
+from .errors import ApsisError, BadRequest
 from .runfilter import compile_filter
 from .runs import ACTIVE, FINISHED, format_run_id, parse_run_id
 from .timeutil import parse_time, to_iso

@@ -16,7 +16,6 @@ counts, and one that never ran counts as missing.
 
 import argparse
 import datetime
-import os
 import time
 
 from common import (Server, cleanup, cpu_seconds, figure, median, note, pct, program_start_times,
