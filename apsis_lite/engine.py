@@ -170,8 +170,15 @@ class Engine:
         self._horizons = {} if self.since_now else self.store.get_horizons()
         for job_id in self.jobs:
             self._queue_plan(job_id, self._horizons.get(job_id, now))
-        for run in self.store.runs_in_states(["scheduled"]):
-            self._push_due(run.time_schedule, run.run_id)
+        with self.store.write():
+            for run in self.store.runs_in_states(["scheduled"]):
+                if self.since_now and run.slot is not None and run.time_schedule < now:
+                    self.store.transition(
+                        run.run_id, "scheduled", "skipped", now,
+                        f"missed: due at {to_iso(run.time_schedule)} while the server was down; "
+                        "the server started with --since now")
+                    continue
+                self._push_due(run.time_schedule, run.run_id)
         for run in self.store.runs_in_states(["waiting"]):
             self._push_due(run.time_schedule, run.run_id)
         for run in self.store.runs_in_states(sorted(ACTIVE)):

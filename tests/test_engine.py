@@ -262,3 +262,15 @@ def test_recovery_errors_a_running_run_whose_supervisor_vanished(world):
     after = store.get_run(run.run_id)
     assert after.state == "error"
     assert "vanished" in after.message
+
+
+def test_since_now_skips_overdue_scheduled_runs(world):
+    engine, store, clock = world([noop_job()])
+    engine.tick(T0)  # creates slots up to T0+60; only T0 has run
+    store.close()
+    engine2, store2, _ = world([noop_job()], clock_at=T0 + 35, since_now=True)
+    engine2.tick(T0 + 35)
+    by_time = {r.time_schedule - T0: r for r in all_runs(store2)}
+    assert by_time[0].state == "success"
+    assert all(by_time[t].state == "skipped" and "--since now" in by_time[t].message for t in (10, 20, 30))
+    assert by_time[40].state == "scheduled"
