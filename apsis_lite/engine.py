@@ -11,6 +11,7 @@ compare-and-set store transition, committed before it is acted on.
 import heapq
 import itertools
 import logging
+import os
 import secrets
 import threading
 import time
@@ -58,6 +59,7 @@ class Engine:
         self.since_now = since_now
         self.jobs = {}
         self.job_errors = []
+        self._job_errors_by_id = {}
         self._due = []          # heap of (time_schedule, run_id) for runs in 'scheduled'
         self._unprepared = []   # the same runs, until their run folder is written ahead of time
         self._prepared = set()  # run ids whose spec is already on disk
@@ -76,12 +78,19 @@ class Engine:
         """Install the loaded jobs (and their load errors) and plan them."""
         self.jobs = dict(jobs)
         self.job_errors = list(errors)
+        self._job_errors_by_id = {}
+        for err in self.job_errors:
+            self._job_errors_by_id.setdefault(self._job_id_of(err.path), []).append(err)
         self._plan = []
         if self.started:
             now = self.clock()
             for job_id in self.jobs:
                 self._queue_plan(job_id, self._horizons.get(job_id, now))
             self.wake()
+
+    def _job_id_of(self, path):
+        rel = os.path.relpath(path, self.config.jobs_dir)
+        return os.path.splitext(rel)[0].replace(os.sep, "/")
 
     def get_job(self, job_id):
         """A job from the jobs folder, or an ad hoc job stored in the database."""
@@ -90,6 +99,9 @@ class Engine:
             return job
         stored = self.store.get_adhoc_job(job_id)
         if stored is None:
+            errors = self._job_errors_by_id.get(job_id)
+            if errors:
+                raise NotFound(f"job {job_id!r} failed to load: " + "; ".join(str(e) for e in errors))
             raise NotFound(f"no job {job_id!r}")
         return jobs_mod.job_from_jso(stored["job"], job_id, adhoc=stored["literal"])
 

@@ -119,7 +119,6 @@ def create_app(config, store, engine, launcher):
             {"time": to_iso(t), "args": {k: str(v) for k, v in args.items()}}
             for t, args in engine.next_times(job, count)
         ]
-        jso["errors"] = [e.to_jso() for e in engine.job_errors if getattr(e, "job_id", None) == job_id]
         return jso
 
     # -- runs ----------------------------------------------------------------

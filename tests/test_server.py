@@ -230,6 +230,9 @@ def test_broken_job_file_reported_while_others_run(server, jobs_dir):
     broken = [e for e in errors if e["path"].endswith("broken.yaml")]
     assert any(e["key"] == "program.comand" and "unknown key" in e["message"] for e in broken), broken
     server.wait_for(lambda: any(r["state"] == "success" for r in server.runs("good")), what="good job to run")
+    status, body, _ = server.request("GET", "/api/v1/jobs/bad/broken")
+    assert status == 404
+    assert "failed to load" in json.loads(body)["error"] and "comand" in json.loads(body)["error"]
     check = server.cli("check-jobs", str(jobs_dir))
     assert check.returncode == 1
     assert "broken.yaml" in check.stderr and "yaml.yaml" in check.stderr
