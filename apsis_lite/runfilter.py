@@ -102,19 +102,23 @@ def _compile_term(raw, segs, states):
         name = _join(left)
         if not name:
             raise _bad(raw, "missing arg name before '='")
-        # json_each compares the key itself, so no JSON path has to be built
-        # (and escaped) from a name that may hold quotes, dots or backslashes.
+        # run_args holds every run's args by (name, value): an index lookup,
+        # and the name is a plain parameter, never part of a JSON path.
         if not right:
-            # ``ARG=`` with nothing at all after it: the arg is present.
+            # ``ARG=`` with nothing at all after it: the arg is present. Most
+            # runs that match have it, so checking each run's own args while
+            # paging newest first ends sooner than collecting every run that
+            # has it from run_args.
             return "EXISTS (SELECT 1 FROM json_each(args) WHERE key = ?)", [name]
-        sql = "EXISTS (SELECT 1 FROM json_each(args) WHERE key = ? AND value = ?)"
+        sql = "run_id IN (SELECT run_id FROM run_args WHERE name = ? AND value = ?)"
         return sql, [name, _join(right)]
 
     word = _join(segs)
     if not word:
         raise _bad(raw, "empty term")
-    # ifnull: an ad hoc run may have no job id, and NOT (NULL) would drop it.
-    return "ifnull(job_id, '') LIKE ? ESCAPE '\\'", [f"%{_like_escape(word)}%"]
+    # Matched against the distinct job ids (job_ids), not every run's.
+    return ("job_id IN (SELECT job_id FROM job_ids WHERE job_id LIKE ? ESCAPE '\\')",
+            [f"%{_like_escape(word)}%"])
 
 
 def _split_op(segs, ops):

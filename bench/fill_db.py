@@ -130,6 +130,12 @@ def fill(data_dir, n_runs, n_jobs, end=None, days=365, batch=50_000, seed=1, qui
         done += len(runs)
         if not quiet:
             print(f"  {done} runs, {time.perf_counter() - t_start:.1f} s", file=sys.stderr, flush=True)
+    with conn:
+        # The filter language's index tables, as Store.insert_run keeps them.
+        conn.execute("INSERT INTO run_args (name, value, run_id) SELECT a.key, a.value, r.run_id"
+                     " FROM runs AS r, json_each(r.args) AS a WHERE r.run_id >= ?", (first_id,))
+        conn.execute("INSERT OR IGNORE INTO job_ids (job_id) SELECT job_id FROM runs WHERE run_id >= ?",
+                     (first_id,))
     for name, sql in indices:
         conn.execute(sql)
     conn.execute("PRAGMA journal_mode=WAL")

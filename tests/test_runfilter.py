@@ -1,12 +1,11 @@
 """The filter language, checked by running the compiled SQL on a real SQLite table."""
 
-import json
 
-import apsw
 import pytest
 
 from apsis_lite.errors import BadRequest
 from apsis_lite.runfilter import STATES, compile_filter
+from apsis_lite.store import Store
 
 ROWS = [
     (1, "etl/load prices", {"date": "2026-11-25"}, "success"),
@@ -15,24 +14,18 @@ ROWS = [
     (4, "reports/daily", {}, "scheduled"),
     (5, "reports/100%", {"my arg": "a b", 'q"uote': "x"}, "skipped"),
     (6, "ops/a:b", {"date": "2026 11", "empty": ""}, "error"),
-    (7, None, {}, "waiting"),  # an ad hoc run: no job id
+    (7, "adhoc/20261126-x", {}, "waiting"),
     (8, "etl\\raw", {"back\\slash": "1"}, "stopping"),
 ]
 
 
 @pytest.fixture(scope="module")
-def db():
-    conn = apsw.Connection(":memory:")
-    conn.execute(
-        "CREATE TABLE runs (run_id INTEGER PRIMARY KEY, job_id TEXT, "
-        "args TEXT, state TEXT)"
-    )
+def db(tmp_path_factory):
+    """The real schema, filled through the store (which keeps the filter's index tables)."""
+    store = Store(tmp_path_factory.mktemp("filter") / "f.db")
     for run_id, job_id, args, state in ROWS:
-        conn.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?)",
-            (run_id, job_id, json.dumps(args), state),
-        )
-    return conn
+        assert store.insert_run(job_id, args, state, 0.0, 0.0).run_id == run_id
+    return store.conn
 
 
 def match(db, text):
