@@ -91,8 +91,11 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 #: Finished shepherds kept waiting for their next run. A freshly forked
 #: shepherd pays several milliseconds of CPU in copy-on-write page faults
 #: before it can start a program; a reused one pays none, which is what lets
-#: a slot of many runs start within milliseconds.
-MAX_IDLE_SHEPHERDS = 64
+#: a slot of many runs start within milliseconds. Each idle one holds about
+#: 2 MB of its own memory, so they retire after IDLE_SHEPHERD_TTL unused:
+#: only a workload that keeps coming back keeps them.
+MAX_IDLE_SHEPHERDS = 256
+IDLE_SHEPHERD_TTL = 120.0
 #: A shepherd retires after this many runs, bounding anything it might leak.
 MAX_RUNS_PER_SHEPHERD = 500
 
@@ -940,16 +943,19 @@ class Agent:
 
     MAX_REQUEST = 1024 * 1024
 
-    def __init__(self, state_dir: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT):
+    def __init__(self, state_dir: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 shepherd_ttl: float = IDLE_SHEPHERD_TTL):
         self.state_dir = os.path.abspath(state_dir)
         self.idle_timeout = idle_timeout
+        self.shepherd_ttl = shepherd_ttl
         self.lock_fd: int | None = None
         self.listener: socket.socket | None = None
         self.selector: selectors.BaseSelector | None = None
         self.conns: dict[int, _Conn] = {}
         self.children: set[int] = set()
         self.shepherds: dict[int, tuple[int, socket.socket]] = {}  # ctl fd -> (pid, ctl)
-        self.idle: list[tuple[int, socket.socket]] = []  # the warmest last
+        # (pid, ctl, idle since): the warmest last, the first to expire first.
+        self.idle: list[tuple[int, socket.socket, float]] = []
         self.pending: set[int] = set()
         self.wake_r = self.wake_w = -1
         self.stopping = False
@@ -1020,9 +1026,18 @@ class Agent:
                 if timeout <= 0:
                     log.info("idle for %gs; exiting", self.idle_timeout)
                     break
-            for key, mask in self.selector.select(timeout):
+            if self.idle:
+                expires = self.idle[0][2] + self.shepherd_ttl - now
+                timeout = expires if timeout is None else min(timeout, expires)
+            for key, mask in self.selector.select(max(0.0, timeout) if timeout is not None else None):
                 key.data(key, mask)
             self._handle_signals()
+            self._retire_expired()
+
+    def _retire_expired(self) -> None:
+        now = time.monotonic()
+        while self.idle and self.idle[0][2] + self.shepherd_ttl <= now:
+            self._retire(self.idle[0][1])
 
     def _handle_signals(self) -> None:
         pending, self.pending = self.pending, set()
@@ -1148,7 +1163,7 @@ class Agent:
         if not os.path.exists(os.path.join(run_dir, SPEC)):
             raise ValueError(f"no {SPEC} in {run_dir} (already claimed or revoked)")
         while self.idle:
-            pid, ctl = self.idle.pop()
+            pid, ctl, _ = self.idle.pop()
             try:
                 ctl.send(run_dir.encode() + b"\n")
             except OSError:
@@ -1198,13 +1213,13 @@ class Agent:
         if not data:
             self._retire(ctl)
         elif len(self.idle) < MAX_IDLE_SHEPHERDS and not self.stopping:
-            self.idle.append((pid, ctl))
+            self.idle.append((pid, ctl, time.monotonic()))
         else:
             self._retire(ctl)  # It exits on EOF.
 
     def _retire(self, ctl: socket.socket) -> None:
         self.shepherds.pop(ctl.fileno(), None)
-        self.idle = [(p, c) for p, c in self.idle if c is not ctl]
+        self.idle = [entry for entry in self.idle if entry[1] is not ctl]
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(ctl)
         ctl.close()
@@ -1256,7 +1271,8 @@ class Agent:
         self.lock_fd = None
 
 
-def agent_main(state_dir: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> int:
+def agent_main(state_dir: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+               shepherd_ttl: float = IDLE_SHEPHERD_TTL) -> int:
     """Serve ``state_dir`` until idle for ``idle_timeout`` seconds or
     SIGTERM/SIGINT. Exits at once with 0 if another agent serves it."""
     if not logging.getLogger().handlers:
@@ -1265,7 +1281,7 @@ def agent_main(state_dir: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> in
             level=logging.INFO,
             format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         )
-    return Agent(state_dir, idle_timeout=idle_timeout).serve()
+    return Agent(state_dir, idle_timeout=idle_timeout, shepherd_ttl=shepherd_ttl).serve()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1280,8 +1296,12 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
         help="exit after this long with no client and no running shepherd (default: %(default)s)",
     )
+    parser.add_argument(
+        "--shepherd-ttl", type=float, default=IDLE_SHEPHERD_TTL,
+        help="retire an idle shepherd after this long unused (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    return agent_main(args.state_dir, idle_timeout=args.idle_timeout)
+    return agent_main(args.state_dir, idle_timeout=args.idle_timeout, shepherd_ttl=args.shepherd_ttl)
 
 
 # ---------------------------------------------------------------------------

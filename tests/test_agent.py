@@ -471,6 +471,25 @@ def test_agent_exits_when_idle(tmp_path):
     assert not (state_dir / "agent.pid").exists()
 
 
+def test_idle_shepherds_retire_after_their_ttl(tmp_path):
+    state_dir = str(tmp_path / "state")
+    client = AgentClient(state_dir, AGENT_COMMAND + ["--shepherd-ttl", "0.5"], env=agent_env())
+    try:
+        run_dir = str(tmp_path / "runs" / "t1")
+        write_spec(run_dir, make_spec("t1", ["true"]))
+        shepherd = client.start(run_dir)
+        wait_result(run_dir)
+        assert not process_gone(shepherd)  # idle, waiting for another run
+        wait_for(lambda: process_gone(shepherd), timeout=5)
+        # The agent forks a fresh one for the next run.
+        again = str(tmp_path / "runs" / "t2")
+        write_spec(again, make_spec("t2", ["true"]))
+        assert client.start(again) != shepherd
+        assert wait_result(again)["exit_code"] == 0
+    finally:
+        terminate_agent(client)
+
+
 class NotifyListener:
     """A stand-in for the server's notification socket."""
 
