@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # claim rename makes a second request harmless).
 RELAUNCH_AFTER = 5.0
 
+# How far one planning step extends one job's slots.
+PLAN_STEP = 10.0
+
 # Seconds of planning per pass before due runs get their turn again.
 PLAN_BUDGET = 0.02
 
@@ -63,7 +66,7 @@ class Engine:
         self._due = []          # heap of (time_schedule, run_id) for runs in 'scheduled'
         self._unprepared = []   # the same runs, until their run folder is written ahead of time
         self._prepared = set()  # run ids whose spec is already on disk
-        self._plan = []         # heap of (next slot time, seq, job_id)
+        self._plan = []         # heap of (when the job next needs planning, seq, job_id)
         self._seq = itertools.count()
         self._horizons = {}     # job_id -> epoch up to which slots exist in the store
         self._notices = deque()  # ("running"|"done", run_id) from shepherds
@@ -171,7 +174,7 @@ class Engine:
         if self._unprepared:
             wake_at = min(wake_at, self._unprepared[0][0] - PREPARE_AHEAD)
         if self._plan:
-            wake_at = min(wake_at, self._plan[0][0] - self.config.horizon / 2)
+            wake_at = min(wake_at, self._plan[0][0])
         return wake_at
 
     # -- start-up ------------------------------------------------------------------
@@ -220,33 +223,50 @@ class Engine:
     # -- planning --------------------------------------------------------------------
 
     def _queue_plan(self, job_id, start):
+        """Plan a job from ``start``; ``_plan`` is keyed by when a job next needs planning."""
         self._horizons.setdefault(job_id, start)
-        heapq.heappush(self._plan, (start, next(self._seq), job_id))
+        heapq.heappush(self._plan, (start - self.config.horizon, next(self._seq), job_id))
 
     def _plan_due(self, now, budget=PLAN_BUDGET):
-        """Create runs for slots up to ``now + horizon`` for jobs getting close to their horizon.
+        """Create runs for the slots of jobs whose next slot is less than half a horizon ahead.
 
-        Returns False if it stopped after ``budget`` seconds with work left:
-        planning happens half a horizon ahead, so it can wait for the next
-        pass, while a run due now cannot wait behind it. Each pass is one
-        transaction: a commit per job would cost an fsync each.
+        Each job is extended PLAN_STEP at a time, earliest slots first, up to
+        ``now + horizon``: after a start-up with many frequent jobs, every
+        job gets its next slots before any job gets distant ones. Returns
+        False if it stopped after ``budget`` seconds with work left: planning
+        happens half a horizon ahead, so it can wait for the next pass, while
+        a run due now cannot wait behind it. Each pass is one transaction: a
+        commit per job would cost an fsync each.
         """
         target = now + self.config.horizon
         deadline = time.monotonic() + budget
         with self.store.write():
-            while self._plan and self._plan[0][0] <= now + self.config.horizon / 2:
+            while self._plan and self._plan[0][0] <= now:
                 _, _, job_id = heapq.heappop(self._plan)
                 job = self.jobs.get(job_id)
                 if job is not None:
-                    nxt = self._plan_job(job, self._horizons.get(job_id, now), target, now)
+                    start = self._horizons.get(job_id, now)
+                    end = min(target, max(start, now) + PLAN_STEP)
+                    nxt = self._plan_job(job, start, end, now, target)
                     if nxt is not None:
-                        heapq.heappush(self._plan, (nxt, next(self._seq), job_id))
+                        # Short of the target: again in this pass, after the
+                        # jobs planned less far. Otherwise: when its next slot
+                        # is half a horizon away.
+                        planned = self._horizons[job_id]
+                        key = (planned - self.config.horizon if planned < target
+                               else nxt - self.config.horizon / 2)
+                        heapq.heappush(self._plan, (key, next(self._seq), job_id))
                 if time.monotonic() > deadline:
-                    return not (self._plan and self._plan[0][0] <= now + self.config.horizon / 2)
+                    return not (self._plan and self._plan[0][0] <= now)
         return True
 
-    def _plan_job(self, job, start, end, now):
-        """Insert runs for the job's slots in [start, end); returns its next slot time after that."""
+    def _plan_job(self, job, start, end, now, limit):
+        """Insert runs for the job's slots in [start, end); returns its next slot time after that.
+
+        The job's horizon moves to ``end``, or on to its next slot (at most
+        ``limit``) when nothing lies between: a daily job is planned in one
+        step, not in PLAN_STEP pieces of empty time.
+        """
         slots, nxt = [], None
         for sched in job.schedules:
             if not sched.enabled:
@@ -258,11 +278,12 @@ class Engine:
                     break
                 slots.append((te, sargs))
         slots.sort(key=lambda s: s[0])
+        horizon = end if nxt is None else max(end, min(nxt, limit))
         with self.store.write():
             for te, sargs in slots:
                 self._create_slot_run(job, te, sargs, now)
-            self.store.set_horizon(job.job_id, end)
-        self._horizons[job.job_id] = end
+            self.store.set_horizon(job.job_id, horizon)
+        self._horizons[job.job_id] = horizon
         return nxt
 
     def _create_slot_run(self, job, te, sargs, now):

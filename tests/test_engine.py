@@ -90,7 +90,7 @@ def test_restart_does_not_duplicate_slots(world, tmp_path):
     engine2.tick(T0 + 5)
     times = [r.time_schedule for r in all_runs(store2)]
     assert len(times) == len(set(times))
-    assert times == [T0 + 10 * i for i in range(6)]
+    assert times == [T0 + 10 * i for i in range(7)]  # extended to T0+5+horizon, none twice
 
 
 def test_missed_slots_run_once_except_older_than_max_age(world):
@@ -274,3 +274,17 @@ def test_since_now_skips_overdue_scheduled_runs(world):
     assert by_time[0].state == "success"
     assert all(by_time[t].state == "skipped" and "--since now" in by_time[t].message for t in (10, 20, 30))
     assert by_time[40].state == "scheduled"
+
+
+def test_planning_serves_every_job_near_slots_first(world):
+    jobs = [noop_job(f"job{i}", interval="1s") for i in range(3)]
+    engine, store, clock = world(jobs)
+    for _ in range(3):
+        assert engine._plan_due(T0, budget=0) is False  # one step of one job per pass
+    runs = all_runs(store)
+    # Each job got its first 10 s before any job got more.
+    assert {r.job_id for r in runs} == {"job0", "job1", "job2"}
+    assert max(r.time_schedule for r in runs) < T0 + 10
+    while not engine._plan_due(T0, budget=0):
+        pass
+    assert max(r.time_schedule for r in all_runs(store)) == T0 + 59
