@@ -197,24 +197,35 @@ class Engine:
         for run in self.store.runs_in_states(["waiting"]):
             self._push_due(run.time_schedule, run.run_id)
         for run in self.store.runs_in_states(sorted(ACTIVE)):
-            self._recover_active(run, now)
+            self._reconcile(run, now, restarted=True)
         self.started = True
 
-    def _recover_active(self, run, now):
+    def _reconcile(self, run, now, restarted=False):
+        """Bring a run in starting, running or stopping in line with its run folder.
+
+        Used after a restart, by the periodic sweep (for a lost notice), and
+        when a stop finds no shepherd to ask.
+        """
         rid = run.run_id
+        # Liveness before the result: a shepherd writes its result, then
+        # releases its lock, so "not alive and no result" is never a race.
+        alive = self.launcher.is_alive(rid)
         if self.launcher.result(rid) is not None:
             self._collect(rid)
-        elif self.launcher.is_alive(rid):
+        elif alive:
             if run.state == "starting":
                 self._mark_running(rid)
-            self.store.log(rid, now, "re-attached after restart")
-        elif run.state == "starting" and self.launcher.revoke(rid):
-            self.store.log(rid, now, "had provably not started when the server stopped; starting it now")
-            self._launch([self.store.get_run(rid)])
-        elif self.launcher.result(rid) is not None:
-            self._collect(rid)
+            if restarted:
+                self.store.log(rid, now, "re-attached after restart")
+        elif run.state == "starting" and not self.launcher.claimed(rid):
+            # No shepherd has claimed it: the request was lost (a restart, an
+            # agent that died) or the agent has not got to it yet.
+            pending = self.launcher.spec_pending_since(rid)
+            if (restarted or pending is None or now - pending > RELAUNCH_AFTER) and self.launcher.revoke(rid):
+                self.store.log(rid, now, "had provably not started (no shepherd claimed it); starting it now")
+                self._launch([self.store.get_run(rid)])
         else:
-            why = ("may have started: the server stopped while it was starting and no supervisor is left"
+            why = ("may have started: its supervisor vanished while it was starting"
                    if run.state == "starting" else
                    "its supervisor vanished without recording a result")
             self.store.transition(rid, run.state, "error", now, why)
@@ -476,24 +487,7 @@ class Engine:
     def _sweep(self, now):
         """Catch completions whose notice was lost, and specs nobody claimed."""
         for run in self.store.runs_in_states(sorted(ACTIVE)):
-            rid = run.run_id
-            alive = self.launcher.is_alive(rid)
-            if self.launcher.result(rid) is not None:
-                self._collect(rid)
-            elif run.state == "starting" and not self.launcher.claimed(rid):
-                pending = self.launcher.spec_pending_since(rid)
-                if pending is not None and now - pending > RELAUNCH_AFTER:
-                    self.store.log(rid, now, "not picked up by the agent; asking again")
-                    self.launcher.start([rid])
-            elif alive:
-                if run.state == "starting":
-                    self._mark_running(rid)
-            elif self.launcher.result(rid) is None:
-                why = ("may have started: its supervisor vanished while it was starting"
-                       if run.state == "starting" else
-                       "its supervisor vanished without recording a result")
-                self.store.transition(rid, run.state, "error", now, why)
-                self.launcher.remove(rid)
+            self._reconcile(run, now)
 
     # -- operations (API, pages, CLI) ----------------------------------------------------------
 
@@ -575,7 +569,7 @@ class Engine:
                                      user=user):
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
         if not self.launcher.request_stop(run_id, sig, grace):
-            self._collect(run_id) or self._sweep_one(run_id)
+            self._reconcile(self.store.get_run(run_id), self.clock())
         return self.store.get_run(run_id)
 
     def signal(self, run_id, name, user=None):
@@ -620,12 +614,6 @@ class Engine:
         if not self.store.transition(run_id, run.state, state, self.clock(), f"marked as {state}", user=user):
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
         return self.store.get_run(run_id)
-
-    def _sweep_one(self, rid):
-        run = self.store.get_run(rid)
-        if run.state in ACTIVE and not self.launcher.is_alive(rid) and self.launcher.result(rid) is None:
-            self.store.transition(rid, run.state, "error", self.clock(),
-                                  "its supervisor vanished without recording a result")
 
 
 def outcome(res):
