@@ -95,6 +95,25 @@ MIGRATIONS = [
     CREATE TABLE job_ids (job_id TEXT PRIMARY KEY) WITHOUT ROWID;
     INSERT OR IGNORE INTO job_ids (job_id) SELECT job_id FROM runs;
     """,
+    # Run counts by state, kept by triggers: counting a million runs took
+    # 30 ms per /stats request.
+    """
+    CREATE TABLE run_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO run_counts (state, n) SELECT state, count(*) FROM runs GROUP BY state;
+    CREATE TRIGGER run_counts_insert AFTER INSERT ON runs BEGIN
+        INSERT INTO run_counts (state, n) VALUES (NEW.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER run_counts_update AFTER UPDATE OF state ON runs
+    WHEN OLD.state IS NOT NEW.state BEGIN
+        UPDATE run_counts SET n = n - 1 WHERE state = OLD.state;
+        INSERT INTO run_counts (state, n) VALUES (NEW.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER run_counts_delete AFTER DELETE ON runs BEGIN
+        UPDATE run_counts SET n = n - 1 WHERE state = OLD.state;
+    END;
+    """,
 ]
 
 RUN_COLUMNS = (
@@ -352,7 +371,7 @@ class Store:
         ]
 
     def stats(self):
-        counts = dict(self._all("SELECT state, count(*) FROM runs GROUP BY state"))
+        counts = dict(self._all("SELECT state, n FROM run_counts WHERE n > 0 ORDER BY state"))
         return {"runs": sum(counts.values()), "runs_by_state": counts}
 
     # -- output --------------------------------------------------------------------

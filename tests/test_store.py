@@ -106,3 +106,13 @@ def test_readonly_store_cannot_write(store, tmp_path):
         reader.insert_run("j", {}, "scheduled", 1.0, 0.0)
     with pytest.raises(NotFound):
         reader.get_run(999)
+
+
+def test_stats_counts_follow_every_change(store):
+    a = store.insert_run("j", {}, "scheduled", 1.0, 0.0)
+    b = store.insert_run("j", {}, "scheduled", 2.0, 0.0)
+    store.transition(a.run_id, "scheduled", "waiting", 3.0, "due")
+    assert store.stats() == {"runs": 2, "runs_by_state": {"scheduled": 1, "waiting": 1}}
+    store.transition(b.run_id, "scheduled", "skipped", 3.0, "skipped")
+    store.conn.execute("DELETE FROM runs WHERE run_id = ?", (a.run_id,))
+    assert store.stats() == {"runs": 1, "runs_by_state": {"skipped": 1}}
