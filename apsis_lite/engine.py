@@ -109,13 +109,11 @@ class Engine:
         return jobs_mod.job_from_jso(stored["job"], job_id, adhoc=stored["literal"])
 
     def next_times(self, job, count=10, after=None):
-        """The next ``count`` due times of a job from its schedules (computed, not stored)."""
+        """The next ``count`` due times of a job, with the args each run will get (computed, not stored)."""
         start = from_epoch(after if after is not None else self.clock())
         merged = heapq.merge(*(s.times(start) for s in job.schedules if s.enabled),
                              key=lambda ta: ta[0])
-        # The args a run will get: what the schedule supplies, limited to the job's params.
-        return [(t, {p: str(a[p]) for p in job.params if p in a})
-                for t, a in itertools.islice(merged, count)]
+        return [(t, jobs_mod.args_from_schedule(job, a)) for t, a in itertools.islice(merged, count)]
 
     # -- the loop ----------------------------------------------------------------
 
@@ -298,13 +296,14 @@ class Engine:
         return nxt
 
     def _create_slot_run(self, job, te, sargs, now):
-        args = {p: str(sargs[p]) for p in job.params if p in sargs}
-        missing = [p for p in job.params if p not in sargs]
-        slot = slot_key(te, args)
-        if missing:
-            self.store.insert_run(job.job_id, args, "error", te, now, slot=slot,
-                                  message=f"schedule does not supply arg(s): {', '.join(missing)}")
+        try:
+            args = jobs_mod.args_from_schedule(job, sargs)
+        except BadRequest as exc:
+            # Loading already checks that each schedule fills every param;
+            # should one not, the slot still gets its run, in error.
+            self.store.insert_run(job.job_id, {}, "error", te, now, slot=slot_key(te, {}), message=str(exc))
             return
+        slot = slot_key(te, args)
         if te < now - self.config.max_age:
             self.store.insert_run(
                 job.job_id, args, "skipped", te, now, slot=slot,
