@@ -313,36 +313,24 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
             schedules.append(schedule)
 
     # conditions and actions, each with the key it has in the file
-    conditions, cond_keys = [], []
-    raw = jso.get("condition")
-    if raw is not None:
-        for i, c in enumerate(_as_list(raw)):
-            prefix = f"condition[{i}]" if isinstance(raw, list) else "condition"
+    def parse_each(key, parse, parsed, keys):
+        raw = jso.get(key)
+        if raw is None:
+            return
+        for i, item in enumerate(_as_list(raw)):
+            prefix = f"{key}[{i}]" if isinstance(raw, list) else key
             try:
-                conditions.append(_conditions.parse_condition(c, allow_templates=not adhoc).to_jso())
-                cond_keys.append(prefix)
+                parsed.append(parse(item).to_jso())
+                keys.append(prefix)
             except SpecError as exc:
                 fail_spec(prefix, exc)
 
-    actions, action_keys = [], []
-    raw = jso.get("action")
-    if raw is not None:
-        for i, a in enumerate(_as_list(raw)):
-            prefix = f"action[{i}]" if isinstance(raw, list) else "action"
-            try:
-                actions.append(_actions.parse_action(a, allow_templates=not adhoc).to_jso())
-                action_keys.append(prefix)
-            except SpecError as exc:
-                fail_spec(prefix, exc)
-    raw = jso.get("successors")
-    if raw is not None:
-        for i, s in enumerate(_as_list(raw)):
-            prefix = f"successors[{i}]" if isinstance(raw, list) else "successors"
-            try:
-                actions.append(_actions.successor_action(s).to_jso())
-                action_keys.append(prefix)
-            except SpecError as exc:
-                fail_spec(prefix, exc)
+    conditions, cond_keys, actions, action_keys = [], [], [], []
+    parse_each("condition", lambda c: _conditions.parse_condition(c, allow_templates=not adhoc),
+               conditions, cond_keys)
+    parse_each("action", lambda a: _actions.parse_action(a, allow_templates=not adhoc),
+               actions, action_keys)
+    parse_each("successors", _actions.successor_action, actions, action_keys)
 
     # metadata
     metadata = {}
