@@ -115,12 +115,6 @@ class LocalLauncher:
         except OSError:
             return b""
 
-    def live_output_length(self, run_id):
-        try:
-            return os.path.getsize(self.output_path(run_id))
-        except OSError:
-            return 0
-
     def remove(self, run_id):
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 

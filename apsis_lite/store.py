@@ -243,17 +243,6 @@ class Store:
         with self._lock:
             return self._exec("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
-    # -- meta ----------------------------------------------------------------
-
-    def get_meta(self, key, default=None):
-        row = self._one("SELECT value FROM meta WHERE key=?", (key,))
-        return json.loads(row[0]) if row else default
-
-    def set_meta(self, key, value):
-        with self.write():
-            self._exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                       (key, json.dumps(value)))
-
     # -- runs: writes ------------------------------------------------------------
 
     def insert_run(self, job_id, args, state, time_schedule, now, *, slot=None, rerun_of=None,
@@ -313,10 +302,6 @@ class Store:
                 return False
             self._log(run_id, now, new, message, user)
             return True
-
-    def update_meta(self, run_id, meta):
-        with self.write():
-            self._exec("UPDATE runs SET meta=json_patch(meta, ?) WHERE run_id=?", (dumps(meta), run_id))
 
     def log(self, run_id, now, message, user=None):
         """Add a line to a run's log without changing its state."""
