@@ -13,10 +13,16 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The browser tests drive Debian's Chromium (never a browser download).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
+
 run: install
 	$(VENV)/bin/apsis-lite serve --jobs jobs --data .data
 
-test: install
+test: install $(CHROMIUM)
 	$(PY) -m pytest -q
 
 bench: install

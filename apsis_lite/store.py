@@ -10,7 +10,9 @@ names the state it expects, so two callers can never both move a run.
 """
 
 import contextlib
+import functools
 import json
+import logging
 import os
 import threading
 
@@ -129,6 +131,16 @@ RUN_COLUMNS = (
 _JSON_FIELDS = {"program", "conditions", "actions", "meta"}
 
 
+log = logging.getLogger(__name__)
+
+
+def _call_listener(fn, run_id, old, new):
+    try:
+        fn(run_id, old, new)
+    except Exception:  # a listener's bug must not undo or block the writer
+        log.exception("state-change listener failed for run %s (%s -> %s)", run_id, old, new)
+
+
 def _row_to_run(row) -> Run:
     (run_id, job_id, args, state, time_schedule, time_updated, times, slot, rerun_of,
      rerun_group, program, conditions, actions, exit_code, signal, message, meta) = row
@@ -161,6 +173,7 @@ class Store:
         self._lock = threading.RLock()
         self._depth = 0
         self._after_commit = []
+        self._listeners = []
         if not readonly:
             self._exec("PRAGMA journal_mode=WAL")
             self._exec("PRAGMA synchronous=FULL")
@@ -270,6 +283,7 @@ class Store:
             self._exec("INSERT OR IGNORE INTO job_ids (job_id) VALUES (?)", (job_id,))
             text = message or f"created as {state} for {to_iso(time_schedule)}"
             self._log(run_id, now, state, text, user)
+            self._announce(run_id, None, state)
         # Built here rather than read back: planning inserts thousands at once.
         return Run(run_id=run_id, job_id=job_id, args=dict(args), state=state,
                    time_schedule=time_schedule, time_updated=now, times={state: now}, slot=slot,
@@ -301,7 +315,22 @@ class Store:
             if self.conn.changes() != 1:
                 return False
             self._log(run_id, now, new, message, user)
+            self._announce(run_id, old, new)
             return True
+
+    def add_listener(self, fn):
+        """Call ``fn(run_id, old, new)`` after each committed state change.
+
+        ``old`` is None for a newly inserted run. Called once the
+        transaction has committed, so a listener never acts on a change
+        that could still be rolled back; an exception in one is logged and
+        does not reach the writer.
+        """
+        self._listeners.append(fn)
+
+    def _announce(self, run_id, old, new):
+        for fn in self._listeners:
+            self.after_commit(functools.partial(_call_listener, fn, run_id, old, new))
 
     def log(self, run_id, now, message, user=None):
         """Add a line to a run's log without changing its state."""

@@ -116,3 +116,24 @@ def test_stats_counts_follow_every_change(store):
     store.transition(b.run_id, "scheduled", "skipped", 3.0, "skipped")
     store.conn.execute("DELETE FROM runs WHERE run_id = ?", (a.run_id,))
     assert store.stats() == {"runs": 1, "runs_by_state": {"skipped": 1}}
+
+
+def test_listeners_hear_each_committed_change_and_not_a_rolled_back_one(tmp_path):
+    store = Store(str(tmp_path / "db.sqlite"))
+    heard = []
+    store.add_listener(lambda rid, old, new: heard.append((rid, old, new)))
+    store.add_listener(lambda rid, old, new: 1 / 0)  # a broken listener harms nobody
+    run = store.insert_run("job", {}, "scheduled", 10.0, 1.0)
+    assert heard == [(run.run_id, None, "scheduled")]
+    with store.write():
+        assert store.transition(run.run_id, "scheduled", "waiting", 2.0, "due")
+        assert heard == [(run.run_id, None, "scheduled")]  # not before the commit
+    assert heard[-1] == (run.run_id, "scheduled", "waiting")
+    try:
+        with store.write():
+            store.transition(run.run_id, "waiting", "starting", 3.0, "starting")
+            raise RuntimeError("abandon")
+    except RuntimeError:
+        pass
+    assert heard[-1] == (run.run_id, "scheduled", "waiting")
+    assert store.get_run(run.run_id).state == "waiting"
