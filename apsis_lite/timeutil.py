@@ -7,7 +7,7 @@ Local zones are used only to compute schedules and to format for people.
 
 import re
 import time as _time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time as dtime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dateutil.parser
@@ -83,7 +83,9 @@ def parse_time(text, tz=UTC) -> datetime:
     if dt.tzinfo is None:
         if isinstance(tz, str):
             tz = get_tz(tz)
-        dt = dt.replace(tzinfo=tz)
+        # A local time that does not exist means the instant the clocks
+        # jump; one that occurs twice, its first occurrence.
+        return localize(dt, tz, "shift", "first")[0]
     return dt.astimezone(UTC)
 
 
@@ -142,3 +144,142 @@ def format_duration(seconds: float | None) -> str:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+# --------------------------------------------------------------------------
+# Dates, daytimes and local times. Schedules compute in local wall-clock time
+# and turn each result into one or more UTC instants with ``localize``.
+
+_DAYTIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?")
+# ``auto``: seconds, or microseconds when there are some; ``minimal``: as
+# ``auto``, but minutes when the seconds are zero too (``09:30``).
+PRECISIONS = ("minutes", "seconds", "milliseconds", "microseconds", "auto", "minimal")
+
+
+def parse_daytime(value) -> dtime:
+    """A time of day from ``HH:MM``, ``HH:MM:SS`` or ``HH:MM:SS.ffffff`` (24-hour clock)."""
+    if isinstance(value, dtime):
+        return value.replace(tzinfo=None)
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"not a daytime: {value!r} (expected 'HH:MM' or 'HH:MM:SS')")
+    m = _DAYTIME.fullmatch(value.strip())
+    if not m:
+        raise ValueError(f"not a daytime: {value!r} (expected 'HH:MM' or 'HH:MM:SS')")
+    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    micro = int((m.group(4) or "0").ljust(6, "0"))
+    if h > 23 or mi > 59 or s > 59:
+        raise ValueError(f"not a daytime: {value!r} (out of range)")
+    return dtime(h, mi, s, micro)
+
+
+def format_daytime(t: dtime, precision: str = "seconds") -> str:
+    """``HH:MM[:SS[.fff[fff]]]`` to ``precision``, one of PRECISIONS."""
+    return t.isoformat(timespec=_timespec(t, precision))
+
+
+def parse_date(value) -> date:
+    """A date from ``YYYY-MM-DD`` text, a date or a datetime (its own date)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"not a date: {value!r} (expected YYYY-MM-DD)")
+
+
+def format_date(d: date) -> str:
+    return d.isoformat()
+
+
+def format_time(t: datetime, tz=None, precision: str = "auto") -> str:
+    """ISO 8601 for ``t``: in UTC with a ``Z`` when ``tz`` is None, else local with its offset.
+
+    ``precision`` is one of PRECISIONS.
+    """
+    if tz is None:
+        t = t.astimezone(UTC)
+        return t.isoformat(timespec=_timespec(t, precision)).replace("+00:00", "Z")
+    t = t.astimezone(get_tz(tz) if isinstance(tz, str) else tz)
+    return t.isoformat(timespec=_timespec(t, precision))
+
+
+def _timespec(t, precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if precision in ("auto", "minimal"):
+        if t.microsecond:
+            return "microseconds"
+        return "minutes" if precision == "minimal" and not t.second else "seconds"
+    return precision
+
+
+GAP_CHOICES = ("shift", "skip")
+REPEAT_CHOICES = ("first", "both")
+
+
+def localize(naive: datetime, zone, gap: str = "shift", repeat: str = "first") -> list:
+    """The UTC instants at which wall-clock time ``naive`` occurs in ``zone``, in order.
+
+    Usually one. A time in a spring-forward gap does not occur: ``gap="shift"``
+    gives the instant the clocks jump (02:30 in New York on its spring day is
+    03:00 EDT), ``gap="skip"`` gives none. A time in a fall-back repeat occurs
+    twice: ``repeat="first"`` gives the first, ``repeat="both"`` both.
+    """
+    early = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    late = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if early == late:
+        return [early]
+    early, late = min(early, late), max(early, late)
+    if early.astimezone(zone).replace(tzinfo=None) == naive:
+        return [early] if repeat == "first" else [early, late]
+    # A gap: the two readings straddle the transition; find it (offsets
+    # change at whole seconds, and a gap lasts at most a few hours).
+    if gap == "skip":
+        return []
+    return [_first_with_offset(zone, early, late)]
+
+
+def _first_with_offset(zone, lo: datetime, hi: datetime) -> datetime:
+    """The first whole second in (lo, hi] with the offset ``hi`` has (offsets change once between)."""
+    off = hi.astimezone(zone).utcoffset()
+    lo = lo.replace(microsecond=0)
+    hi = hi.replace(microsecond=0) + (timedelta(seconds=1) if hi.microsecond else timedelta(0))
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + timedelta(seconds=(hi - lo) // timedelta(seconds=1) // 2)
+        if mid.astimezone(zone).utcoffset() == off:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def first_instant_at(naive: datetime, zone) -> datetime:
+    """The earliest instant at which the wall clock in ``zone`` shows ``naive`` or later."""
+    return localize(naive, zone, "shift", "first")[0]
+
+
+def offset_changes(zone, start: datetime, end: datetime, step=timedelta(hours=1)) -> list:
+    """``(instant, old offset, new offset)`` for each change of ``zone``'s UTC offset in [start, end).
+
+    For marking daylight-saving transitions in listings; ``instant`` is the
+    first instant (to the second) with the new offset.
+    """
+    if isinstance(zone, str):
+        zone = get_tz(zone)
+    out = []
+    t = start.astimezone(UTC)
+    prev = t.astimezone(zone).utcoffset()
+    while t < end:
+        nxt = min(t + step, end.astimezone(UTC))
+        off = nxt.astimezone(zone).utcoffset()
+        if off != prev:
+            out.append((_first_with_offset(zone, t, nxt), prev, off))
+            prev = off
+        if nxt <= t:
+            break
+        t = nxt
+    return out

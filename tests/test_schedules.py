@@ -7,7 +7,8 @@ import pytest
 
 from apsis_lite.registry import SCHEDULES
 from apsis_lite.schedules import (
-    CronSchedule, ExplicitSchedule, IntervalSchedule, Schedule, SpecError, parse_schedule,
+    CronSchedule, DailyIntervalSchedule, DailySchedule, ExplicitSchedule, IntervalSchedule, Schedule,
+    SpecError, parse_schedule,
 )
 
 UTC = timezone.utc
@@ -263,9 +264,9 @@ def test_explicit_apsis_alias():
 
 def test_unknown_type_lists_known_types():
     assert problems({"type": "hourly"}) == [
-        ("type", "unknown schedule type 'hourly' (known: cron, explicit, interval)")]
+        ("type", "unknown schedule type 'hourly' (known: cron, daily, daily-interval, explicit, interval)")]
     key, msg = problems({"interval": 60})[0]
-    assert key == "type" and "known: cron, explicit, interval" in msg
+    assert key == "type" and "known: cron, daily, daily-interval, explicit, interval" in msg
     assert "apsis.schedule.IntervalSchedule" in SCHEDULES
 
 
@@ -276,7 +277,7 @@ def test_unknown_keys_and_common_keys_are_checked_together():
         ("enabled", "expected true or false, got str 'no'"),
         ("args.a", "expected a string, got a list"),
         ("interval", "not a duration: 'x'"),
-        ("enabld", "unknown key (did you mean 'enabled'?); expected: type, enabled, args, "
+        ("enabld", "unknown key (did you mean 'enabled'?); expected: type, enabled, args, jitter, "
                    "interval, phase"),
     ]
 
@@ -289,3 +290,273 @@ def test_disabled_and_base_from_jso():
     s = Schedule.from_jso({"type": "cron", "expr": "@daily", "enabled": False})
     assert isinstance(s, CronSchedule) and s.enabled is False
     assert s.to_jso() == {"type": "cron", "enabled": False, "args": {}, "expr": "@daily", "tz": "UTC"}
+
+
+# --- daily ------------------------------------------------------------------
+
+def test_daily_several_daytimes_with_calendar_and_args():
+    s = parse_schedule({"type": "daily", "daytime": ["16:30", "09:00"], "tz": "America/New_York",
+                        "calendar": "Mon-Fri - US-holidays", "args": {"region": "us"}})
+    assert isinstance(s, DailySchedule)
+    got = first(s, utc(2026, 11, 25, 20), 4)  # Wed 15:00 EST; Thu 26th is Thanksgiving
+    assert [t for t, _ in got] == [utc(2026, 11, 25, 21, 30), utc(2026, 11, 27, 14),
+                                   utc(2026, 11, 27, 21, 30), utc(2026, 11, 30, 14)]
+    assert got[1][1] == {"date": "2026-11-27", "time": "2026-11-27T09:00:00-05:00", "daytime": "09:00:00",
+                         "tz": "America/New_York", "calendar": "Mon-Fri - US-holidays", "region": "us"}
+    assert s.describe() == "daily at 09:00, 16:30 on Mon-Fri - US-holidays America/New_York"
+
+
+def test_daily_date_shift_keeps_the_nominal_date():
+    s = parse_schedule({"type": "daily", "daytime": "02:00", "date_shift": 1})
+    t, args = first(s, utc(2026, 1, 1, 3), 1)[0]
+    assert t == utc(2026, 1, 2, 2) and args["date"] == "2026-01-01"
+
+
+def test_daily_cal_shift_then_date_shift():
+    """Nominal business day D runs on the next business day, at 06:00 the day after that."""
+    s = parse_schedule({"type": "daily", "daytime": "06:00", "calendar": "Mon-Fri",
+                        "cal_shift": 1, "date_shift": 1})
+    got = [(t, a["date"]) for t, a in first(s, utc(2026, 11, 26), 3)]  # Thursday
+    assert got == [
+        (utc(2026, 11, 26, 6), "2026-11-24"),  # Tue -> Wed -> Thu
+        (utc(2026, 11, 27, 6), "2026-11-25"),  # Wed -> Thu -> Fri
+        (utc(2026, 11, 28, 6), "2026-11-26"),  # Thu -> Fri -> Sat
+    ]
+    assert [a["date"] for _, a in first(s, utc(2026, 11, 29), 2)] == ["2026-11-27", "2026-11-30"]
+    # Fri 27th -> Mon 30th -> Tue 1 Dec 06:00; nothing runs on Sun 29th or Mon 30th.
+    assert due(s, utc(2026, 11, 29), 1) == [utc(2026, 12, 1, 6)]
+
+
+def test_daily_negative_cal_shift():
+    s = parse_schedule({"type": "daily", "daytime": "18:00", "calendar": "Mon-Fri", "cal_shift": -1})
+    # Nominal Monday 30 Nov runs on Friday 27th.
+    got = [(t, a["date"]) for t, a in first(s, utc(2026, 11, 27), 2)]
+    assert got == [(utc(2026, 11, 27, 18), "2026-11-30"), (utc(2026, 11, 30, 18), "2026-12-01")]
+
+
+def test_daily_errors():
+    assert problems({"type": "daily", "daytime": "25:00"}) == [
+        ("daytime", "not a daytime: '25:00' (out of range)")]
+    assert problems({"type": "daily", "daytime": ["09:00", 930]}) == [
+        ("daytime[1]", "not a daytime: 930 (expected 'HH:MM' or 'HH:MM:SS')")]
+    got = problems({"type": "daily", "daytime": "09:00", "calendar": "Mon-Fri - Narnia",
+                    "tz": "Nowhere", "cal_shift": 1.5})
+    assert [k for k, _ in got] == ["tz", "calendar", "cal_shift"]
+    assert "unknown calendar 'Narnia'" in got[1][1]
+
+
+def test_daily_round_trip():
+    jso = {"type": "daily", "daytime": ["09:00", "17:30:15"], "tz": "Europe/London",
+           "calendar": "Mon-Fri - UK-holidays", "cal_shift": -1, "date_shift": 2,
+           "dst": {"gap": "skip"}, "jitter": "30s", "args": {"x": "1"}, "enabled": False}
+    s = parse_schedule(jso)
+    assert s.jitter == 30.0
+    assert s.to_jso() == {"type": "daily", "enabled": False, "args": {"x": "1"}, "jitter": 30.0,
+                          "daytime": ["09:00", "17:30:15"], "tz": "Europe/London",
+                          "calendar": "Mon-Fri - UK-holidays", "date_shift": 2, "cal_shift": -1,
+                          "dst": {"gap": "skip"}}
+    assert parse_schedule(s.to_jso()) == s
+
+
+def test_daily_on_a_finite_calendar_ends():
+    from apsis_lite.calendars import load_calendars
+    import tempfile, os
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "month-ends.cal"), "w") as f:
+            f.write("2026-11-30\n2026-12-31  # year end\n")
+        library, errors = load_calendars(folder)
+    assert errors == []
+    s = parse_schedule({"type": "daily", "daytime": "20:00", "calendar": "month-ends"}, library)
+    assert due(s, utc(2026, 11, 1), 5) == [utc(2026, 11, 30, 20), utc(2026, 12, 31, 20)]
+
+
+# --- daily-interval ------------------------------------------------------------
+
+def test_daily_interval_stop_is_exclusive():
+    s = parse_schedule({"type": "daily-interval", "start": "09:00", "stop": "10:00", "interval": "20m",
+                        "calendar": "Mon-Fri"})
+    assert isinstance(s, DailyIntervalSchedule)
+    assert iso(s, utc(2026, 11, 27, 9, 30), 4) == [  # Friday, then Monday
+        "2026-11-27T09:40:00Z", "2026-11-30T09:00:00Z", "2026-11-30T09:20:00Z", "2026-11-30T09:40:00Z"]
+
+
+def test_daily_interval_window_past_midnight():
+    s = parse_schedule({"type": "daily-interval", "start": "23:00",
+                        "stop": {"daytime": "01:00", "date_shift": 1}, "interval": "30m",
+                        "calendar": "Fri"})
+    got = [(t.strftime("%a %H:%M"), a["date"], a["daytime"]) for t, a in first(s, utc(2026, 11, 27), 5)]
+    assert got == [("Fri 23:00", "2026-11-27", "23:00:00"), ("Fri 23:30", "2026-11-27", "23:30:00"),
+                   ("Sat 00:00", "2026-11-27", "00:00:00"), ("Sat 00:30", "2026-11-27", "00:30:00"),
+                   ("Fri 23:00", "2026-12-04", "23:00:00")]
+
+
+def test_daily_interval_stop_on_next_business_day():
+    """Start Friday evening, stop on the next business day's morning: the window spans the weekend."""
+    s = parse_schedule({"type": "daily-interval", "start": "22:00",
+                        "stop": {"daytime": "02:00", "cal_shift": 1}, "interval": "12h",
+                        "calendar": "Mon-Fri"})
+    assert iso(s, utc(2026, 11, 27, 12), 6) == [
+        "2026-11-27T22:00:00Z", "2026-11-28T10:00:00Z", "2026-11-28T22:00:00Z", "2026-11-29T10:00:00Z",
+        "2026-11-29T22:00:00Z", "2026-11-30T22:00:00Z"]
+
+
+def test_daily_interval_errors_and_round_trip():
+    got = problems({"type": "daily-interval", "start": "10:00", "stop": "09:00", "interval": 0})
+    assert [k for k, _ in got] == ["interval", "stop"]
+    assert "date_shift: 1" in got[1][1]
+    jso = {"type": "daily-interval", "start": {"daytime": "22:00", "cal_shift": -1},
+           "stop": {"daytime": "06:00", "date_shift": 1}, "interval": "90s", "tz": "Asia/Tokyo",
+           "calendar": "Mon-Fri"}
+    s = parse_schedule(jso)
+    assert parse_schedule(s.to_jso()) == s
+    assert s.describe() == ("every 1 min 30 s from 22:00 -1 calendar days to 06:00 +1 days "
+                            "on Mon-Fri Asia/Tokyo")
+
+
+# --- stop schedules, jitter -------------------------------------------------------
+
+def test_stop_form_duration_and_daytime():
+    s = parse_schedule({"start": {"type": "daily", "daytime": "09:00", "tz": "Europe/Paris"},
+                        "stop": {"type": "duration", "duration": "1h 30m"}})
+    assert isinstance(s, DailySchedule) and s.stop.describe() == "stop after 1 h 30 min"
+    t = next(s.times(utc(2026, 11, 26)))[0]
+    assert s.stop.stop_time(t) == utc(2026, 11, 26, 9, 30)
+    d = parse_schedule({"start": {"type": "interval", "interval": "1h"},
+                        "stop": {"type": "daytime", "daytime": "17:00", "tz": "America/New_York"}})
+    assert d.stop.stop_time(utc(2026, 11, 26, 21, 59)) == utc(2026, 11, 26, 22)
+    assert d.stop.stop_time(utc(2026, 11, 26, 22)) == utc(2026, 11, 27, 22)  # strictly after
+    for sched in (s, d):
+        assert sched.to_jso()["stop"] in ({"type": "duration", "duration": 5400.0},
+                                          {"type": "daytime", "daytime": "17:00", "tz": "America/New_York"})
+        assert parse_schedule(sched.to_jso()) == sched
+
+
+def test_stop_form_errors():
+    assert problems({"start": {"type": "interval", "interval": 60}, "stop": {"type": "never"}}) == [
+        ("stop.type", "unknown stop type 'never' (known: duration, daytime)")]
+    assert problems({"start": {"type": "interval", "interval": 60},
+                     "stop": {"type": "duration", "duration": "x"}, "enabled": False})[0][0] == "stop.duration"
+    assert problems({"start": {"type": "interval"}, "stop": {"type": "daytime"}}) == [
+        ("start.interval", "missing (required)"), ("stop.daytime", "missing (required)")]
+    got = problems({"start": {"type": "interval", "interval": 60}, "stop": {"type": "duration", "duration": 1},
+                    "enabled": False})
+    assert got[0][0] == "enabled" and "expected: start, stop" in got[0][1]
+
+
+def test_jitter_offset_is_stable_spread_and_bounded():
+    from apsis_lite.schedules import jitter_offset
+    t = utc(2026, 11, 26, 10)
+    # Fixed values: a change of hash would move every job's start.
+    assert round(jitter_offset("reports/daily", t, 60.0), 6) == round(jitter_offset("reports/daily", t, 60.0), 6)
+    offsets = [jitter_offset(f"job{i}", t, 60.0) for i in range(1000)]
+    assert all(0 <= o < 60 for o in offsets)
+    assert len({round(o, 3) for o in offsets}) > 950
+    buckets = [sum(1 for o in offsets if k * 6 <= o < (k + 1) * 6) for k in range(10)]
+    assert min(buckets) > 60  # roughly even: 100 expected in each
+    assert jitter_offset("job", t, 0.0) == 0.0
+    assert jitter_offset("job", t, 60.0) != jitter_offset("job", utc(2026, 11, 26, 11), 60.0)
+
+
+def test_jitter_offset_is_the_same_in_another_process():
+    import subprocess, sys
+    from apsis_lite.schedules import jitter_offset
+    code = ("from datetime import datetime, timezone; from apsis_lite.schedules import jitter_offset; "
+            "print(repr(jitter_offset('a/b', datetime(2026, 11, 26, 10, tzinfo=timezone.utc), 3600.0)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=".")
+    assert float(out.stdout) == jitter_offset("a/b", utc(2026, 11, 26, 10), 3600.0)
+
+
+def test_jitter_on_any_type():
+    for jso in ({"type": "interval", "interval": 60}, {"type": "cron", "expr": "@hourly"},
+                {"type": "explicit", "times": ["2026-01-01T00:00:00Z"]},
+                {"type": "daily", "daytime": "09:00"}):
+        s = parse_schedule({**jso, "jitter": "2 min"})
+        assert s.jitter == 120.0 and parse_schedule(s.to_jso()) == s
+    assert problems({"type": "interval", "interval": 60, "jitter": "soon"}) == [
+        ("jitter", "not a duration: 'soon'")]
+
+
+# --- properties -------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_ZONES = ["UTC", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Tokyo",
+          "America/Sao_Paulo", "Pacific/Chatham"]
+_daytime = st.builds(lambda h, m, s: f"{h:02d}:{m:02d}:{s:02d}",
+                     st.integers(0, 23), st.sampled_from([0, 1, 15, 30, 45, 59]), st.sampled_from([0, 30]))
+_dst = st.one_of(st.none(), st.fixed_dictionaries(
+    {}, optional={"gap": st.sampled_from(["shift", "skip"]), "repeat": st.sampled_from(["first", "both"])}))
+_calendar = st.sampled_from(["all", "Mon-Fri", "Tue,Thu", "Mon-Fri - US-holidays", "Sat,Sun + UK-holidays"])
+
+
+def _with_dst(jso, dst):
+    return {**jso, "dst": dst} if dst is not None else jso
+
+
+_schedules = st.one_of(
+    st.builds(lambda d, tz, cal, ds, cs, dst: _with_dst(
+        {"type": "daily", "daytime": d, "tz": tz, "calendar": cal, "date_shift": ds, "cal_shift": cs}, dst),
+        st.lists(_daytime, min_size=1, max_size=4), st.sampled_from(_ZONES), _calendar,
+        st.integers(-2, 2), st.integers(-2, 2), _dst),
+    st.builds(lambda a, length, every, tz, cal, dst: _with_dst(
+        {"type": "daily-interval", "start": a, "stop": {"daytime": a, "date_shift": 1} if length else "23:59:59",
+         "interval": every, "tz": tz, "calendar": cal}, dst),
+        _daytime, st.booleans(), st.sampled_from(["7m", "30m", "1h", "5h", "90s"]),
+        st.sampled_from(_ZONES), _calendar, _dst).filter(lambda j: j["start"] < "23:59:59" or j["stop"] != "23:59:59"),
+    st.builds(lambda e, tz, dst: _with_dst({"type": "cron", "expr": e, "tz": tz}, dst),
+              st.sampled_from(["*/7 * * * *", "30 1 * * *", "0,30 2 * * *", "@hourly", "15 */2 * * Mon-Fri",
+                               "0 30 1 * * *", "*/20 * 1-3 * * *", "45 0-3 1,15 * *", "@weekly"]),
+              st.sampled_from(_ZONES), _dst),
+    st.builds(lambda i, p: {"type": "interval", "interval": i, "phase": p},
+              st.sampled_from([1.5, 60, 3600, 86400]), st.just(1)),
+)
+# Starts anywhere in a few years, and often within hours of a transition.
+_TRANSITIONS = [utc(2026, 3, 8, 7), utc(2026, 11, 1, 6), utc(2026, 3, 29, 1), utc(2026, 10, 25, 1),
+                utc(2026, 4, 4, 15), utc(2026, 10, 3, 15, 30), utc(2026, 4, 4, 14), utc(2026, 9, 26, 14)]
+_starts = st.one_of(
+    st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC)),
+    st.builds(lambda t, d: t + d, st.sampled_from(_TRANSITIONS),
+              st.timedeltas(min_value=timedelta(hours=-30), max_value=timedelta(hours=30))),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_schedules, _starts)
+def test_property_times_strictly_increase_and_follow_start(jso, start):
+    s = parse_schedule(jso)
+    times = due(s, start, 30)
+    assert times and times[0] >= start
+    assert all(a < b for a, b in zip(times, times[1:]))
+    assert all(t.tzinfo is UTC for t in times)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_schedules, _starts, st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3)))
+def test_property_later_start_is_the_tail(jso, start, delta):
+    s = parse_schedule(jso)
+    later = start + delta
+    tail = first(s, later, 10)
+    early = []
+    for t, a in s.times(start):
+        if t >= later:
+            early.append((t, a))
+            if len(early) == 10:
+                break
+    assert tail == early
+
+
+@settings(max_examples=150, deadline=None)
+@given(_schedules, st.one_of(st.none(), st.sampled_from(["30s", "1h"])),
+       st.one_of(st.none(), st.sampled_from([{"type": "duration", "duration": "10m"},
+                                             {"type": "daytime", "daytime": "17:00", "tz": "Europe/London"}])))
+def test_property_jso_round_trip(jso, jitter, stop):
+    import json
+    if jitter:
+        jso = {**jso, "jitter": jitter}
+    if stop:
+        jso = {"start": jso, "stop": stop}
+    s = parse_schedule(jso)
+    again = parse_schedule(json.loads(json.dumps(s.to_jso())))
+    assert again == s
+    assert again.to_jso() == s.to_jso()

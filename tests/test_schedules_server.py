@@ -1,0 +1,50 @@
+"""Through the real server: a daily schedule on a user calendar, with a stop schedule."""
+
+import time
+from datetime import datetime, timedelta, timezone
+
+from conftest import Server, write_job
+
+
+def test_daily_on_a_calendar_runs_and_is_stopped(jobs_dir, data_dir, tmp_path):
+    calendars = tmp_path / "calendars"
+    calendars.mkdir()
+    # A daytime a few seconds from now, whole seconds, in UTC.
+    at = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
+    today, yesterday = at.date(), at.date() - timedelta(days=1)
+    (calendars / "closed.cal").write_text(f"# closed yesterday\n{yesterday.isoformat()}\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"calendars_dir: {calendars}\n")
+    write_job(jobs_dir, "nightly", f"""
+        params: [date]
+        program: "echo prev={{{{ calendar('all - closed').before(date) }}}}; sleep 60"
+        schedule:
+          start:
+            type: daily
+            daytime: "{at.strftime('%H:%M:%S')}"
+            tz: UTC
+            calendar: all - closed
+          stop:
+            type: duration
+            duration: 2s
+    """)
+    server = Server(jobs_dir, data_dir, extra_args=["--config", str(config)])
+    try:
+        server.start()
+        job = server.get("/api/v1/jobs/nightly")
+        assert job["schedules"][0]["description"] == (
+            f"daily at {at.strftime('%H:%M:%S')} on all - closed UTC; stop after 2.0 s")
+        run = server.wait_for(lambda: [r for r in server.runs() if r["job_id"] == "nightly"],
+                              what="the scheduled run")[0]
+        assert run["args"] == {"date": today.isoformat()}
+        t0 = time.monotonic()
+        done = server.wait_run(run["run_id"], states=("success", "failure", "error"), timeout=30)
+        assert time.monotonic() - t0 < 20  # stopped, long before its 60-second sleep ends
+        assert done["state"] != "success"
+        log = [e["message"] for e in server.get(f"/api/v1/runs/{run['run_id']}/log")["items"]]
+        assert any("stop schedule" in m for m in log), log
+        output = server.request("GET", f"/api/v1/runs/{run['run_id']}/output")[1]
+        # The business day before today on "all - closed" skips yesterday.
+        assert output.startswith(f"prev={(today - timedelta(days=2)).isoformat()}\n".encode())
+    finally:
+        server.stop()
