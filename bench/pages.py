@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Server-side render time of the browser pages over a large history.
+
+Fills a fresh data folder with ``fill_db.py`` (1,000,000 runs of 5,000 jobs by
+default; ``--reuse DATA --jobs-dir JOBS`` takes a folder filled before), then
+builds the real Flask app in this process over a read-only store and an
+engine holding the 5,000 loaded jobs (not started: nothing is planned or
+run), and times each page and fragment through Flask's test client: request
+in, whole HTML out, no network. p50/p95 per page.
+
+    bench/pages.py                         # 1,000,000 runs, 5,000 jobs
+    bench/pages.py --small                 # 100,000 runs
+    bench/pages.py --reuse /tmp/d --jobs-dir /tmp/j
+"""
+
+import argparse
+import random
+import time
+import urllib.parse
+
+import fill_db
+from common import cleanup, figure, note, pct, size_args, tmpdir
+
+from apsis_lite.config import load_config
+from apsis_lite.engine import Engine
+from apsis_lite.jobs import load_jobs_dir
+from apsis_lite.launcher import LocalLauncher
+from apsis_lite.store import Store
+from apsis_lite.web import create_app
+
+TARGET = "p95 < 100 ms"
+HX = {"HX-Request": "true", "HX-Target": "runs-results"}
+
+
+def measure(client, paths, n, cap, headers=None):
+    """Milliseconds per request for ``n`` requests (or ``cap`` seconds) of ``paths(i)``."""
+    lat, deadline = [], time.monotonic() + cap
+    for i in range(n):
+        path = paths(i)
+        t = time.perf_counter()
+        resp = client.get(path, headers=headers or {})
+        resp.get_data()
+        lat.append((time.perf_counter() - t) * 1000)
+        if resp.status_code != 200:
+            raise RuntimeError(f"GET {path}: HTTP {resp.status_code}: {resp.get_data(as_text=True)[:300]}")
+        if time.monotonic() > deadline:
+            break
+    return lat
+
+
+def bench(n_runs, n_jobs, n_req, cap, reuse=None, jobs_dir=None):
+    made = []
+    if reuse:
+        data_dir = reuse
+        if not jobs_dir:
+            jobs_dir = tmpdir("pj")
+            made.append(jobs_dir)
+            fill_db.write_jobs(jobs_dir, fill_db.job_ids(n_jobs))
+    else:
+        data_dir, jobs_dir = tmpdir("pd"), tmpdir("pj")
+        made += [data_dir, jobs_dir]
+    try:
+        if not reuse:
+            fill_db.write_jobs(jobs_dir, fill_db.job_ids(n_jobs))
+            seconds = fill_db.fill(data_dir, n_runs, n_jobs, quiet=True)
+            note(f"filled {n_runs} runs of {n_jobs} jobs in {seconds:.1f} s")
+        config = load_config(None, data_dir=data_dir, jobs_dir=jobs_dir)
+        writer = Store(config.db_path)
+        reader = Store(config.db_path, readonly=True)
+        launcher = LocalLauncher(config)
+        engine = Engine(config, writer, launcher)
+        jobs, errors = load_jobs_dir(jobs_dir)
+        engine.set_jobs(jobs, errors)
+        client = create_app(config, reader, engine, launcher).test_client()
+
+        stats = reader.stats()
+        top = reader.query_runs(limit=1)[0][0].run_id
+        low = top - stats["runs"] + 1
+        mid_run = reader.get_run((low + top) // 2)
+        date = mid_run.args.get("date", "2026-01-15")
+        job = sorted(jobs)[42]
+        since = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(mid_run.time_schedule))
+        until = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(mid_run.time_schedule + 7 * 86400))
+        q = urllib.parse.quote
+        rng = random.Random(3)
+        note(f"{stats['runs']} runs (r{low}..r{top}), {len(jobs)} jobs, date filter {date}, job {job}")
+        pages = [
+            ("runs_first_page", lambda i: "/"),
+            ("runs_fragment_poll", lambda i: "/", HX),
+            ("runs_deep_cursor", lambda i: f"/?cursor=r{(low + top) // 2}"),
+            ("runs_q_job_word", lambda i: "/?q=job0042"),
+            ("runs_q_team_word", lambda i: "/?q=team3", HX),
+            ("runs_q_job_exact", lambda i: f"/?q={q('job:' + job)}"),
+            ("runs_q_state_failure", lambda i: f"/?q={q('state:failure')}"),
+            ("runs_chip_error", lambda i: "/?state=error"),
+            ("runs_q_date", lambda i: f"/?q={q('date=' + date)}"),
+            ("runs_q_not_success", lambda i: f"/?q={q('!state:success')}"),
+            ("runs_q_no_match", lambda i: "/?q=nosuchjob", HX),
+            ("runs_time_range", lambda i: f"/?since={q(since)}&until={q(until)}"),
+            ("jobs_page", lambda i: "/jobs"),
+            ("jobs_search", lambda i: "/jobs?q=team3"),
+            ("jobs_search_label", lambda i: "/jobs?q=bench"),
+            ("job_page", lambda i: "/jobs/" + job),
+            ("run_page", lambda i: f"/runs/r{rng.randrange(low, top + 1)}"),
+            ("run_summary_fragment", lambda i: f"/runs/r{rng.randrange(low, top + 1)}/summary"),
+            ("adhoc_page", lambda i: "/adhoc"),
+        ]
+        for name, paths, *headers in pages:
+            measure(client, paths, 3, cap, headers[0] if headers else None)  # warm caches and templates
+            lat = measure(client, paths, n_req, cap, headers[0] if headers else None)
+            figure(f"page_{name}_p50", pct(lat, 50), "ms")
+            figure(f"page_{name}_p95", pct(lat, 95), f"ms ({len(lat)} requests)", TARGET)
+        launcher.close()
+        reader.close()
+        writer.close()
+    finally:
+        if made:
+            cleanup(*made)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size_args(parser, "100,000 runs", "1,000,000 runs (default)")
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--requests", type=int, default=100, help="requests per page")
+    parser.add_argument("--cap", type=float, default=20.0, help="seconds at most per page")
+    parser.add_argument("--reuse", help="a data folder filled before (kept)")
+    parser.add_argument("--jobs-dir", help="with --reuse: its jobs folder")
+    args = parser.parse_args()
+    n = args.runs or (100_000 if args.small else 1_000_000)
+    bench(n, args.jobs, args.requests, args.cap, args.reuse, args.jobs_dir)
+
+
+if __name__ == "__main__":
+    main()
