@@ -1,36 +1,91 @@
-"""Action types: what is done when a run enters a state. Parsed and kept
-here; performing them is a later issue.
+"""Action types, and doing them: what happens when a run enters a state.
 
-Every action may have ``if: {states: [...]}``; without ``if:`` it applies
-to every state the run enters (apsis's rule). ``successors:`` in a job file
-is shorthand for ``schedule`` actions with ``if: {states: [success]}``.
+Every action may have ``if: {states: [...], labels: [...]}``; without
+``states`` it applies to every state the run enters (apsis's rule), and with
+``labels`` only to runs of a job carrying at least one of them.
+``successors:`` in a job file is shorthand for ``schedule`` actions with
+``if: {states: [success]}``.
+
+``ActionRunner`` listens to the store's committed transitions. It never acts
+on the engine's path: matching transitions are queued, a dispatcher thread
+does ``schedule`` actions (they only insert a run) and hands the others
+(command, webhook, e-mail), which can be slow or hang, to worker threads, at
+most ``action_workers`` at a time, each under a timeout. Under gevent (the
+server) these threads are greenlets. Every outcome, good or bad, goes into
+the run's log. Actions are not durable: those still queued when the server
+stops are not done after it restarts.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import ClassVar
 from urllib.parse import urlsplit
 
 from .conditions import STATES, parse_typed, state_list
 from .registry import ACTIONS
-from .schedules import Fields, SpecError, _kind, nonempty_text, positive_duration, string_list, string_map
+from .schedules import (Fields, SpecError, _kind, nonempty_text, positive_duration, string_list,
+                        string_map)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_WEBHOOK_TIMEOUT = 10.0
 
+# Output of a command action kept in the run's log, and of a run in an e-mail.
+LOG_OUTPUT_CHARS = 2000
+EMAIL_OUTPUT_BYTES = 4096
+
+# Longest wait between two webhook attempts.
+MAX_RETRY_DELAY = 60.0
+
+# Runs whose bound actions are remembered, so that a transition of a run
+# without actions costs no database read; cleared when it grows past this.
+ACTIONS_CACHE_SIZE = 100_000
+
+
+class ActionFailed(Exception):
+    """An action that could not be done; the message says why, for the run's log."""
+
 
 def _if(value) -> tuple:
-    """An ``if:`` mapping, as the tuple of states it allows."""
+    """An ``if:`` mapping, as (states or None, labels or None)."""
     f = Fields(value, "mapping such as {states: [failure, error]}")
-    states = f.take("states", state_list, STATES)
+    states = f.take("states", state_list, None)
+    labels = f.take("labels", _labels, None)
     f.done()
-    return states
+    return states, labels
+
+
+def _labels(value) -> tuple:
+    labels = tuple(string_list(value, item=nonempty_text))
+    if not labels:
+        raise ValueError("expected at least one label")
+    return labels
 
 
 class Action:
-    """Base of action types. ``when`` is the states it applies to, or None for every state."""
+    """Base of action types.
+
+    ``when`` is the states it applies to (None: every state), ``labels`` the
+    job labels it is restricted to (None: any job). ``slow`` actions run on a
+    worker thread under a timeout; others on the dispatcher.
+    """
 
     type_name: ClassVar[str] = ""
+    slow: ClassVar[bool] = True
 
     @classmethod
     def from_jso(cls, jso, *, allow_templates=False) -> "Action":
@@ -39,10 +94,10 @@ class Action:
             return parse_action(jso, allow_templates=allow_templates)
         f = Fields(jso, "action mapping")
         f.take("type", default=None)
-        when = f.take("if", _if, None)
+        when, labels = f.take("if", _if, None) or (None, None)
         kwargs = cls._read(f)
         f.done()
-        return cls(when=when, **kwargs)
+        return cls(when=when, labels=labels, **kwargs)
 
     @classmethod
     def _read(cls, f):
@@ -50,11 +105,31 @@ class Action:
 
     def to_jso(self) -> dict:
         jso = {"type": self.type_name, **self._jso()}
+        cond = {}
         if self.when is not None:
-            jso["if"] = {"states": list(self.when)}
+            cond["states"] = list(self.when)
+        if getattr(self, "labels", None) is not None:
+            cond["labels"] = list(self.labels)
+        if cond:
+            jso["if"] = cond
         return jso
 
     def _jso(self):
+        raise NotImplementedError
+
+    def applies(self, state, job_labels=()) -> bool:
+        """Whether this action is due when a run of a job with ``job_labels`` enters ``state``."""
+        if self.when is not None and state not in self.when:
+            return False
+        labels = getattr(self, "labels", None)
+        return labels is None or not set(labels).isdisjoint(job_labels)
+
+    def describe(self) -> str:
+        """A short name for the run's log, e.g. ``webhook to https://...``."""
+        return self.type_name
+
+    def perform(self, event: "ActionEvent", ctx: "ActionContext") -> str:
+        """Do it; returns what happened, or raises ActionFailed saying why."""
         raise NotImplementedError
 
 
@@ -65,10 +140,12 @@ class ScheduleAction(Action):
     """Schedule a run of ``job_id`` with ``args`` (params shared with this job pass through)."""
 
     type_name: ClassVar[str] = "schedule"
+    slow: ClassVar[bool] = False
 
     job_id: str
     args: dict = field(default_factory=dict)
     when: tuple | None = None
+    labels: tuple | None = None
 
     @classmethod
     def _read(cls, f):
@@ -77,23 +154,97 @@ class ScheduleAction(Action):
     def _jso(self):
         return {"job_id": self.job_id, "args": dict(self.args)}
 
+    def describe(self):
+        return f"schedule {self.job_id!r}"
+
+    def perform(self, event, ctx):
+        try:
+            target = ctx.get_job(self.job_id)
+        except Exception as exc:
+            raise ActionFailed(str(exc)) from None
+        # Params the target shares with this run pass through unless given.
+        args = {p: event.run.args[p] for p in target.params if p in event.run.args}
+        args.update(self.args)
+        try:
+            new = ctx.submit(self.job_id, args, f"scheduled by an action of {event.run_id}")
+        except Exception as exc:
+            raise ActionFailed(str(exc)) from None
+        shown = " ".join(f"{k}={v}" for k, v in args.items())
+        return f"created run {new}" + (f" ({shown})" if shown else "")
+
 
 @ACTIONS.register("command")
 @dataclass(frozen=True, kw_only=True)
 class CommandAction(Action):
-    """Run a shell command (``bash -c``), e.g. to notify someone."""
+    """Run a shell command (``bash -c``), e.g. to notify someone.
+
+    It sees the run in ``APSIS_*`` variables and, as JSON, on stdin and in
+    ``APSIS_EVENT``; it starts in the home directory and is killed (its
+    whole process group) after ``timeout`` (default: ``action_timeout``).
+    """
 
     type_name: ClassVar[str] = "command"
 
     command: str
+    timeout: float | None = None
     when: tuple | None = None
+    labels: tuple | None = None
 
     @classmethod
     def _read(cls, f):
-        return {"command": f.take("command", nonempty_text)}
+        return {"command": f.take("command", nonempty_text),
+                "timeout": f.take("timeout", positive_duration, None)}
 
     def _jso(self):
-        return {"command": self.command}
+        jso = {"command": self.command}
+        if self.timeout is not None:
+            jso["timeout"] = self.timeout
+        return jso
+
+    def describe(self):
+        first = self.command.strip().splitlines()[0] if self.command.strip() else ""
+        return f"command {first[:60]!r}"
+
+    def perform(self, event, ctx):
+        timeout = self.timeout or ctx.config.action_timeout
+        body = json.dumps(event.to_jso())
+        env = dict(os.environ)
+        env.update(event.environment())
+        env["APSIS_EVENT"] = body
+        try:
+            proc = subprocess.Popen(
+                ["bash", "-c", self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, env=env, cwd=os.path.expanduser("~"),
+                start_new_session=True)
+        except OSError as exc:
+            raise ActionFailed(f"could not start: {exc.strerror or exc}") from None
+        try:
+            out, _ = proc.communicate(body.encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, _ = proc.communicate()
+            raise ActionFailed(f"timed out after {timeout:g} s{_tail(out)}") from None
+        if proc.returncode < 0:
+            raise ActionFailed(f"killed by {signal.Signals(-proc.returncode).name}{_tail(out)}")
+        if proc.returncode != 0:
+            raise ActionFailed(f"exit code {proc.returncode}{_tail(out)}")
+        return f"exit code 0{_tail(out)}"
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+
+
+def _tail(out: bytes) -> str:
+    text = (out or b"").decode("utf-8", "replace").strip()
+    if not text:
+        return ""
+    if len(text) > LOG_OUTPUT_CHARS:
+        text = "..." + text[-LOG_OUTPUT_CHARS:]
+    return "; output:\n" + text
 
 
 def _url(value) -> str:
@@ -106,24 +257,98 @@ def _url(value) -> str:
     return url
 
 
+def _retries(value) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number of at least 0, got {_kind(value)}")
+    return value
+
+
 @ACTIONS.register("webhook")
 @dataclass(frozen=True, kw_only=True)
 class WebhookAction(Action):
-    """POST the run as JSON to ``url``, giving up after ``timeout`` seconds."""
+    """POST the run and the transition as JSON to ``url``.
+
+    Each attempt gives up after ``timeout`` seconds. A connection error, a
+    timeout, HTTP 429 or a 5xx answer is retried ``retries`` times (default:
+    ``webhook_retries``), waiting ``webhook_retry_delay``, then twice that,
+    and so on; any other 4xx answer is not retried.
+    """
 
     type_name: ClassVar[str] = "webhook"
 
     url: str
     timeout: float = DEFAULT_WEBHOOK_TIMEOUT
+    retries: int | None = None
+    headers: dict = field(default_factory=dict)
     when: tuple | None = None
+    labels: tuple | None = None
 
     @classmethod
     def _read(cls, f):
         return {"url": f.take("url", _url),
-                "timeout": f.take("timeout", positive_duration, DEFAULT_WEBHOOK_TIMEOUT)}
+                "timeout": f.take("timeout", positive_duration, DEFAULT_WEBHOOK_TIMEOUT),
+                "retries": f.take("retries", _retries, None),
+                "headers": f.take("headers", string_map, {})}
 
     def _jso(self):
-        return {"url": self.url, "timeout": self.timeout}
+        jso = {"url": self.url, "timeout": self.timeout}
+        if self.retries is not None:
+            jso["retries"] = self.retries
+        if self.headers:
+            jso["headers"] = dict(self.headers)
+        return jso
+
+    def describe(self):
+        return f"webhook to {self.url}"
+
+    def perform(self, event, ctx):
+        body = json.dumps(event.to_jso()).encode()
+        retries = ctx.config.webhook_retries if self.retries is None else self.retries
+        problems = []
+        for attempt in range(retries + 1):
+            if attempt:
+                ctx.sleep(min(ctx.config.webhook_retry_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY))
+            try:
+                status = self._post(body)
+            except _Retry as exc:
+                problems.append(str(exc))
+                continue
+            tries = f" (attempt {attempt + 1}; before: {', '.join(problems)})" if problems else ""
+            return f"delivered: HTTP {status}{tries}"
+        raise ActionFailed(f"gave up after {retries + 1} attempt(s): {', '.join(problems)}")
+
+    def _post(self, body) -> int:
+        req = urllib.request.Request(self.url, data=body, method="POST")
+        req.add_header("Content-Type", "application/json")
+        req.add_header("User-Agent", "apsis-lite")
+        for name, value in self.headers.items():
+            req.add_header(name, value)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                resp.read(65536)
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            if exc.code == 429 or exc.code >= 500:
+                raise _Retry(f"HTTP {exc.code}") from None
+            raise ActionFailed(f"HTTP {exc.code} {exc.reason} (not retried)") from None
+        except urllib.error.URLError as exc:
+            raise _Retry(_reason(exc.reason)) from None
+        except (OSError, ValueError) as exc:  # timeouts and resets after connecting
+            raise _Retry(_reason(exc)) from None
+
+
+class _Retry(Exception):
+    """A webhook attempt that failed in a way worth trying again."""
+
+
+def _reason(exc) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _address(value) -> str:
@@ -136,19 +361,55 @@ def _address(value) -> str:
 @ACTIONS.register("email")
 @dataclass(frozen=True, kw_only=True)
 class EmailAction(Action):
-    """Send an e-mail about the run to ``to`` (one address or a list)."""
+    """Send an e-mail about the run to ``to`` (one address or a list), through ``smtp_host``."""
 
     type_name: ClassVar[str] = "email"
 
     to: tuple
+    subject: str | None = None
     when: tuple | None = None
+    labels: tuple | None = None
 
     @classmethod
     def _read(cls, f):
-        return {"to": f.take("to", _addresses)}
+        return {"to": f.take("to", _addresses), "subject": f.take("subject", nonempty_text, None)}
 
     def _jso(self):
-        return {"to": list(self.to)}
+        jso = {"to": list(self.to)}
+        if self.subject is not None:
+            jso["subject"] = self.subject
+        return jso
+
+    def describe(self):
+        return f"e-mail to {', '.join(self.to)}"
+
+    def perform(self, event, ctx):
+        cfg = ctx.config
+        if not cfg.smtp_host:
+            raise ActionFailed("no SMTP server configured (set smtp_host in the server's config)")
+        msg = EmailMessage()
+        msg["From"] = cfg.smtp_from or f"apsis-lite@{socket.getfqdn()}"
+        msg["To"] = ", ".join(self.to)
+        msg["Subject"] = self.subject or f"apsis-lite: {event.run.job_id} {event.run_id} {event.new}"
+        msg.set_content(event.describe(ctx.output_tail(event.run)))
+        try:
+            if cfg.smtp_security == "ssl":
+                client = smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=cfg.action_timeout)
+            else:
+                client = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.action_timeout)
+            with client:
+                if cfg.smtp_security == "starttls":
+                    client.starttls()
+                if cfg.smtp_user:
+                    client.login(cfg.smtp_user, cfg.smtp_password or "")
+                refused = client.send_message(msg)
+        except smtplib.SMTPException as exc:
+            raise ActionFailed(f"SMTP server {cfg.smtp_host}:{cfg.smtp_port}: {exc}") from None
+        except OSError as exc:
+            raise ActionFailed(f"SMTP server {cfg.smtp_host}:{cfg.smtp_port}: {_reason(exc)}") from None
+        if refused:
+            return f"sent; refused for {', '.join(refused)}"
+        return "sent"
 
 
 def _addresses(value) -> tuple:
@@ -174,3 +435,194 @@ def successor_action(jso) -> ScheduleAction:
     args = f.take("args", string_map, {})
     f.done()
     return ScheduleAction(job_id=job_id, args=args, when=("success",))
+
+
+# --------------------------------------------------------------------------
+# Doing actions.
+
+
+@dataclass(frozen=True)
+class ActionEvent:
+    """One action due because a run entered a state: the run as it was then, and the transition."""
+
+    action: Action
+    run: object  # runs.Run
+    old: str | None
+    new: str
+    time: float
+
+    @property
+    def run_id(self) -> str:
+        return f"r{self.run.run_id}"
+
+    def to_jso(self) -> dict:
+        """What a webhook receives and a command reads on stdin."""
+        from .timeutil import to_iso
+        return {"run": self.run.to_jso(),
+                "transition": {"from": self.old, "to": self.new, "time": to_iso(self.time)}}
+
+    def environment(self) -> dict:
+        """The ``APSIS_*`` variables a command action sees (programs see the first four too)."""
+        run = self.run
+        env = {"APSIS_RUN_ID": self.run_id, "APSIS_JOB_ID": run.job_id,
+               "APSIS_ARGS": json.dumps(run.args, sort_keys=True),
+               "APSIS_STATE": self.new, "APSIS_PREVIOUS_STATE": self.old or "",
+               "APSIS_MESSAGE": run.message or ""}
+        if run.exit_code is not None:
+            env["APSIS_EXIT_CODE"] = str(run.exit_code)
+        for name, value in run.args.items():
+            env[f"APSIS_ARG_{name}"] = str(value)
+        return env
+
+    def describe(self, output="") -> str:
+        """Plain text about the run, for an e-mail."""
+        from .timeutil import to_iso
+        run = self.run
+        lines = [f"Run {self.run_id} of job {run.job_id} is now {self.new}"
+                 + (f" (was {self.old})." if self.old else "."), ""]
+        fields = [("job", run.job_id),
+                  ("args", " ".join(f"{k}={v}" for k, v in run.args.items())),
+                  ("state", self.new), ("message", run.message),
+                  ("exit code", run.exit_code), ("scheduled for", to_iso(run.time_schedule))]
+        fields += [(f"{state} at", to_iso(t)) for state, t in run.times.items()]
+        lines += [f"{k}: {v}" for k, v in fields if v not in (None, "")]
+        if output:
+            lines += ["", "Output (end):", output]
+        return "\n".join(lines) + "\n"
+
+
+class ActionRunner:
+    """Does runs' actions off the engine's path; see the module docstring.
+
+    ``engine`` supplies ``jobs``, ``get_job`` and ``submit``; ``store`` is
+    the engine's (write) store, whose listeners report transitions.
+    """
+
+    def __init__(self, config, store, engine, clock=time.time, sleep=time.sleep):
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.clock = clock
+        self.sleep = sleep
+        self._actions = {}      # run_id -> (job_id, parsed actions), for runs not finished
+        self._queue = deque()
+        self._ready = threading.Event()
+        self._workers = threading.BoundedSemaphore(config.action_workers)
+        self._stopping = False
+        self._thread = None
+
+    def start(self):
+        """Listen to the store and start the dispatcher."""
+        self.store.add_listener(self.on_transition)
+        self._thread = threading.Thread(target=self._dispatch, name="actions", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """Stop taking actions off the queue; those running finish or die with the process."""
+        self._stopping = True
+        self._ready.set()
+
+    # -- listening (on the engine's path: quick, no waiting) ---------------------
+
+    def on_transition(self, run_id, old, new):
+        """Queue the run's actions that apply to entering ``new``."""
+        cached = self._actions.get(run_id)
+        run = None
+        if cached is None:
+            run = self.store.get_run(run_id)
+            cached = (run.job_id, self._parse(run))
+            if len(self._actions) >= ACTIONS_CACHE_SIZE:
+                self._actions.clear()
+            self._actions[run_id] = cached
+        job_id, actions = cached
+        if new in ("success", "failure", "error", "skipped"):
+            # Only a mark moves it again: rare enough to read it afresh then.
+            self._actions.pop(run_id, None)
+        if not actions:
+            return
+        labels = self._labels(job_id)
+        due = [a for a in actions if a.applies(new, labels)]
+        if not due:
+            return
+        run = self.store.get_run(run_id)  # as it is now, with the new state's time
+        when = run.times.get(new) or self.clock()
+        for action in due:
+            self._queue.append(ActionEvent(action, run, old, new, when))
+        self._ready.set()
+
+    def _parse(self, run) -> tuple:
+        parsed = []
+        for i, jso in enumerate(run.actions or ()):
+            try:
+                parsed.append(parse_action(jso))
+            except SpecError as exc:
+                why = "; ".join(f"{k}: {m}" if k else m for k, m in exc.problems)
+                self._log(run.run_id, f"action[{i}] cannot be done: {why}")
+        return tuple(parsed)
+
+    def _labels(self, job_id) -> tuple:
+        job = self.engine.jobs.get(job_id)
+        labels = (job.metadata or {}).get("labels") if job is not None else None
+        return tuple(labels or ())
+
+    # -- doing --------------------------------------------------------------------
+
+    def _dispatch(self):
+        while not self._stopping:
+            self._ready.wait()
+            self._ready.clear()
+            while self._queue and not self._stopping:
+                event = self._queue.popleft()
+                if not event.action.slow:
+                    self._do(event)
+                    continue
+                # Waits here, not on the engine, when every worker is busy.
+                self._workers.acquire()
+                threading.Thread(target=self._do_slow, args=(event,), daemon=True,
+                                 name=f"action {event.run_id}").start()
+
+    def _do_slow(self, event):
+        try:
+            self._do(event)
+        finally:
+            self._workers.release()
+
+    def _do(self, event):
+        what = f"action {event.action.describe()} on {event.new}"
+        try:
+            outcome = event.action.perform(event, self)
+        except ActionFailed as exc:
+            log.warning("%s: %s failed: %s", event.run_id, what, exc)
+            self._log(event.run.run_id, f"{what} failed: {exc}")
+            return
+        except Exception as exc:  # an action's bug must not stop the others
+            log.exception("%s: %s failed", event.run_id, what)
+            self._log(event.run.run_id, f"{what} failed: internal error: {type(exc).__name__}: {exc}")
+            return
+        self._log(event.run.run_id, f"{what}: {outcome}")
+
+    def _log(self, run_id, message):
+        try:
+            self.store.log(run_id, self.clock(), message)
+        except Exception:
+            log.exception("could not log to run r%s: %s", run_id, message)
+
+    # -- what actions may use -------------------------------------------------------
+
+    def get_job(self, job_id):
+        return self.engine.get_job(job_id)
+
+    def submit(self, job_id, args, why) -> str:
+        """A new run of ``job_id`` now; returns its id."""
+        return f"r{self.engine.submit(job_id, args, why=why).run_id}"
+
+    def output_tail(self, run) -> str:
+        """The end of a finished run's stored output, as text."""
+        try:
+            length = self.store.output_length(run.run_id)
+            if not length:
+                return ""
+            data = self.store.read_output(run.run_id, max(0, length - EMAIL_OUTPUT_BYTES))
+        except Exception:
+            return ""
+        return (data or b"").decode("utf-8", "replace")

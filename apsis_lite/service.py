@@ -17,9 +17,10 @@ import gevent
 import gevent.event
 from gevent.server import StreamServer
 
+from .actions import ActionRunner
 from .engine import Engine
 from .errors import ConfigError
-from .jobs import load_jobs_dir
+from .reload import JobsWatcher
 from .launcher import LocalLauncher
 from .registry import load_extensions
 from .runs import parse_run_id
@@ -105,16 +106,17 @@ def serve(config, since_now=False):
     reader = Store(config.db_path, readonly=True)
     launcher = LocalLauncher(config)
     engine = Engine(config, store, launcher, since_now=since_now)
-    jobs, errors = load_jobs_dir(config.jobs_dir)
-    for err in errors:
-        log.error("job file problem: %s", err)
-    engine.set_jobs(jobs, errors)
-    log.info("loaded %d jobs from %s (%d problems)", len(jobs), config.jobs_dir, len(errors))
+    actions = ActionRunner(config, store, engine)
+    actions.start()
+    watcher = JobsWatcher(config, engine)
+    loaded = watcher.reload()
+    log.info("loaded %d jobs from %s (%d problems)", loaded["jobs"], config.jobs_dir, len(loaded["errors"]))
 
     notify = StreamServer(_unix_listener(config.notify_path), _notice_handler(engine))
     notify.start()
 
-    app = create_app(config, reader, engine, launcher)
+    watcher.start()
+    app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload)
     stop_event = gevent.event.Event()
     if config.server == "waitress":
         import waitress
@@ -147,6 +149,8 @@ def serve(config, since_now=False):
     stop_event.wait()
     stop_web()
     notify.stop()
+    actions.stop()
+    watcher.stop()
     engine_greenlet.join(timeout=5)
     if web_greenlet is not None:
         web_greenlet.kill(block=False)
