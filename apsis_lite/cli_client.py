@@ -371,6 +371,45 @@ def jobs_cmd(text, as_json, url):
             click.echo(f"  {where}: {e.get('message')}", err=True)
 
 
+def format_reload(summary) -> str:
+    """``3 jobs; added: a; changed: b (2 scheduled runs re-planned); removed: none``."""
+    def ids(key):
+        return ", ".join(summary.get(key) or []) or "none"
+
+    skipped = summary.get("skipped_runs") or 0
+    replanned = f" ({skipped} scheduled run{'s' if skipped != 1 else ''} re-planned)" if skipped else ""
+    return (f"{summary.get('jobs', 0)} jobs; added: {ids('added')}; changed: {ids('changed')}{replanned}; "
+            f"removed: {ids('removed')}")
+
+
+def _print_job_errors(errors):
+    click.echo(f"\n{len(errors)} job file problem(s):", err=True)
+    for e in errors:
+        where = f"{e.get('path')}: {e['key']}" if e.get("key") else e.get("path")
+        click.echo(f"  {where}: {e.get('message')}", err=True)
+
+
+@click.command("reload")
+@_json_option
+@_url_option
+def reload_cmd(as_json, url):
+    """Reload the jobs folder now and say what changed; exit 1 if a job file has problems.
+
+    The server also notices edits by itself; a job whose file is broken
+    keeps its last version that loaded.
+    """
+    with _api(url) as api:
+        summary = api.post("/jobs/reload")
+    if as_json:
+        _print_json(summary)
+    else:
+        click.echo(format_reload(summary))
+        if summary.get("errors"):
+            _print_job_errors(summary["errors"])
+    if summary.get("errors"):
+        sys.exit(1)
+
+
 @click.command("job")
 @click.argument("job_id")
 @_json_option
@@ -452,6 +491,8 @@ def show_cmd(run, as_json, utc, url):
     with _api(url) as api:
         r = api.get(_run_path(run))
         log = api.get(_run_path(run, "log"))["items"]
+        # What a pending run waits for, checked now rather than as last recorded.
+        why = api.get(_run_path(run, "explain"))["summary"] if r.get("state") == "waiting" else None
     if as_json:
         _print_json({**r, "log": log})
         return
@@ -460,6 +501,7 @@ def show_cmd(run, as_json, utc, url):
         ("job", r.get("job_id")),
         ("args", format_args(r.get("args"))),
         ("state", r.get("state")),
+        ("waiting", why),
         ("exit code", r.get("exit_code")),
         ("signal", r.get("signal")),
         ("message", r.get("message")),
@@ -480,6 +522,22 @@ def show_cmd(run, as_json, utc, url):
 
 def _indent(text):
     return "\n".join("  " + line for line in text.splitlines())
+
+
+@click.command("explain")
+@click.argument("run")
+@_json_option
+@_url_option
+def explain_cmd(run, as_json, url):
+    """Say why a run is in its state: what it waits for, since when, how it ended."""
+    with _api(url) as api:
+        e = api.get(_run_path(run, "explain"))
+    if as_json:
+        _print_json(e)
+        return
+    click.echo(f"{e['run_id']} ({e['state']}): {e['summary']}")
+    for line in e.get("lines") or ():
+        click.echo(f"  {line}")
 
 
 @click.command("output")
@@ -563,8 +621,8 @@ def signal_cmd(run, name, as_json, url):
 
 
 COMMANDS = (
-    run_cmd, jobs_cmd, job_cmd, runs_cmd, show_cmd, output_cmd,
-    rerun_cmd, stop_cmd, signal_cmd, skip_cmd, start_cmd, mark_cmd,
+    run_cmd, jobs_cmd, job_cmd, runs_cmd, show_cmd, explain_cmd, output_cmd,
+    rerun_cmd, stop_cmd, signal_cmd, skip_cmd, start_cmd, mark_cmd, reload_cmd,
 )
 
 

@@ -1,5 +1,12 @@
-"""Condition types: what must hold before a run starts. Parsed and kept here;
-checking them against the store is a later issue.
+"""Condition types: what must hold before a run starts, and how each is checked.
+
+A run's conditions are bound when it is created and kept on the run. When
+the run is due the engine checks them in order through ``check(run, ctx)``;
+the first that does not hold says why (``Verdict.reason``), what change
+could make it hold (``Verdict.keys``, which the engine watches), or that the
+run must end at once in a given state (``Verdict.finish``). ``ctx`` answers
+questions about other runs (see ``waiting.StoreContext``); conditions never
+write.
 
 Conditions are written with ``type:``, as apsis requires (apsis has no
 ``{max_running: 1}`` shorthand; such a mapping gets an error that says how
@@ -12,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .registry import CONDITIONS
+from .runs import TRANSITIONS, dumps, format_run_id
 from .schedules import Fields, SpecError, _kind, is_template, nonempty_text, string_list, string_map
 
 # Run states, as the runs module will name them; conditions and actions
@@ -36,8 +44,44 @@ def state_list(value) -> tuple:
     return states
 
 
+# Runs in these states count as running for max_running.
+RUNNING_STATES = ("starting", "running", "stopping")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one condition says about a waiting run."""
+
+    ok: bool
+    reason: str = ""
+    # What to watch: ("runs", job_id, args as canonical JSON) for any state
+    # change of such a run, ("resource", name) for a resource freed.
+    keys: tuple = ()
+    # A finished state to send the run to at once (exist checks, skip_duplicate).
+    finish: str | None = None
+
+
+OK = Verdict(True)
+
+
+def runs_key(job_id, args) -> tuple:
+    """The watch key for state changes of runs of ``job_id`` with ``args``."""
+    return ("runs", job_id, dumps(args))
+
+
+def describe_runs(job_id, args) -> str:
+    """``load prices(date=2026-11-25)``, or just the job id without args."""
+    if not args:
+        return job_id
+    return f"{job_id}({', '.join(f'{k}={v}' for k, v in args.items())})"
+
+
+def _ids(found) -> str:
+    return ", ".join(format_run_id(rid) for rid, _ in found)
+
+
 class Condition:
-    """Base of condition types: ``from_jso``, ``to_jso``; subclasses register with CONDITIONS."""
+    """Base of condition types: ``from_jso``, ``to_jso``, ``check``; subclasses register with CONDITIONS."""
 
     type_name: ClassVar[str] = ""
 
@@ -58,6 +102,11 @@ class Condition:
 
     def to_jso(self) -> dict:
         raise NotImplementedError
+
+    def check(self, run, ctx) -> Verdict:
+        """Whether this condition holds for ``run`` now; see ``Verdict``."""
+        return Verdict(False, f"apsis-lite cannot check conditions of type {self.type_name!r}",
+                       finish="error")
 
 
 def _count(allow_templates):
@@ -88,6 +137,16 @@ class MaxRunning(Condition):
 
     def to_jso(self):
         return {"type": self.type_name, "count": self.count}
+
+    def check(self, run, ctx):
+        count = int(self.count)
+        found = ctx.runs_of(run.job_id, run.args, RUNNING_STATES, exclude=run.run_id, limit=count)
+        if len(found) < count:
+            return OK
+        verb = "is" if len(found) == 1 else "are"
+        return Verdict(False, f"waiting for fewer than {count} running (max_running {count}); "
+                              f"{_ids(found)} {verb} running",
+                       keys=(runs_key(run.job_id, run.args),))
 
 
 def _exist(value):
@@ -129,6 +188,57 @@ class Dependency(Condition):
         return {"type": self.type_name, "job_id": self.job_id, "args": dict(self.args),
                 "states": list(self.states), "exist": exist}
 
+    def resolved_args(self, run, ctx) -> dict:
+        """``args``, plus the params this run's job shares with the other job, when omitted."""
+        params = ctx.params_of(self.job_id)
+        shared = {p: run.args[p] for p in (params or ()) if p in run.args and p not in self.args}
+        return {**shared, **self.args}
+
+    def alive_states(self) -> tuple:
+        """States an existing run must be in for ``exist``: one of ``states``, or one
+        from which they can still be reached without marking by hand."""
+        if isinstance(self.exist, tuple):
+            return tuple(dict.fromkeys(self.exist + self.states))
+        return tuple(s for s in STATES if s in self.states or _can_reach(s, self.states))
+
+    def check(self, run, ctx):
+        args = self.resolved_args(run, ctx)
+        what = describe_runs(self.job_id, args)
+        target = " or ".join(self.states)
+        if ctx.runs_of(self.job_id, args, self.states, limit=1):
+            return OK
+        latest = ctx.runs_of(self.job_id, args, None, limit=1)
+        now = (f"the latest, {format_run_id(latest[0][0])}, is {latest[0][1]}" if latest
+               else "there is no such run")
+        if self.exist and not ctx.runs_of(self.job_id, args, self.alive_states(), limit=1):
+            return Verdict(False, f"no run of {what} that can still be {target} (exist check); {now}",
+                           finish="error")
+        if latest:
+            now = f"it is {latest[0][1]} ({format_run_id(latest[0][0])})"
+        elif ctx.params_of(self.job_id) is None:
+            now = f"there is no such run, and no job {self.job_id!r} is loaded"
+        return Verdict(False, f"waiting for {what} to be {target}; {now}",
+                       keys=(runs_key(self.job_id, args),))
+
+
+def _can_reach(state, targets) -> bool:
+    """Whether ``state`` leads to one of ``targets`` by the engine's own transitions.
+
+    Marking (finished -> finished) is a person's decision, not a prospect,
+    so a finished run cannot reach anything.
+    """
+    seen, todo = set(), [state]
+    while todo:
+        s = todo.pop()
+        if s in FINISHED_STATES or s in seen:
+            continue
+        seen.add(s)
+        for nxt in TRANSITIONS.get(s, ()):
+            if nxt in targets:
+                return True
+            todo.append(nxt)
+    return False
+
 
 def _target_state(value):
     name = state_name(value)
@@ -158,6 +268,47 @@ class SkipDuplicate(Condition):
     def to_jso(self):
         return {"type": self.type_name, "check_states": list(self.check_states),
                 "target_state": self.target_state}
+
+    def check(self, run, ctx):
+        found = ctx.runs_of(run.job_id, run.args, self.check_states, exclude=run.run_id, limit=1)
+        if not found:
+            return OK
+        (rid, state), = found
+        return Verdict(False, f"{format_run_id(rid)}, a run of the same job and args, is {state} "
+                              f"(skip_duplicate)", finish=self.target_state)
+
+
+def _slots(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {_kind(value)}")
+    return value
+
+
+@CONDITIONS.register("resource")
+@dataclass(frozen=True)
+class Resource(Condition):
+    """Hold ``slots`` of the named resource while the run is active.
+
+    Written in a job as ``resources: [{name: db, slots: 1}]``; capacities come
+    from the config. The engine, which counts what is held, checks these
+    after every other condition holds, and takes all of a run's resources
+    at once or none.
+    """
+
+    type_name: ClassVar[str] = "resource"
+
+    name: str
+    slots: int = 1
+
+    @classmethod
+    def _read(cls, f, allow_templates):
+        return {"name": f.take("name", nonempty_text), "slots": f.take("slots", _slots, 1)}
+
+    def to_jso(self):
+        return {"type": self.type_name, "name": self.name, "slots": self.slots}
+
+    def check(self, run, ctx):
+        return OK  # counted by the engine; see waiting.Resources
 
 
 def parse_typed(jso, registry, kind, *, allow_templates=False):

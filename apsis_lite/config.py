@@ -28,6 +28,7 @@ def _setting(default, help, kind=str):
 @dataclass(frozen=True)
 class Config:
     jobs_dir: str = _setting("jobs", "folder of job files (YAML)", "path")
+    calendars_dir: str = _setting(None, "folder of calendar files (NAME.cal: dates one a line, or ranges); their names can be used in schedules and templates beside the weekday sets and shipped holiday calendars", "path")
     data_dir: str = _setting(None, "folder for the database, run folders and logs (default: per-user data folder)", "path")
     host: str = _setting("127.0.0.1", "address to listen on")
     port: int = _setting(5005, "port to listen on", int)
@@ -39,8 +40,22 @@ class Config:
     output_tail: int = _setting(8 * 1024 * 1024, "bytes of output kept from the end of each run once it exceeds output_head", int)
     sweep_interval: float = _setting(5.0, "how often runs in flight are checked for a lost completion notice (duration)", "duration")
     checkpoint_interval: float = _setting(300.0, "how often the SQLite WAL is checkpointed and truncated (duration)", "duration")
+    waiting_max_time: float = _setting(86400.0, "a run that waits longer than this for its conditions or resources goes to error (duration; a job's waiting: max_time overrides it)", "duration")
+    resources: dict = _setting(None, "capacity of each named resource, e.g. {db: 2}; a resource not listed has capacity 1", "capacities")
     extensions: tuple = _setting((), "modules to import at start-up that register extra program/schedule/condition/action types", tuple)
     log_level: str = _setting("INFO", "logging level")
+    jobs_watch: str = _setting("auto", "how edits to job files are noticed: auto (inotify, else polling), poll, or off (only on 'apsis-lite reload')")
+    jobs_poll_interval: float = _setting(2.0, "how often the jobs folder is checked for changes when polling (duration)", "duration")
+    action_workers: int = _setting(16, "command, webhook and e-mail actions done at the same time at most", int)
+    action_timeout: float = _setting(60.0, "time limit of a command action and of sending an e-mail (duration)", "duration")
+    webhook_retries: int = _setting(3, "times a failed webhook is tried again (connection error, timeout, HTTP 429 or 5xx)", int)
+    webhook_retry_delay: float = _setting(1.0, "wait before the first webhook retry, doubled for each further one (duration)", "duration")
+    smtp_host: str = _setting(None, "SMTP server for e-mail actions (none: e-mail actions fail with that reason)")
+    smtp_port: int = _setting(25, "SMTP server port", int)
+    smtp_security: str = _setting("none", "none, starttls or ssl")
+    smtp_user: str = _setting(None, "SMTP login user (none: no login)")
+    smtp_password: str = _setting(None, "SMTP login password")
+    smtp_from: str = _setting(None, "From address of e-mails (default: apsis-lite@ this host's name)")
 
     @property
     def db_path(self) -> str:
@@ -77,11 +92,25 @@ def _convert(name, value):
             if isinstance(value, str):
                 return (value,)
             return tuple(str(v) for v in value)
+        if kind == "capacities":
+            return _capacities(value)
         if kind == "path":
             return os.path.abspath(os.path.expanduser(str(value)))
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config: {name}: {exc}") from None
+
+
+def _capacities(value) -> dict:
+    """``{name: slots}`` with whole numbers of at least 1."""
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of resource name: capacity")
+    out = {}
+    for name, cap in value.items():
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"{name}: capacity must be a whole number of at least 1, not {cap!r}")
+        out[str(name)] = cap
+    return out
 
 
 def load_config(path=None, **overrides) -> Config:
@@ -107,6 +136,8 @@ def load_config(path=None, **overrides) -> Config:
         if value is not None:
             values[name] = value
     converted = {name: _convert(name, value) for name, value in values.items()}
+    if converted.get("resources") is None:
+        converted["resources"] = {}
     if converted.get("data_dir") is None:
         converted["data_dir"] = default_data_dir()
     if "jobs_dir" not in converted:
@@ -116,4 +147,14 @@ def load_config(path=None, **overrides) -> Config:
         raise ConfigError(f"config: server: must be gevent or waitress, not {cfg.server!r}")
     if not 0 <= cfg.port < 65536:
         raise ConfigError(f"config: port: out of range: {cfg.port}")
+    if cfg.jobs_watch not in ("auto", "poll", "off"):
+        raise ConfigError(f"config: jobs_watch: must be auto, poll or off, not {cfg.jobs_watch!r}")
+    if cfg.smtp_security not in ("none", "starttls", "ssl"):
+        raise ConfigError(f"config: smtp_security: must be none, starttls or ssl, not {cfg.smtp_security!r}")
+    if cfg.action_workers < 1:
+        raise ConfigError(f"config: action_workers: must be at least 1, not {cfg.action_workers}")
+    if cfg.webhook_retries < 0:
+        raise ConfigError(f"config: webhook_retries: must not be negative, not {cfg.webhook_retries}")
+    if cfg.jobs_poll_interval <= 0:
+        raise ConfigError("config: jobs_poll_interval: must be more than zero")
     return cfg

@@ -18,10 +18,12 @@ import time
 from collections import deque
 
 from . import jobs as jobs_mod
-from .errors import BadRequest, NotFound, TransitionError
+from .errors import ApsisError, BadRequest, NotFound, TransitionError
 from .programs import parse_program
 from .runs import ACTIVE, FINISHED, dumps, format_run_id, parse_state
+from .schedules import jitter_offset
 from .timeutil import format_duration, from_epoch, to_iso
+from .waiting import Resources, StoreContext, WaitIndex, check_conditions, explain_run, resource_wants
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +76,83 @@ class Engine:
         self._next_sweep = 0.0
         self._next_checkpoint = 0.0
         self.started = False
+        # Waiting runs (see the "waiting" section): what each waits for, the
+        # resource slots held, state changes to react to, give-up times.
+        self._waits = WaitIndex()
+        self._resources = Resources(config.resources)
+        self._changes = deque()
+        self._wait_deadlines = []   # heap of (time, run_id): waiting.max_time
+        self._has_deadline = set()
+        self._stops = []            # heap of (time, run_id): stop schedules
+        self._in_tick = False
+        store.add_listener(self._on_change)
 
     # -- jobs ------------------------------------------------------------------
 
     def set_jobs(self, jobs, errors):
-        """Install the loaded jobs (and their load errors) and plan them."""
+        """Install the loaded jobs (and their load errors); once started, re-plan what changed.
+
+        A changed job's runs still scheduled for its future slots are skipped
+        (their slots released) and its slots planned again from its new
+        schedules; a removed job's are skipped and it plans no more; an added
+        job is planned from now. Runs already waiting or beyond keep what
+        they were bound with. Returns ``{"added", "changed", "removed"}``
+        (job ids) and ``"skipped_runs"`` (how many were cancelled).
+        """
+        old = self.jobs
         self.jobs = dict(jobs)
         self.job_errors = list(errors)
         self._job_errors_by_id = {}
         for err in self.job_errors:
             self._job_errors_by_id.setdefault(self._job_id_of(err.path), []).append(err)
-        self._plan = []
-        if self.started:
-            now = self.clock()
-            for job_id in self.jobs:
-                self._queue_plan(job_id, self._horizons.get(job_id, now))
-            self.wake()
+        added = sorted(j for j in self.jobs if j not in old)
+        removed = sorted(j for j in old if j not in self.jobs)
+        changed = sorted(j for j in self.jobs if j in old and self.jobs[j] is not old[j]
+                         and _planning_form(self.jobs[j]) != _planning_form(old[j]))
+        summary = {"added": added, "changed": changed, "removed": removed, "skipped_runs": 0}
+        if not self.started:
+            self._plan = []  # recover() plans every job
+            return summary
+        touched = set(added) | set(changed) | set(removed)
+        if not touched:
+            return summary
+        # Drop the touched jobs' planning entries: each job keeps exactly one.
+        self._plan = [e for e in self._plan if e[2] not in touched]
+        heapq.heapify(self._plan)
+        now = self.clock()
+        with self.store.write():
+            for job_id in changed + removed:
+                why = "job file changed; re-planned" if job_id in self.jobs else "job file deleted"
+                summary["skipped_runs"] += self._unplan(job_id, now, why)
+            for job_id in added:
+                # A job new to this server starts from now, or from where an
+                # earlier server left its slots (their runs exist already).
+                start = max(self._horizons.get(job_id, now), now)
+                self._horizons[job_id] = start
+                self._queue_plan(job_id, start)
+            for job_id in changed:
+                self._queue_plan(job_id, self._horizons[job_id])
+        self.wake()
+        return summary
+
+    def _unplan(self, job_id, now, why):
+        """Skip a job's runs scheduled for slots from now on and move its horizon back to now.
+
+        The skipped runs give up their slot (kept in their meta), so that
+        planning again creates each slot exactly once, with the new binding;
+        in one transaction with the horizon, so that a restart sees either
+        the old runs and horizon or neither.
+        """
+        start = min(self._horizons.get(job_id, now), now)
+        count = 0
+        for run in self.store.scheduled_slot_runs(job_id, start):
+            if self.store.transition(run.run_id, "scheduled", "skipped", now, why,
+                                     slot=None, meta={"slot": run.slot}):
+                self._discard_prepared(run.run_id)
+                count += 1
+        self._horizons[job_id] = start
+        self.store.set_horizon(job_id, start)
+        return count
 
     def _job_id_of(self, path):
         rel = os.path.relpath(path, self.config.jobs_dir)
@@ -152,7 +215,19 @@ class Engine:
 
     def tick(self, now):
         """One pass: notices, due runs, planning, the sweep; returns when to wake next."""
+        self._in_tick = True
+        try:
+            return self._tick(now)
+        finally:
+            self._in_tick = False
+            if self._changes:  # made by another thread after this pass looked
+                self.wake()
+
+    def _tick(self, now):
         self._handle_notices()
+        self._process_changes(now)
+        self._expire_waiting(now)
+        self._stop_due(now)  # first: a run whose stop time has passed must not start
         self._start_due(now)
         planned_all = self._plan_due(now)
         self._start_due(now)
@@ -164,7 +239,9 @@ class Engine:
             if self._next_checkpoint:
                 self.store.checkpoint()
             self._next_checkpoint = now + self.config.checkpoint_interval
-        if not planned_all:
+        # What this pass changed (a finished run frees its resources, ...).
+        self._process_changes(now)
+        if not planned_all or self._changes:
             return now
         wake_at = min(self._next_sweep, self._next_checkpoint)
         if self._due:
@@ -173,6 +250,10 @@ class Engine:
             wake_at = min(wake_at, self._unprepared[0][0] - PREPARE_AHEAD)
         if self._plan:
             wake_at = min(wake_at, self._plan[0][0])
+        if self._wait_deadlines:
+            wake_at = min(wake_at, self._wait_deadlines[0][0])
+        if self._stops:
+            wake_at = min(wake_at, self._stops[0][0])
         return wake_at
 
     # -- start-up ------------------------------------------------------------------
@@ -192,9 +273,15 @@ class Engine:
                         "the server started with --since now")
                     continue
                 self._push_due(run.time_schedule, run.run_id)
+                self._push_stop(run)
+            if not self.since_now:
+                self._catch_up(now)
         for run in self.store.runs_in_states(["waiting"]):
             self._push_due(run.time_schedule, run.run_id)
+            self._push_stop(run)
         for run in self.store.runs_in_states(sorted(ACTIVE)):
+            self._push_stop(run)
+            self._resources.take(run.run_id, resource_wants(run.conditions))
             self._reconcile(run, now, restarted=True)
         self.started = True
 
@@ -285,17 +372,29 @@ class Engine:
                 if te >= end:
                     nxt = te if nxt is None else min(nxt, te)
                     break
-                slots.append((te, sargs))
+                slots.append((te, t, sargs, sched))
         slots.sort(key=lambda s: s[0])
         horizon = end if nxt is None else max(end, min(nxt, limit))
         with self.store.write():
-            for te, sargs in slots:
-                self._create_slot_run(job, te, sargs, now)
+            for te, t, sargs, sched in slots:
+                self._create_slot_run(job, te, sargs, now, nominal=t, sched=sched)
             self.store.set_horizon(job.job_id, horizon)
         self._horizons[job.job_id] = horizon
         return nxt
 
-    def _create_slot_run(self, job, te, sargs, now):
+    def _create_slot_run(self, job, te, sargs, now, nominal=None, sched=None):
+        """Insert the run of one slot at nominal time ``te``.
+
+        The slot's identity is its nominal time; the run is due after its
+        schedule's jitter, and carries its stop time when the schedule has one.
+        """
+        meta = {}
+        if sched is not None and nominal is not None:
+            if sched.jitter:
+                offset = jitter_offset(job.job_id, nominal, sched.jitter)
+                meta["jitter"] = round(offset, 6)
+            if sched.stop is not None:
+                meta["stop_at"] = sched.stop.stop_time(nominal).timestamp()
         try:
             args = jobs_mod.args_from_schedule(job, sargs)
         except BadRequest as exc:
@@ -304,7 +403,7 @@ class Engine:
             self.store.insert_run(job.job_id, {}, "error", te, now, slot=slot_key(te, {}), message=str(exc))
             return
         slot = slot_key(te, args)
-        if te < now - self.config.max_age:
+        if job.catch_up is None and te < now - self.config.max_age:
             self.store.insert_run(
                 job.job_id, args, "skipped", te, now, slot=slot,
                 message=(f"missed: due at {to_iso(te)} while the server was down, older than "
@@ -315,9 +414,11 @@ class Engine:
         except BadRequest as exc:
             self.store.insert_run(job.job_id, args, "error", te, now, slot=slot, message=str(exc))
             return
-        run = self.store.insert_run(job.job_id, args, "scheduled", te, now, slot=slot, **bound)
+        due = te + meta.get("jitter", 0.0)
+        run = self.store.insert_run(job.job_id, args, "scheduled", due, now, slot=slot, meta=meta, **bound)
         if run is not None:
-            self._push_due(te, run.run_id)
+            self._push_due(due, run.run_id)
+            self._push_stop(run)
 
     # -- starting ------------------------------------------------------------------------
 
@@ -366,7 +467,8 @@ class Engine:
                     continue
                 if run.state == "scheduled":
                     # max_age applies to schedule slots; an ad hoc run always starts.
-                    if run.slot is not None and run.time_schedule < now - self.config.max_age:
+                    if (run.slot is not None and run.time_schedule < now - self.config.max_age
+                            and self._catch_up_of(run.job_id) is None):
                         self.store.transition(
                             rid, "scheduled", "skipped", now,
                             f"missed: due at {to_iso(run.time_schedule)} while the server was down, "
@@ -377,7 +479,7 @@ class Engine:
                         continue
                 elif run.state != "waiting":
                     continue
-                if self.store.transition(rid, "waiting", "starting", now, "starting"):
+                if self._may_start(run, now) and self._start_waiting(run, now, "starting"):
                     starting.append(rid)
         self._launch([self.store.get_run(rid) for rid in starting])
 
@@ -488,13 +590,79 @@ class Engine:
         for run in self.store.runs_in_states(sorted(ACTIVE)):
             self._reconcile(run, now)
 
+    # -- catch-up and stop schedules -------------------------------------------------------------
+
+    def _catch_up_of(self, job_id):
+        job = self.jobs.get(job_id)
+        return job.catch_up if job is not None else None
+
+    def _catch_up(self, now):
+        """Apply each job's ``catch_up`` to the slots it missed while the server was down.
+
+        Plans every missed slot (so each is recorded), then keeps the
+        latest ones the job asks for due now and skips the rest, saying why.
+        Jobs without ``catch_up`` follow the global max_age rule instead.
+        """
+        for job_id, job in self.jobs.items():
+            policy = job.catch_up
+            horizon = self._horizons.get(job_id)
+            if policy is None or horizon is None:
+                continue
+            if horizon < now:
+                self._plan_job(job, horizon, now, now, now)
+            missed = self.store.missed_slot_runs(job_id, now)
+            if not missed:
+                continue
+            keep = {"none": 0, "latest": 1}.get(policy["missed"], policy.get("max") or len(missed))
+            skip = missed[:len(missed) - keep]
+            rule = {"none": "catch_up: missed: none runs none of them",
+                    "latest": "catch_up: missed: latest runs only the latest",
+                    }.get(policy["missed"], f"catch_up: missed: all runs at most the latest {keep}")
+            for run in skip:
+                self.store.transition(
+                    run.run_id, "scheduled", "skipped", now,
+                    f"missed: due at {to_iso(run.time_schedule)} while the server was down; {rule}")
+            for run in missed[len(skip):]:
+                self.store.log(run.run_id, now, f"missed while the server was down; running it now ({rule})")
+
+    def _push_stop(self, run):
+        stop_at = (run.meta or {}).get("stop_at")
+        if stop_at is not None:
+            heapq.heappush(self._stops, (stop_at, run.run_id))
+
+    def _stop_due(self, now):
+        """Stop runs whose stop schedule has come, through the normal stop operation.
+
+        A run not started by then is skipped: its window has closed. One
+        still starting is looked at again shortly.
+        """
+        while self._stops and self._stops[0][0] <= now:
+            stop_at, rid = heapq.heappop(self._stops)
+            try:
+                run = self.store.get_run(rid)
+                if run.state == "running":
+                    self.stop(rid, why=f"stop schedule: due to stop at {to_iso(stop_at)}")
+                elif run.state in ("scheduled", "waiting"):
+                    self.store.transition(rid, run.state, "skipped", now,
+                                          f"its stop time {to_iso(stop_at)} came before it started")
+                    self._discard_prepared(rid)
+                elif run.state == "starting":
+                    heapq.heappush(self._stops, (now + 0.5, rid))
+            except (NotFound, TransitionError):
+                continue
+            except Exception:
+                log.exception("stopping run %s on its stop schedule failed", rid)
+
     # -- operations (API, pages, CLI) ----------------------------------------------------------
 
-    def submit(self, job_id, args=None, when=None, user=None):
-        """An ad hoc run of an existing job with ``args``, now or at ``when`` (epoch)."""
+    def submit(self, job_id, args=None, when=None, user=None, why="submitted"):
+        """An ad hoc run of an existing job with ``args``, now or at ``when`` (epoch).
+
+        ``why`` starts its log (a schedule action says which run asked for it).
+        """
         job = self.get_job(job_id)
         args = jobs_mod.check_args(job, args or {})
-        return self._create_adhoc_run(job, args, when, user, "submitted")
+        return self._create_adhoc_run(job, args, when, user, why)
 
     def submit_program(self, program, when=None, user=None):
         """An ad hoc run of an inline program, stored as a transient job.
@@ -534,9 +702,15 @@ class Engine:
         run = self.store.get_run(run_id)
         if run.state not in ("scheduled", "waiting"):
             raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a scheduled or waiting run can be started")
-        if not self.store.transition(run_id, run.state, "starting", self.clock(),
-                                     "started by hand, skipping the wait for its time and conditions", user=user):
+        why = "started by hand, skipping the wait for its time and conditions"
+        if run.state == "waiting":
+            why = "started by hand, skipping its remaining conditions" + (
+                f" (it was {run.message})" if run.message and run.message.startswith("waiting") else "")
+        if not self.store.transition(run_id, run.state, "starting", self.clock(), why, user=user):
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
+        self._waits.remove(run_id)
+        # It holds its resources like any active run, over capacity if need be.
+        self._resources.take(run_id, resource_wants(run.conditions))
         self._launch([self.store.get_run(run_id)])
         return self.store.get_run(run_id)
 
@@ -555,7 +729,7 @@ class Engine:
             self._prepared.discard(run_id)
             self.store.after_commit(lambda: self.launcher.remove(run_id))
 
-    def stop(self, run_id, user=None):
+    def stop(self, run_id, user=None, why="stop requested"):
         """Stop a running run: its stop signal, then SIGKILL after the grace period."""
         run = self.store.get_run(run_id)
         if run.state != "running":
@@ -564,7 +738,7 @@ class Engine:
         program = parse_program(run.program)
         sig, grace = program.stop["signal"], program.stop["grace_period"]
         if not self.store.transition(run_id, "running", "stopping", self.clock(),
-                                     f"stop requested: {sig}, then SIGKILL after {format_duration(grace)}",
+                                     f"{why}: {sig}, then SIGKILL after {format_duration(grace)}",
                                      user=user):
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
         if not self.launcher.request_stop(run_id, sig, grace):
@@ -613,6 +787,186 @@ class Engine:
         if not self.store.transition(run_id, run.state, state, self.clock(), f"marked as {state}", user=user):
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
         return self.store.get_run(run_id)
+
+
+    # -- waiting: conditions, resources, reruns --------------------------------------------------
+    #
+    # A due run with conditions goes to 'waiting' and is checked at once; if
+    # a condition does not hold, the run is filed in ``_waits`` under what
+    # could change that (runs of a job and args, a resource) and is not
+    # looked at again until the store's listener reports such a change. So
+    # 10,000 waiting runs cost nothing while nothing happens.
+
+    def _on_change(self, run_id, old, new):
+        """Store listener (after each commit, in the writer's thread): queue what matters.
+
+        A change made by the engine's own pass is handled at the end of that
+        pass; waking the loop for it would cost a whole extra pass per run.
+        """
+        if (new in FINISHED and old not in FINISHED) or len(self._waits):
+            self._changes.append((run_id, old, new))
+            if not self._in_tick:
+                self.wake()
+
+    def _find_job(self, job_id):
+        """The job, or None if it is gone or no longer loads."""
+        try:
+            return self.get_job(job_id)
+        except ApsisError:
+            return None
+
+    def _may_start(self, run, now):
+        """Check a waiting run's conditions and resources; True if it may start now.
+
+        Otherwise it is filed under what it waits for, with its reason
+        recorded, or sent to the finished state a condition asks for.
+        """
+        if not run.conditions:
+            return True
+        verdict = check_conditions(run, StoreContext(self.store, self._find_job), self._resources)
+        if verdict.ok:
+            return True
+        rid = run.run_id
+        if verdict.finish:
+            self._waits.remove(rid)
+            if self.store.transition(rid, "waiting", verdict.finish, now, verdict.reason):
+                self._discard_prepared(rid)
+            return False
+        self._waits.add(rid, verdict.keys)
+        self.store.set_waiting_reason(rid, verdict.reason, now)
+        if rid not in self._has_deadline:
+            job = self._find_job(run.job_id)
+            max_time = (job and job.waiting_max_time) or self.config.waiting_max_time
+            since = run.times.get("waiting", now)
+            heapq.heappush(self._wait_deadlines, (since + max_time, rid, max_time))
+            self._has_deadline.add(rid)
+        return False
+
+    def _start_waiting(self, run, now, why):
+        """waiting -> starting, taking the run's resources; False if it moved meanwhile."""
+        wants = resource_wants(run.conditions)
+        self._resources.take(run.run_id, wants)
+        if self.store.transition(run.run_id, "waiting", "starting", now, why):
+            self._waits.remove(run.run_id)
+            return True
+        self._resources.release(run.run_id)
+        return False
+
+    def _process_changes(self, now):
+        """React to committed state changes: free resources, schedule reruns, wake waiting runs."""
+        if not self._changes:
+            return
+        woken = set()
+        while self._changes:
+            rid, old, new = self._changes.popleft()
+            key = self.store.run_key(rid)
+            if key is None:
+                continue
+            if new in FINISHED and old not in FINISHED:
+                for name in self._resources.release(rid):
+                    woken |= self._waits.pop(("resource", name))
+                self._has_deadline.discard(rid)
+                try:
+                    self._maybe_rerun(rid, key[0], new, now)
+                except Exception:  # a bad job must not stop the others' reruns
+                    log.exception("scheduling a rerun of run %s failed", rid)
+            if len(self._waits):
+                woken |= self._waits.pop(("runs", *key))
+        if woken:
+            self._recheck(sorted(woken), now)
+
+    def _recheck(self, run_ids, now):
+        """Check again waiting runs whose wait may be over, oldest first."""
+        starting = []
+        with self.store.write():
+            for rid in run_ids:
+                try:
+                    run = self.store.get_run(rid)
+                except NotFound:
+                    continue
+                if run.state != "waiting":
+                    continue
+                if self._may_start(run, now) and self._start_waiting(run, now, "starting: its conditions hold"):
+                    starting.append(rid)
+        self._launch([self.store.get_run(rid) for rid in starting])
+
+    def _expire_waiting(self, now):
+        """Send runs that waited longer than their waiting max_time to error."""
+        if not self._wait_deadlines or self._wait_deadlines[0][0] > now:
+            return
+        with self.store.write():
+            while self._wait_deadlines and self._wait_deadlines[0][0] <= now:
+                _, rid, max_time = heapq.heappop(self._wait_deadlines)
+                self._has_deadline.discard(rid)
+                try:
+                    run = self.store.get_run(rid)
+                except NotFound:
+                    continue
+                if run.state != "waiting":
+                    continue
+                self._waits.remove(rid)
+                last = f": {run.message}" if run.message else ""
+                if self.store.transition(rid, "waiting", "error", now,
+                                         f"waited longer than waiting max_time "
+                                         f"({format_duration(max_time)}){last}"):
+                    self._discard_prepared(rid)
+
+    def _maybe_rerun(self, rid, job_id, state, now):
+        """Schedule the next automatic rerun of a run that ended in ``state``, if its job says so."""
+        # A job-folder job is a dict look-up; only ad hoc ones are read from the store.
+        job = self.jobs.get(job_id) or (self._find_job(job_id) if job_id.startswith("adhoc/") else None)
+        policy = job and job.reruns
+        if not policy or state not in policy.states or not policy.count:
+            return
+        run = self.store.get_run(rid)
+        group = run.rerun_group or run.run_id
+        done = self.store.count_reruns(group)
+        if done >= policy.count:
+            self.store.log(rid, now, f"{state}: no automatic rerun left (its rerun group has {done} "
+                                     f"rerun{'s' if done != 1 else ''}; the job allows {policy.count})")
+            return
+        n = done + 1
+        delay = policy.delay_before(n)
+        try:
+            bound = jobs_mod.bind(job, run.args)
+        except BadRequest as exc:
+            self.store.log(rid, now, f"{state}: cannot rerun: {exc}")
+            return
+        when = now + delay
+        # The slot makes rerun n of a group unique: never created twice.
+        new = self.store.insert_run(
+            job.job_id, run.args, "scheduled", when, now, slot=f"rerun|{group}|{n}", rerun_of=rid,
+            rerun_group=group, meta={"rerun": {"try": n, "count": policy.count}},
+            message=f"automatic rerun {n} of {policy.count} of {format_run_id(rid)}, "
+                    f"for {to_iso(when)}", **bound)
+        if new is None:
+            return
+        self.store.log(rid, now, f"{state}: rerun {n} of {policy.count} in {_seconds(delay)} "
+                                 f"as {format_run_id(new.run_id)}")
+        self._push_due(when, new.run_id)
+
+    def explain(self, run_id):
+        """Why a run is in its state: ``{"run_id", "state", "summary", "lines", ...}``."""
+        run = self.store.get_run(run_id)
+        job = self._find_job(run.job_id)
+        max_time = (job and job.waiting_max_time) or self.config.waiting_max_time
+        ctx = StoreContext(self.store, self._find_job)
+        return explain_run(run, ctx, self._resources, self.clock(), max_time=max_time,
+                           reruns=job.reruns if job else None)
+
+
+def _seconds(delay):
+    """``40 s`` for whole seconds under a minute, else format_duration's form."""
+    if delay < 60 and float(delay).is_integer():
+        return f"{int(delay)} s"
+    return format_duration(delay)
+
+
+def _planning_form(job):
+    """What of a job decides its runs: all but its metadata (a new description re-plans nothing)."""
+    jso = job.to_jso()
+    jso.pop("metadata", None)
+    return jso
 
 
 def outcome(res):

@@ -16,32 +16,57 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date as _date_type, datetime, timedelta
 
 import jinja2
 import jinja2.meta
+from dateutil.relativedelta import relativedelta
 import jinja2.sandbox
 import yaml
 
 from . import actions as _actions
+from . import calendars as _calendars
 from . import conditions as _conditions
+from . import reruns as _reruns
 from .errors import ApsisError, BadRequest, JobFileError
 from .programs import Program, parse_program
-from .schedules import Schedule, SpecError, _kind, is_template, join_key, parse_schedule, unknown_key_message
-from .timeutil import get_tz, parse_time, utcnow
+from .schedules import Fields, Schedule, SpecError, positive_duration, _kind, is_template, join_key, parse_schedule, unknown_key_message
+from .timeutil import format_duration, get_tz, parse_time, utcnow
 
 try:  # libyaml's parser is several times faster; the safe constructors are the same
-    _Loader = yaml.CSafeLoader
+    _BaseLoader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
+    _BaseLoader = yaml.SafeLoader
+
+
+class _Loader(_BaseLoader):
+    """The safe loader without YAML 1.1's base-60 numbers.
+
+    YAML 1.1 reads ``daytime: 17:00`` as the integer 1020 and ``9:30:15`` as
+    34215; job files mean times of day, so those stay text (as in YAML 1.2).
+    """
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_INT, re.compile(
+    r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+_Loader.add_implicit_resolver(_FLOAT, re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
 
 JOB_FILE_SUFFIXES = (".yaml", ".yml")
-JOB_KEYS = ("params", "program", "schedule", "condition", "action", "successors", "metadata")
+JOB_KEYS = ("params", "program", "schedule", "condition", "action", "successors", "metadata",
+            "resources", "reruns", "waiting", "catch_up")
+CATCH_UP_MISSED = ("all", "latest", "none")
 
 # Keys apsis accepts that we do not, with what to do instead.
 _UNSUPPORTED = {
-    "reruns": "not supported by apsis-lite (rerun failed runs from the UI, API or an action)",
     "ad_hoc": "not allowed in a job file (ad hoc jobs are made with 'apsis-lite run')",
 }
 
@@ -70,20 +95,72 @@ class Job:
     metadata: dict
     path: str | None = None
     adhoc: bool = False
+    # None: the global max_age rule decides; else {"missed": all|latest|none, "max": int|None}.
+    catch_up: dict | None = None
+    # Resolves calendar names in templates; not part of the job's value.
+    calendars: object = field(default=None, compare=False, repr=False)
+    reruns: _reruns.Reruns | None = None    # automatic reruns (``reruns:``)
+    waiting_max_time: float | None = None   # ``waiting: {max_time}``; None: the config's
 
     def to_jso(self) -> dict:
         """The job for the JSON API; each schedule carries its ``description``."""
-        return {
+        jso = {
             "job_id": self.job_id,
             "params": list(self.params),
             "program": self.program,
-            "schedules": [{**s.to_jso(), "description": s.describe()} for s in self.schedules],
+            "schedules": [{**s.to_jso(), "description": describe_schedule(s)} for s in self.schedules],
             "conditions": list(self.conditions),
             "actions": list(self.actions),
             "metadata": self.metadata,
             "path": self.path,
             "adhoc": self.adhoc,
         }
+        if self.catch_up is not None:
+            jso["catch_up"] = dict(self.catch_up)
+        if self.reruns:
+            jso["reruns"] = self.reruns.to_jso()
+        if self.waiting_max_time:
+            jso["waiting"] = {"max_time": self.waiting_max_time}
+        return jso
+
+
+def describe_schedule(schedule: Schedule) -> str:
+    """A schedule in words, with its stop schedule and jitter."""
+    text = schedule.describe()
+    if schedule.stop is not None:
+        text += f"; {schedule.stop.describe()}"
+    if schedule.jitter:
+        text += f"; jitter {format_duration(schedule.jitter)}"
+    return text
+
+
+def parse_catch_up(value) -> dict:
+    """A job's ``catch_up:``: what to do with slots missed while the server was down.
+
+    ``{missed: all, max: 10}`` runs the missed slots, at most the latest
+    ``max`` of them; ``{missed: latest}`` runs only the latest; ``{missed: none}``
+    runs none. Every slot not run is recorded as a skipped run.
+    """
+    f = Fields(value, "catch_up mapping")
+    missed = f.take("missed", _missed)
+    cap = f.take("max", _positive_int, None)
+    f.done()
+    if cap is not None and missed != "all":
+        raise SpecError("max", f"only allowed with missed: all (missed is {missed})")
+    return {"missed": missed, "max": cap}
+
+
+def _missed(value):
+    if value not in CATCH_UP_MISSED:
+        raise ValueError(f"expected one of {', '.join(CATCH_UP_MISSED)}, got {_kind(value)}")
+    return value
+
+
+def _positive_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {_kind(value)}")
+    return value
+
 
 
 # --------------------------------------------------------------------------
@@ -100,7 +177,11 @@ def _as_date(value) -> _date_type:
         try:
             return _date_type.fromisoformat(value.strip())
         except ValueError:
+            pass
+        try:
             return parse_time(value).date()  # a full time: its UTC date
+        except ValueError:
+            pass
     raise ValueError(f"not a date: {value!r}")
 
 
@@ -119,6 +200,49 @@ def _as_time(value, tz="UTC") -> datetime:
     return parse_time(value, get_tz(tz))
 
 
+def _add_months(value, months) -> _date_type:
+    """The date ``months`` months after ``value``; the 31st becomes the month's last day."""
+    return _as_date(value) + relativedelta(months=int(months))
+
+
+def _strftime(value, fmt) -> str:
+    """``value`` (a date, a time or ISO text) formatted with ``strftime``: ``%Y%m%d``, ``%A``..."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = _as_date(text) if len(text) == 10 else _as_datetime(text)
+    return value.strftime(fmt)
+
+
+def _as_datetime(text) -> datetime:
+    """An ISO time as written, keeping its offset (a run's ``time`` arg shows local time)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return parse_time(text)
+
+
+def _in_tz(value, tz) -> datetime:
+    """A time (or ISO text) in zone ``tz``: ``{{ time | in_tz('Asia/Tokyo') | strftime('%H:%M') }}``."""
+    if isinstance(value, str):
+        value = _as_datetime(value.strip())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=get_tz("UTC"))
+    return value.astimezone(get_tz(tz))
+
+
+@jinja2.pass_context
+def _calendar(context, expr) -> _calendars.Calendar:
+    """The calendar an expression names: ``calendar('Mon-Fri - US-holidays').before(date)``."""
+    library = context.get("_calendars") or _calendars.DEFAULT_LIBRARY
+    return library.parse(expr)
+
+
+@jinja2.pass_context
+def _cal_shift(context, value, expr, n) -> _date_type:
+    """``value`` moved ``n`` dates of calendar ``expr``: ``date | cal_shift('Mon-Fri', -1)``."""
+    return _calendar(context, expr).shift(value, n)
+
+
 _ENV = jinja2.sandbox.SandboxedEnvironment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
@@ -127,8 +251,12 @@ _ENV = jinja2.sandbox.SandboxedEnvironment(
 )
 # ``date`` is also a common param name, and args hide helpers of the same
 # name; the ``as_date`` filter works either way: {{ date | as_date }}.
-_ENV.globals.update(date=_as_date, shift_days=_shift_days, today=_today, as_time=_as_time)
-_ENV.filters.update(as_date=_as_date, shift_days=_shift_days, as_time=_as_time)
+_ENV.globals.update(date=_as_date, shift_days=_shift_days, today=_today, as_time=_as_time,
+                    calendar=_calendar, cal=_calendar, add_days=_shift_days,
+                    add_months=_add_months)
+_ENV.filters.update(as_date=_as_date, shift_days=_shift_days, as_time=_as_time,
+                    add_days=_shift_days, add_months=_add_months, cal_shift=_cal_shift,
+                    strftime=_strftime, in_tz=_in_tz)
 
 # Names a template may use besides the job's params.
 _TEMPLATE_NAMES = frozenset(_ENV.globals) | {"job_id"}
@@ -242,11 +370,15 @@ def _from_stored(jso):
     return jso
 
 
-def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = False) -> Job:
+def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = False,
+                 calendars=None) -> Job:
     """Validate a job file's contents; JobErrors lists every problem found.
 
     With ``adhoc=True``, ``jso`` is an ad hoc job as stored (the output of
     ``Job.to_jso()``, or job-file form); its text is literal, not templates.
+    ``calendars`` (a ``calendars.CalendarLibrary``) resolves calendar names
+    in schedules and templates; None knows the weekday sets and the shipped
+    calendars only.
     """
     if adhoc:
         jso = _from_stored(jso)
@@ -297,7 +429,7 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
         for i, s in enumerate(_as_list(raw)):
             prefix = f"schedule[{i}]" if isinstance(raw, list) else "schedule"
             try:
-                schedule = parse_schedule(s)
+                schedule = parse_schedule(s, calendars)
             except SpecError as exc:
                 fail_spec(prefix, exc)
                 continue
@@ -331,6 +463,18 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
     parse_each("action", lambda a: _actions.parse_action(a, allow_templates=not adhoc),
                actions, action_keys)
     parse_each("successors", _actions.successor_action, actions, action_keys)
+    # Resources are conditions the engine checks last (conditions.Resource).
+    parse_each("resources", lambda r: _conditions.Resource.from_jso({"name": r} if isinstance(r, str) else r),
+               conditions, cond_keys)
+    reruns, waiting_max_time = _reruns_and_waiting(jso, fail, fail_spec)
+
+    # catch_up
+    catch_up = None
+    if jso.get("catch_up") is not None:
+        try:
+            catch_up = parse_catch_up(jso["catch_up"])
+        except SpecError as exc:
+            fail_spec("catch_up", exc)
 
     # metadata
     metadata = {}
@@ -366,7 +510,26 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
         raise JobErrors(errors)
     return Job(job_id=job_id, params=tuple(params), program=program,
                schedules=tuple(schedules), conditions=tuple(conditions),
-               actions=tuple(actions), metadata=metadata, path=path, adhoc=adhoc)
+               actions=tuple(actions), metadata=metadata, path=path, adhoc=adhoc,
+               reruns=reruns, waiting_max_time=waiting_max_time, catch_up=catch_up, calendars=calendars)
+
+
+def _reruns_and_waiting(jso, fail, fail_spec):
+    """The ``reruns:`` policy and the ``waiting: {max_time}`` of a job file."""
+    reruns = max_time = None
+    if jso.get("reruns") is not None:
+        try:
+            reruns = _reruns.Reruns.from_jso(jso["reruns"])
+        except SpecError as exc:
+            fail_spec("reruns", exc)
+    if jso.get("waiting") is not None:
+        try:
+            f = Fields(jso["waiting"], "waiting mapping (max_time)")
+            max_time = f.take("max_time", positive_duration)
+            f.done()
+        except SpecError as exc:
+            fail_spec("waiting", exc)
+    return reruns, max_time
 
 
 def _job_files(root: str, errors: list, rel: str = ""):
@@ -402,7 +565,7 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
     return f"not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def load_job_file(path, job_id: str) -> Job:
+def load_job_file(path, job_id: str, calendars=None) -> Job:
     """Read and validate one job file; JobErrors names the file and every problem."""
     path = os.fspath(path)
     try:
@@ -418,14 +581,16 @@ def load_job_file(path, job_id: str) -> Job:
         raise JobErrors([JobFileError(path, None, "not valid YAML: nested too deeply")]) from None
     if jso is None:
         raise JobErrors([JobFileError(path, None, "empty job file")])
-    return job_from_jso(jso, job_id, path)
+    return job_from_jso(jso, job_id, path, calendars=calendars)
 
 
-def load_jobs_dir(path) -> tuple[dict[str, Job], list[JobFileError]]:
+def load_jobs_dir(path, calendars=None) -> tuple[dict[str, Job], list[JobFileError]]:
     """Load every ``*.yaml``/``*.yml`` under ``path``; a bad file is reported and skipped.
 
     The job id is the path relative to ``path`` without the suffix, with
     ``/`` separators. Returns the jobs by id and the errors, in path order.
+    ``calendars`` (from ``calendars.load_calendars``) resolves calendar names;
+    None knows the weekday sets and shipped calendars only.
     """
     root = os.fspath(path)
     jobs, errors, files = {}, [], {}
@@ -437,7 +602,7 @@ def load_jobs_dir(path) -> tuple[dict[str, Job], list[JobFileError]]:
             continue
         files[job_id] = file
         try:
-            jobs[job_id] = load_job_file(file, job_id)
+            jobs[job_id] = load_job_file(file, job_id, calendars)
         except JobErrors as exc:
             errors.extend(exc.errors)
     return jobs, errors
@@ -492,7 +657,7 @@ def bind(job: Job, args) -> dict:
         return {"program": parse_program(job.program).to_jso(),
                 "conditions": [_conditions.parse_condition(c).to_jso() for c in job.conditions],
                 "actions": [_actions.parse_action(a).to_jso() for a in job.actions]}
-    variables = {"job_id": job.job_id, **args}
+    variables = {"job_id": job.job_id, "_calendars": job.calendars, **args}
     try:
         program = _reparse(parse_program, _render(job.program, variables, "program"), "program")
         conditions = [

@@ -22,7 +22,8 @@ PENDING = frozenset({"scheduled", "waiting"})
 # transition anywhere in apsis-lite is checked against it.
 TRANSITIONS = {
     "scheduled": {"waiting", "starting", "skipped", "error"},
-    "waiting": {"starting", "skipped", "error"},
+    # success/failure: a skip_duplicate condition's target_state.
+    "waiting": {"starting", "skipped", "error", "success", "failure"},
     "starting": {"running", "success", "failure", "error"},
     "running": {"stopping", "success", "failure", "error"},
     "stopping": {"success", "failure", "error"},

@@ -349,6 +349,22 @@ class Store:
             raise NotFound(f"no run {format_run_id(run_id)}")
         return _row_to_run(row)
 
+    def scheduled_slot_runs(self, job_id, since):
+        """A job's runs still scheduled for a schedule slot at or after ``since`` (bounded by its horizon)."""
+        rows = self._all(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id=? AND state='scheduled'"
+            " AND slot IS NOT NULL AND time_schedule >= ? ORDER BY time_schedule, run_id",
+            (job_id, since))
+        return [_row_to_run(r) for r in rows]
+
+    def missed_slot_runs(self, job_id, before):
+        """A job's runs still scheduled for a schedule slot due before ``before``, oldest first."""
+        rows = self._all(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id=? AND state='scheduled'"
+            " AND slot IS NOT NULL AND time_schedule < ? ORDER BY time_schedule, run_id",
+            (job_id, before))
+        return [_row_to_run(r) for r in rows]
+
     def runs_in_states(self, states, limit=None):
         """Runs in any of ``states`` (active and pending runs: bounded by the horizon)."""
         marks = ",".join("?" * len(states))
@@ -451,3 +467,86 @@ class Store:
     def get_adhoc_job(self, job_id):
         row = self._one("SELECT definition FROM adhoc_jobs WHERE job_id=?", (job_id,))
         return json.loads(row[0]) if row else None
+
+    # -- conditions, waiting and reruns -------------------------------------------------
+    # Reads the engine makes while checking a waiting run, and the waiting
+    # reason it records; each is bounded by an index on job_id or rerun_group.
+
+    def runs_of(self, job_id, args, states=None, exclude=None, limit=None):
+        """[(run_id, state)] of runs of ``job_id`` with exactly ``args``, newest first."""
+        sql = "SELECT run_id, state FROM runs WHERE job_id=? AND args=?"
+        params = [job_id, dumps(args)]
+        if states is not None:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += list(states)
+        if exclude is not None:
+            sql += " AND run_id != ?"
+            params.append(exclude)
+        sql += " ORDER BY run_id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [(rid, state) for rid, state in self._all(sql, params)]
+
+    def run_key(self, run_id):
+        """(job_id, args as canonical JSON) of a run, or None."""
+        row = self._one("SELECT job_id, args FROM runs WHERE run_id=?", (run_id,))
+        return None if row is None else (row[0], row[1])
+
+    def set_waiting_reason(self, run_id, reason, now):
+        """Make ``reason`` a waiting run's message, and log it, if it changed; True if it did."""
+        with self.write():
+            self._exec("UPDATE runs SET message=? WHERE run_id=? AND state='waiting' AND message IS NOT ?",
+                       (reason, run_id, reason))
+            if self.conn.changes() != 1:
+                return False
+            self._log(run_id, now, None, reason, None)
+            return True
+
+    def rerun_group(self, group_id):
+        """The runs of a rerun group, the original first."""
+        rows = self._all(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id=? OR rerun_group=? ORDER BY run_id",
+                         (group_id, group_id))
+        return [_row_to_run(r) for r in rows]
+
+    def count_reruns(self, group_id):
+        """How many reruns (not counting the original) a rerun group holds."""
+        return self._one("SELECT count(*) FROM runs WHERE rerun_group=?", (group_id,))[0]
+
+    # -- pages ---------------------------------------------------------------------
+    # Read-only queries for the browser pages, each bounded by the ids it is given.
+
+    def runs_by_ids(self, run_ids) -> dict:
+        """{run_id: Run} for the given ids that exist."""
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._all(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id IN ({marks})", ids)
+        return {r.run_id: r for r in map(_row_to_run, rows)}
+
+    def reruns_in_groups(self, group_ids, limit=500) -> dict:
+        """{group id: [reruns, newest first]} for the rerun groups of the given originals."""
+        ids = list(dict.fromkeys(group_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._all(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE rerun_group IN ({marks}) AND run_id != rerun_group"
+            " ORDER BY run_id DESC LIMIT ?", ids + [limit])
+        groups = {}
+        for run in map(_row_to_run, rows):
+            groups.setdefault(run.rerun_group, []).append(run)
+        return groups
+
+    def latest_runs_of_jobs(self, job_ids) -> dict:
+        """{job_id: its newest run that is no longer scheduled or waiting}, one index probe per job."""
+        out = {}
+        with self._lock:
+            for job_id in job_ids:
+                row = self.conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id=? AND state NOT IN ('scheduled', 'waiting')"
+                    " ORDER BY run_id DESC LIMIT 1", (job_id,)).fetchone()
+                if row is not None:
+                    out[job_id] = _row_to_run(row)
+        return out

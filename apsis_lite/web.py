@@ -1,8 +1,9 @@
-"""The Flask application: the JSON API under ``/api/v1`` (pages come later).
+"""The Flask application: the JSON API under ``/api/v1`` and the pages (``ui``).
 
 Thin by design: it reads through a read-only store and changes state only
 through the engine's operations. Errors become JSON ``{"error": message}``
-with 400 (bad input), 404 (unknown), 409 (illegal transition) in one handler.
+with 400 (bad input), 404 (unknown), 409 (illegal transition) in one handler;
+outside ``/api/`` the same errors render as a readable page or fragment.
 """
 
 import json
@@ -13,10 +14,12 @@ import time
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from . import paths
 from .errors import ApsisError, BadRequest
 from .runfilter import compile_filter
 from .runs import ACTIVE, FINISHED, format_run_id, parse_run_id
 from .timeutil import parse_time, to_iso
+from .ui import create_ui, render_error
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +28,12 @@ MAX_WAIT = 30.0
 MAX_LIMIT = 1000
 
 
-def create_app(config, store, engine, launcher):
-    """The WSGI app over a read ``store``, the ``engine`` and its ``launcher``."""
-    app = Flask(__name__)
+def create_app(config, store, engine, launcher, reload_jobs=None):
+    """The WSGI app over a read ``store``, the ``engine`` and its ``launcher``.
+
+    ``reload_jobs()`` reloads the jobs folder and says what changed.
+    """
+    app = Flask(__name__, template_folder=paths.templates_dir(), static_folder=paths.static_dir())
     app.json.sort_keys = False
     started = time.time()
     api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -109,6 +115,12 @@ def create_app(config, store, engine, launcher):
             "next": page[-1] if len(ids) > limit else None,
             "errors": [e.to_jso() for e in engine.job_errors],
         }
+
+    @api.post("/jobs/reload")
+    def jobs_reload():
+        if reload_jobs is None:
+            raise BadRequest("this server cannot reload its jobs")
+        return reload_jobs()
 
     @api.get("/jobs/<path:job_id>")
     def job_detail(job_id):
@@ -240,23 +252,44 @@ def create_app(config, store, engine, launcher):
                      view_func=operation("mark", lambda rid, user, state: engine.mark(rid, state, user=user)),
                      methods=["POST"])
 
+    # -- why a run is where it is; its rerun group --------------------------------
+
+    @api.get("/runs/<run_id>/explain")
+    def run_explain(run_id):
+        return engine.explain(run_id_arg(run_id))
+
+    @api.get("/runs/<run_id>/group")
+    def run_group(run_id):
+        run = store.get_run(run_id_arg(run_id))
+        runs = store.rerun_group(run.rerun_group or run.run_id)
+        latest = runs[-1]
+        return {
+            "group": format_run_id(runs[0].run_id),
+            "tries": len(runs),
+            "outcome": latest.state if latest.state in FINISHED else None,
+            "items": [r.to_jso(full=False) for r in runs],
+        }
+
     app.register_blueprint(api)
 
-    @app.get("/")
-    def index():
-        return Response("apsis-lite is running. The JSON API is at /api/v1/.\n", mimetype="text/plain")
+    app.register_blueprint(create_ui(config, store, engine, launcher))
+
+    def error(message, status):
+        if request.path.startswith("/api/"):
+            return jsonify(error=message), status
+        return render_error(message, status)
 
     @app.errorhandler(ApsisError)
     def apsis_error(exc):
-        return jsonify(error=str(exc)), exc.status
+        return error(str(exc), exc.status)
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        return jsonify(error=f"{exc.name}: {exc.description}"), exc.code
+        return error(f"{exc.name}: {exc.description}", exc.code)
 
     @app.errorhandler(Exception)
     def internal_error(exc):
         log.exception("internal error serving %s %s", request.method, request.path)
-        return jsonify(error=f"internal error: {type(exc).__name__}; see the server log"), 500
+        return error(f"internal error: {type(exc).__name__}; see the server log", 500)
 
     return app

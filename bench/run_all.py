@@ -30,6 +30,7 @@ BENCHES = [
     ("throughput", ["--noop"], ["--small"], 300),
     ("startup", [], ["--small"], 300),
     ("stored_runs", [], ["--small"], 600),
+    ("waiting_idle", [], ["--small"], 300),
 ]
 
 

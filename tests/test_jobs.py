@@ -126,13 +126,12 @@ def test_several_errors_in_one_file_are_all_reported():
         "action": [{"type": "webhook", "url": "ftp://x"}, {"type": "email"}],
         "successors": [{"job": "x"}],
         "metadata": {"labels": [1]},
-        "reruns": {"count": 2},
+        "reruns": {"count": -1},
         "conditions": [],
     })
     assert got == [
-        "reruns: not supported by apsis-lite (rerun failed runs from the UI, API or an action)",
         "conditions: unknown key (did you mean 'condition'?); expected: params, program, "
-        "schedule, condition, action, successors, metadata",
+        "schedule, condition, action, successors, metadata, resources, reruns, waiting, catch_up",
         "params[1]: duplicate param 'date'",
         "params[2]: a param name must be a non-empty string, not int 3",
         "program.env.A: expected a string, got nothing (null)",
@@ -140,7 +139,7 @@ def test_several_errors_in_one_file_are_all_reported():
         "program.timeout.signal: not a signal: 'SIGFOO'",
         "schedule[1].interval: not a duration: 'x'",
         "schedule[2].expr: bad cron expression '0 0 32 * *': Bad day-of-month",
-        "schedule[3].type: unknown schedule type 'daily' (known: cron, explicit, interval)",
+        "schedule[3].daytime: missing (required)",
         "condition.job_id: missing (required)",
         "condition.states[0]: unknown state 'done' (known: scheduled, waiting, starting, "
         "running, stopping, success, failure, error, skipped)",
@@ -148,6 +147,7 @@ def test_several_errors_in_one_file_are_all_reported():
         "action[1].to: missing (required)",
         "successors[0].job_id: missing (required)",
         "successors[0].job: unknown key (did you mean 'job_id'?); expected: job_id, args",
+        "reruns.count: expected a whole number of at least 0, got int -1",
         "metadata.labels: expected a list of strings",
     ]
 
@@ -204,7 +204,7 @@ def test_template_errors_are_reported_at_load():
 def test_condition_and_action_types():
     assert errors_of({"program": "x", "condition": {"type": "max_runing", "count": 1}}) == [
         "condition.type: unknown condition type 'max_runing' (known: dependency, max_running, "
-        "skip_duplicate)"]
+        "resource, skip_duplicate)"]
     assert errors_of({"program": "x", "condition": {"max_running": {"count": 1}}}) == [
         "condition.type: missing; write 'type: max_running' with the options beside it, "
         "not under max_running:"]
