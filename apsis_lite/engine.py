@@ -64,6 +64,7 @@ class Engine:
         self.since_now = since_now
         self.jobs = {}
         self.job_errors = []
+        self.calendars = None  # the calendar library job files were loaded with (for ad hoc jobs)
         self._job_errors_by_id = {}
         self._due = []          # heap of (time_schedule, run_id) for runs in 'scheduled'
         self._unprepared = []   # the same runs, until their run folder is written ahead of time
@@ -169,7 +170,7 @@ class Engine:
             if errors:
                 raise NotFound(f"job {job_id!r} failed to load: " + "; ".join(str(e) for e in errors))
             raise NotFound(f"no job {job_id!r}")
-        return jobs_mod.job_from_jso(stored["job"], job_id, adhoc=stored["literal"])
+        return jobs_mod.job_from_jso(stored["job"], job_id, adhoc=stored["literal"], calendars=self.calendars)
 
     def next_times(self, job, count=10, after=None):
         """The next ``count`` due times of a job, with the args each run will get (computed, not stored)."""
@@ -677,7 +678,7 @@ class Engine:
     def submit_job(self, definition, args=None, when=None, user=None):
         """An ad hoc run of an inline job definition (job-file form, templates and all)."""
         job_id = self._adhoc_job_id()
-        job = jobs_mod.job_from_jso(definition, job_id)
+        job = jobs_mod.job_from_jso(definition, job_id, calendars=self.calendars)
         args = jobs_mod.check_args(job, args or {})
         self.store.put_adhoc_job(job_id, {"literal": False, "job": definition}, self.clock())
         return self._create_adhoc_run(job, args, when, user, "submitted inline")

@@ -145,6 +145,7 @@ class JobsWatcher:
         for err in calendar_errors:
             log.error("calendar file problem: %s", err)
         self.folder = JobsFolder(config.jobs_dir, calendars=calendars)
+        engine.calendars = calendars
         self.mode = None  # how changes are noticed: inotify, poll or off
         self._lock = threading.Lock()
         self._stopping = threading.Event()

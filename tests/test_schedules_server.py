@@ -46,5 +46,14 @@ def test_daily_on_a_calendar_runs_and_is_stopped(jobs_dir, data_dir, tmp_path):
         output = server.request("GET", f"/api/v1/runs/{run['run_id']}/output")[1]
         # The business day before today on "all - closed" skips yesterday.
         assert output.startswith(f"prev={(today - timedelta(days=2)).isoformat()}\n".encode())
+        # An inline ad hoc job sees the user's calendars too, and so does its rerun.
+        adhoc = server.post("/api/v1/runs", {
+            "job": {"params": ["date"], "program": "echo {{ calendar('all - closed').before(date) }}"},
+            "args": {"date": today.isoformat()}})
+        rerun = server.post(f"/api/v1/runs/{server.wait_run(adhoc['run_id'])['run_id']}/rerun")
+        for rid in (adhoc["run_id"], rerun["run_id"]):
+            assert server.wait_run(rid)["state"] == "success"
+            output = server.request("GET", f"/api/v1/runs/{rid}/output")[1]
+            assert output == f"{(today - timedelta(days=2)).isoformat()}\n".encode()
     finally:
         server.stop()
