@@ -57,3 +57,47 @@ def test_daily_on_a_calendar_runs_and_is_stopped(jobs_dir, data_dir, tmp_path):
             assert output == f"{(today - timedelta(days=2)).isoformat()}\n".encode()
     finally:
         server.stop()
+
+
+def test_every_schedule_type_runs_through_the_server(server, jobs_dir):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    start, stop = now - timedelta(minutes=1), now + timedelta(minutes=30)
+    if start.date() != stop.date():  # keep the window inside one UTC day
+        start, stop = now, now + timedelta(seconds=30)
+    at = now + timedelta(seconds=3)
+    jobs = {
+        "di": f"""
+            params: [date, daytime]
+            program: "echo {{{{ date }}}} {{{{ daytime }}}}"
+            schedule: {{type: daily-interval, start: "{start:%H:%M:%S}", stop: "{stop:%H:%M:%S}",
+                        interval: 2s, tz: UTC}}
+            """,
+        "cr": """
+            params: [time]
+            program: "echo {{ time }}"
+            schedule: {type: cron, expr: "*/2 * * * * *", tz: UTC}
+            """,
+        "ex": f"""
+            params: [time]
+            program: "echo {{{{ time }}}}"
+            schedule: {{type: explicit, times: ["{at.isoformat()}"]}}
+            """,
+        "iv": """
+            params: [time]
+            program: "echo {{ time }}"
+            schedule: {type: interval, interval: 2s}
+            """,
+    }
+    for job_id, text in jobs.items():
+        write_job(jobs_dir, job_id, text)
+    server.start()
+    for job_id in jobs:
+        run = server.wait_for(
+            lambda: next((r for r in server.runs(f"job:{job_id} state:success")), None),
+            timeout=20, what=f"a successful run of {job_id}")
+        output = server.request("GET", f"/api/v1/runs/{run['run_id']}/output")[1].decode()
+        args = run["args"]
+        expected = f"{args['date']} {args['daytime']}" if job_id == "di" else args["time"]
+        assert output == expected + "\n"
+    explicit = next(iter(server.runs("job:ex")))
+    assert explicit["args"]["time"].startswith(at.strftime("%Y-%m-%dT%H:%M:%S"))
