@@ -32,6 +32,7 @@ from .runfilter import compile_filter
 from .runs import ACTIVE, FINISHED, PENDING, STATES, format_run_id, parse_run_id
 from .schedules import SpecError
 from .timeutil import format_duration, parse_time
+from .ui_calendar import register_calendar
 from .ui_format import (
     DEFAULT_ZONE,
     TimeFormat,
@@ -436,6 +437,7 @@ def create_ui(config, store, engine, launcher):
     def ping():
         return Response(status=204)
 
+    register_calendar(bp, config, store, engine, page, zone)
     return bp
 
 
