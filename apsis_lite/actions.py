@@ -35,7 +35,7 @@ from email.message import EmailMessage
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from .conditions import STATES, parse_typed, state_list
+from .conditions import parse_typed, state_list
 from .registry import ACTIONS
 from .schedules import (Fields, SpecError, _kind, nonempty_text, positive_duration, string_list,
                         string_map)
@@ -128,7 +128,7 @@ class Action:
         """A short name for the run's log, e.g. ``webhook to https://...``."""
         return self.type_name
 
-    def perform(self, event: "ActionEvent", ctx: "ActionContext") -> str:
+    def perform(self, event: "ActionEvent", ctx: "ActionRunner") -> str:
         """Do it; returns what happened, or raises ActionFailed saying why."""
         raise NotImplementedError
 

@@ -36,7 +36,7 @@ class Server:
         self.url = None
         self.log_path = self.data_dir / "server-test.log"
 
-    def start(self, *args, timeout=15):
+    def start(self, *args, timeout=30):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         url_file = self.data_dir / "server.url"
         if url_file.exists():

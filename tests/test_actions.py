@@ -189,7 +189,9 @@ def test_a_hanging_webhook_delays_no_other_run(jobs_dir, running, hooks):
     assert len(ticks) >= 4
     for r in ticks:
         late = _epoch(r["times"]["starting"]) - _epoch(r["times"]["schedule"])
-        assert late < 0.2, (r, late)
+        # Waiting behind a hanging webhook would make it 1 s late (its timeout);
+        # the margin below that is for a busy machine.
+        assert late < 0.5, (r, late)
     # Each hanging attempt gives up after its timeout and says so.
     assert wait_log(server, rids[0], "timed out").endswith("failed: gave up after 1 attempt(s): timed out")
     release.set()

@@ -44,7 +44,7 @@ def agent_env() -> dict:
     return env
 
 
-def wait_for(predicate, timeout=10.0, interval=0.01):
+def wait_for(predicate, timeout=30.0, interval=0.01):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -55,7 +55,7 @@ def wait_for(predicate, timeout=10.0, interval=0.01):
         time.sleep(interval)
 
 
-def wait_result(run_dir, timeout=10.0) -> dict:
+def wait_result(run_dir, timeout=30.0) -> dict:
     return wait_for(lambda: read_json(run_dir, "result.json"), timeout)
 
 
@@ -66,12 +66,17 @@ def output_of(run_dir) -> bytes:
         return b""
 
 
+def wait_until_file(path) -> str:
+    """A shell loop that ends once ``path`` exists: a program the test lets finish."""
+    return f'while [ ! -e "{path}" ]; do sleep 0.01; done'
+
+
 def process_gone(pid: int) -> bool:
     """True if no such process or only a zombie is left (our container's
     init may be slow to reap orphans)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: it went while being read
         return True
     return stat[stat.rindex(")") + 2] == "Z"
 
@@ -104,9 +109,9 @@ def terminate_agent(client: AgentClient) -> None:
     except ProcessLookupError:
         return
     if client._proc is not None and client._proc.pid == pid:
-        client._proc.wait(timeout=5)
+        client._proc.wait(timeout=30)
     else:
-        wait_for(lambda: process_gone(pid), timeout=5)
+        wait_for(lambda: process_gone(pid))
 
 
 @pytest.fixture
@@ -170,7 +175,7 @@ def test_echo_output_and_result(client, tmp_path):
     assert isinstance(pid["start_time"], int)
     assert pid["time"] == pytest.approx(result["start"])
 
-    wait_for(lambda: not is_alive(run_dir), timeout=2)
+    wait_for(lambda: not is_alive(run_dir))
     assert request_stop(run_dir, "TERM", 1) is False
     assert send_signal(run_dir, "TERM") is False
 
@@ -226,11 +231,13 @@ def test_program_gets_only_devnull_stdin_and_the_output_pipe(start):
     assert output_of(run_dir).decode() == "0\n1\n2\n/dev/null\nstdin:\n"
 
 
-def test_output_is_readable_while_running(start):
-    run_dir = start("r1", ["bash", "-c", "echo first; sleep 0.3; echo second"])
-    wait_for(lambda: output_of(run_dir) == b"first\n", timeout=5)
+def test_output_is_readable_while_running(start, tmp_path):
+    go = tmp_path / "go"
+    run_dir = start("r1", ["bash", "-c", f"echo first; {wait_until_file(go)}; echo second"])
+    wait_for(lambda: output_of(run_dir) == b"first\n")
     assert read_json(run_dir, "result.json") is None
     assert is_alive(run_dir)
+    go.touch()
     wait_result(run_dir)
     assert output_of(run_dir) == b"first\nsecond\n"
 
@@ -249,7 +256,7 @@ def test_stop_kills_the_whole_process_tree(start):
     assert result["signal"] == "SIGTERM"
     assert result["elapsed"] < 5
     assert read_json(run_dir, "stop.json") == {"signal": "SIGTERM", "grace_period": 5.0}
-    wait_for(lambda: process_gone(program) and process_gone(grandchild), timeout=3)
+    wait_for(lambda: process_gone(program) and process_gone(grandchild))
 
 
 def test_stop_escalates_to_sigkill(start):
@@ -262,7 +269,7 @@ def test_stop_escalates_to_sigkill(start):
     assert result["stopped"] is True
     assert result["signal"] == "SIGKILL"
     assert 0.3 <= result["elapsed"] < 5
-    wait_for(lambda: process_gone(program), timeout=3)
+    wait_for(lambda: process_gone(program))
 
 
 def test_stop_requested_before_the_run_started(client, tmp_path):
@@ -281,7 +288,7 @@ def test_timeout(start):
     assert result["timed_out"] is True
     assert result["stopped"] is False
     assert result["signal"] == "SIGTERM"
-    assert 0.3 <= result["elapsed"] < 3
+    assert 0.3 <= result["elapsed"] < 10
 
 
 def test_timeout_escalates_after_the_stop_grace_period(start):
@@ -293,7 +300,7 @@ def test_timeout_escalates_after_the_stop_grace_period(start):
     result = wait_result(run_dir)
     assert result["timed_out"] is True
     assert result["signal"] == "SIGKILL"
-    assert 0.4 <= result["elapsed"] < 3
+    assert 0.4 <= result["elapsed"] < 10
 
 
 def test_send_signal_reaches_the_program(start):
@@ -362,25 +369,27 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def test_idle_shepherd_uses_no_cpu(start):
+def test_idle_shepherd_uses_no_cpu(start, tmp_path):
     # The program closes its output early and then idles: the shepherd must
     # sleep in poll, not spin on the closed pipe.
-    run_dir = start("r1", ["bash", "-c", "exec >&- 2>&-; sleep 0.8"])
+    go = tmp_path / "go"
+    run_dir = start("r1", ["bash", "-c", f"exec >&- 2>&-; {wait_until_file(go)}"])
     shepherd = wait_for(lambda: read_json(run_dir, "pid.json")) and read_json(run_dir, "shepherd.json")["pid"]
     time.sleep(0.1)
     before = cpu_ticks(shepherd)
     time.sleep(0.5)
     assert cpu_ticks(shepherd) - before <= 1
+    go.touch()
     assert wait_result(run_dir)["exit_code"] == 0
 
 
 def test_background_grandchild_does_not_hold_up_the_result(start):
     run_dir = start("r1", ["bash", "-c", "sleep 30 & echo $!"])
-    result = wait_result(run_dir, timeout=5)
+    result = wait_result(run_dir)
     grandchild = int(output_of(run_dir))
     try:
         assert result["exit_code"] == 0
-        assert result["elapsed"] < 2
+        assert result["elapsed"] < 10
         assert not process_gone(grandchild)  # Left alone, like cron does.
     finally:
         os.kill(grandchild, signal.SIGKILL)
@@ -400,18 +409,20 @@ def test_duplicate_start_runs_the_program_once(client, tmp_path):
     assert output_of(run_dir) == f"{read_json(run_dir, 'pid.json')['pid']}\n".encode()
 
 
-def test_run_survives_agent_kill(client, start):
-    run_dir = start("r1", ["sleep", "1.5"])
+def test_run_survives_agent_kill(client, start, tmp_path):
+    go = tmp_path / "go"
+    run_dir = start("r1", ["sh", "-c", f"{wait_until_file(go)}; echo finished"])
     wait_for(lambda: read_json(run_dir, "pid.json"))
     agent_pid = client.ping()
     os.kill(agent_pid, signal.SIGKILL)
-    client._proc.wait(timeout=5)
+    client._proc.wait(timeout=30)
 
     assert read_json(run_dir, "result.json") is None
     assert is_alive(run_dir)
+    go.touch()  # the program ends after its agent is gone
     result = wait_result(run_dir)
     assert result["exit_code"] == 0
-    assert result["elapsed"] >= 1.5
+    assert output_of(run_dir) == b"finished\n"
 
     # The client notices the dead agent and starts a new one.
     run_dir_2 = start("r2", ["true"])
@@ -450,7 +461,7 @@ def test_revoke_after_claim_fails(start):
 
 def test_second_agent_on_the_same_dir_exits(client, state_dir):
     first = client.ping()
-    done = subprocess.run(AGENT_COMMAND + [state_dir], env=agent_env(), timeout=10, capture_output=True)
+    done = subprocess.run(AGENT_COMMAND + [state_dir], env=agent_env(), timeout=30, capture_output=True)
     assert done.returncode == 0
     assert b"another agent already serves" in done.stderr
     assert client.ping() == first
@@ -464,7 +475,7 @@ def test_agent_exits_when_idle(tmp_path):
         env=agent_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
     assert not (state_dir / "agent.sock").exists()
@@ -473,14 +484,15 @@ def test_agent_exits_when_idle(tmp_path):
 
 def test_idle_shepherds_retire_after_their_ttl(tmp_path):
     state_dir = str(tmp_path / "state")
-    client = AgentClient(state_dir, AGENT_COMMAND + ["--shepherd-ttl", "0.5"], env=agent_env())
+    # Long enough that the shepherd is still there when checked on a busy machine.
+    client = AgentClient(state_dir, AGENT_COMMAND + ["--shepherd-ttl", "1.5"], env=agent_env())
     try:
         run_dir = str(tmp_path / "runs" / "t1")
         write_spec(run_dir, make_spec("t1", ["true"]))
         shepherd = client.start(run_dir)
         wait_result(run_dir)
         assert not process_gone(shepherd)  # idle, waiting for another run
-        wait_for(lambda: process_gone(shepherd), timeout=5)
+        wait_for(lambda: process_gone(shepherd))
         # The agent forks a fresh one for the next run.
         again = str(tmp_path / "runs" / "t2")
         write_spec(again, make_spec("t2", ["true"]))
@@ -524,13 +536,13 @@ def test_notifications(start, tmp_path):
     try:
         run_dir = start("r1", ["echo", "hi"], notify=str(tmp_path / "notify.sock"))
         wait_result(run_dir)
-        wait_for(lambda: len(listener.lines) >= 2, timeout=5)
+        wait_for(lambda: len(listener.lines) >= 2)
         assert listener.lines == ["running r1", "done r1"]
 
         # A program that never ran is never "running".
         run_dir = start("r2", ["no-such-program-xyz"], notify=str(tmp_path / "notify.sock"))
         wait_result(run_dir)
-        wait_for(lambda: len(listener.lines) >= 3, timeout=5)
+        wait_for(lambda: len(listener.lines) >= 3)
         assert listener.lines[2:] == ["done r2"]
     finally:
         listener.close()
@@ -689,7 +701,7 @@ def test_client_under_gevent(tmp_path):
     assert done.stdout.split() == ["ok", str(agent_pid)]
     for i in range(20):
         assert output_of(str(tmp_path / "runs" / f"g{i}")) == f"{i}\n".encode()
-    wait_for(lambda: process_gone(agent_pid), timeout=5)
+    wait_for(lambda: process_gone(agent_pid))
 
 
 @pytest.mark.parametrize(

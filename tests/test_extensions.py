@@ -55,7 +55,7 @@ def test_missing_extension_is_a_clear_error(jobs_dir, data_dir):
     cfg.write_text(textwrap.dedent("extensions: [no_such_extension_module]\n"))
     srv = Server(jobs_dir, data_dir, extra_args=["--config", str(cfg)])
     try:
-        srv.start(timeout=10)
+        srv.start(timeout=30)
         raise AssertionError("server started with a missing extension")
     except RuntimeError as exc:
         assert "no_such_extension_module" in str(exc)

@@ -91,25 +91,30 @@ def scheduled_times(server, job_id):
 
 
 def test_an_edited_job_file_is_re_planned_within_seconds(jobs_dir, serve):
-    write_job(jobs_dir, "tick", """
+    # Each schedule's phase puts its first slot 30 s (then 20 s) from now: no slot
+    # comes due while the test counts them, however slowly a busy machine runs it.
+    old_phase = int(time.time() + 30) % 60
+    write_job(jobs_dir, "tick", f"""
         program: "echo old"
-        schedule: {type: interval, interval: 30s}
+        schedule: {{type: interval, interval: 60s, phase: {old_phase}s}}
     """)
-    server = serve()
+    server = serve(horizon="4 min")
     before = scheduled_times(server, "tick")
-    assert len(before) == 4 and all(t % 30 == 0 for t in before)  # a 2 minute horizon
+    assert len(before) == 4 and all(t % 60 == old_phase for t in before)  # a 4 minute horizon
 
-    write_job(jobs_dir, "tick", """
+    phase = int(time.time() + 20) % 40
+    new_schedule = f"{{type: interval, interval: 40s, phase: {phase}s}}"
+    write_job(jobs_dir, "tick", f"""
         program: "echo new"
-        schedule: {type: interval, interval: 20s, phase: 7s}
+        schedule: {new_schedule}
     """)
 
     def replanned():
         nxt = server.get("/api/v1/jobs/tick?next=3")["next_times"]
         times = scheduled_times(server, "tick")
-        return nxt if all(epoch(n["time"]) % 20 == 7 for n in nxt) and times and \
-            all(t % 20 == 7 for t in times) else None
-    server.wait_for(replanned, timeout=5, what="the new schedule")
+        return nxt if all(epoch(n["time"]) % 40 == phase for n in nxt) and times and \
+            all(t % 40 == phase for t in times) else None
+    server.wait_for(replanned, what="the new schedule")
     runs = server.runs("job:tick")
     skipped = [r for r in runs if r["state"] == "skipped"]
     assert len(skipped) == 4 and all(r["message"] == "job file changed; re-planned" for r in skipped)
@@ -119,24 +124,24 @@ def test_an_edited_job_file_is_re_planned_within_seconds(jobs_dir, serve):
 
     # Only the program changes: the same slots, bound again, each exactly once.
     times = scheduled_times(server, "tick")
-    write_job(jobs_dir, "tick", """
+    write_job(jobs_dir, "tick", f"""
         program: "echo newer"
-        schedule: {type: interval, interval: 20s, phase: 7s}
+        schedule: {new_schedule}
     """)
     server.wait_for(lambda: all(
         server.get(f"/api/v1/runs/{r['run_id']}")["program"]["command"] == "echo newer"
-        for r in server.runs("job:tick state:scheduled")), timeout=5, what="re-bound runs")
+        for r in server.runs("job:tick state:scheduled")), what="re-bound runs")
     assert scheduled_times(server, "tick")[:5] == times[:5]
 
     # A description alone re-plans nothing.
     count = len(server.runs("job:tick"))
-    write_job(jobs_dir, "tick", """
+    write_job(jobs_dir, "tick", f"""
         program: "echo newer"
-        schedule: {type: interval, interval: 20s, phase: 7s}
-        metadata: {description: now with a description}
+        schedule: {new_schedule}
+        metadata: {{description: now with a description}}
     """)
     server.wait_for(lambda: server.get("/api/v1/jobs/tick")["metadata"].get("description"),
-                    timeout=5, what="the new description")
+                    what="the new description")
     assert len(server.runs("job:tick")) == count
 
     # A restart neither loses nor duplicates a slot.
@@ -157,7 +162,7 @@ def test_a_broken_edit_keeps_the_old_job_running_and_shows_the_error(jobs_dir, s
         program: "echo v2"
         schedule: {type: interval, interval: 1s
     """)
-    errors = server.wait_for(lambda: server.get("/api/v1/jobs")["errors"], timeout=5, what="the load error")
+    errors = server.wait_for(lambda: server.get("/api/v1/jobs")["errors"], what="the load error")
     assert errors[0]["path"] == str(path) and errors[0]["message"].startswith("not valid YAML")
     assert errors[1]["message"] == KEEPING_LAST_GOOD
     assert [j["job_id"] for j in server.get("/api/v1/jobs")["items"]] == ["beat"]
@@ -173,7 +178,7 @@ def test_a_broken_edit_keeps_the_old_job_running_and_shows_the_error(jobs_dir, s
         program: "echo v3"
         schedule: {type: interval, interval: 1s}
     """)
-    server.wait_for(lambda: not server.get("/api/v1/jobs")["errors"], timeout=5, what="the fix")
+    server.wait_for(lambda: not server.get("/api/v1/jobs")["errors"], what="the fix")
     fixed_at = time.time()
     ran = server.wait_for(lambda: [r for r in server.runs("job:beat state:success")
                                    if epoch(r["times"]["schedule"]) > fixed_at + 1], what="runs after the fix")
@@ -188,7 +193,7 @@ def test_deleting_a_job_file_stops_new_runs(jobs_dir, serve):
     server = serve(jobs_watch="poll", jobs_poll_interval=0.3)  # the polling fallback
     server.wait_for(lambda: server.runs("job:gone state:success"), what="a first run")
     path.unlink()
-    server.wait_for(lambda: server.request("GET", "/api/v1/jobs/gone")[0] == 404, timeout=5,
+    server.wait_for(lambda: server.request("GET", "/api/v1/jobs/gone")[0] == 404,
                     what="the job to go")
     runs = server.runs("job:gone")
     skipped = [r for r in runs if r["state"] == "skipped"]

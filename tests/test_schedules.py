@@ -546,7 +546,7 @@ def test_property_later_start_is_the_tail(jso, start, delta):
     assert tail == early
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_schedules, st.one_of(st.none(), st.sampled_from(["30s", "1h"])),
        st.one_of(st.none(), st.sampled_from([{"type": "duration", "duration": "10m"},
                                              {"type": "daytime", "daytime": "17:00", "tz": "Europe/London"}])))

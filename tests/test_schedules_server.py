@@ -9,12 +9,16 @@ from conftest import Server, write_job
 def test_daily_on_a_calendar_runs_and_is_stopped(jobs_dir, data_dir, tmp_path):
     calendars = tmp_path / "calendars"
     calendars.mkdir()
-    # A daytime a few seconds from now, whole seconds, in UTC.
-    at = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
-    today, yesterday = at.date(), at.date() - timedelta(days=1)
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
     (calendars / "closed.cal").write_text(f"# closed yesterday\n{yesterday.isoformat()}\n")
     config = tmp_path / "config.yaml"
     config.write_text(f"calendars_dir: {calendars}\n")
+    server = Server(jobs_dir, data_dir, extra_args=["--config", str(config)])
+    server.start()
+    # A daytime a few seconds from now, whole seconds, in UTC; the job file is
+    # written once the server is up, which on a busy machine can take seconds.
+    at = (datetime.now(timezone.utc) + timedelta(seconds=3)).replace(microsecond=0)
+    today = at.date()
     write_job(jobs_dir, "nightly", f"""
         params: [date]
         program: "echo prev={{{{ calendar('all - closed').before(date) }}}}; sleep 60"
@@ -28,10 +32,9 @@ def test_daily_on_a_calendar_runs_and_is_stopped(jobs_dir, data_dir, tmp_path):
             type: duration
             duration: 2s
     """)
-    server = Server(jobs_dir, data_dir, extra_args=["--config", str(config)])
     try:
-        server.start()
-        job = server.get("/api/v1/jobs/nightly")
+        job = server.wait_for(lambda: server.request("GET", "/api/v1/jobs/nightly")[0] == 200
+                              and server.get("/api/v1/jobs/nightly"), what="the new job")
         assert job["schedules"][0]["description"] == (
             f"daily at {at.strftime('%H:%M:%S')} on all - closed UTC; stop after 2.0 s")
         run = server.wait_for(lambda: [r for r in server.runs() if r["job_id"] == "nightly"],
@@ -60,6 +63,9 @@ def test_daily_on_a_calendar_runs_and_is_stopped(jobs_dir, data_dir, tmp_path):
 
 
 def test_every_schedule_type_runs_through_the_server(server, jobs_dir):
+    # The jobs are written once the server is up (which on a busy machine can take
+    # seconds), so that the explicit time 3 s from now is still ahead of it.
+    server.start()
     now = datetime.now(timezone.utc).replace(microsecond=0)
     start, stop = now - timedelta(minutes=1), now + timedelta(minutes=30)
     if start.date() != stop.date():  # keep the window inside one UTC day
@@ -90,10 +96,9 @@ def test_every_schedule_type_runs_through_the_server(server, jobs_dir):
     }
     for job_id, text in jobs.items():
         write_job(jobs_dir, job_id, text)
-    server.start()
     for job_id in jobs:
         run = server.wait_for(
-            lambda: next((r for r in server.runs(f"job:{job_id} state:success")), None),
+            lambda job_id=job_id: next((r for r in server.runs(f"job:{job_id} state:success")), None),
             timeout=20, what=f"a successful run of {job_id}")
         output = server.request("GET", f"/api/v1/runs/{run['run_id']}/output")[1].decode()
         args = run["args"]

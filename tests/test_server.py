@@ -13,14 +13,14 @@ def test_interval_job_runs_repeatedly_with_output(server, jobs_dir):
         program: "echo tick at {{ time }}"
         schedule:
           type: interval
-          interval: 1s
+          interval: 0.5s
     """)
     server.start()
     def three_done():
         done = [r for r in server.runs("tick") if r["state"] == "success"]
         return done if len(done) >= 3 else None
 
-    done = server.wait_for(three_done, timeout=10, what="three successful runs")
+    done = server.wait_for(three_done, what="three successful runs")
     for run in done:
         status, body, _ = server.request("GET", f"/api/v1/runs/{run['run_id']}/output")
         assert status == 200
@@ -86,10 +86,10 @@ def test_stop_kills_shell_and_grandchild(server, tmp_path):
     assert _alive(grandchild)
     stopped = server.post(f"/api/v1/runs/{rid}/stop")
     assert stopped["state"] in ("stopping", "failure")
-    run = server.wait_run(rid, timeout=10)
+    run = server.wait_run(rid)
     assert run["state"] == "failure"
     assert run["signal"] == "SIGTERM"
-    server.wait_for(lambda: not _alive(grandchild), timeout=5, what="grandchild to die")
+    server.wait_for(lambda: not _alive(grandchild), what="grandchild to die")
     log = [e["message"] for e in server.get(f"/api/v1/runs/{rid}/log")["items"]]
     assert any("stop requested" in m for m in log)
 
@@ -106,7 +106,7 @@ def test_stop_escalates_to_sigkill_after_grace(server, jobs_dir):
     server.wait_run(rid, states=("running",))
     t0 = time.monotonic()
     server.post(f"/api/v1/runs/{rid}/stop")
-    run = server.wait_run(rid, timeout=10)
+    run = server.wait_run(rid)
     assert run["signal"] == "SIGKILL"
     assert time.monotonic() - t0 < 5
 
@@ -119,7 +119,7 @@ def test_timeout(server, jobs_dir):
           timeout: {duration: 0.5s, signal: SIGTERM}
     """)
     server.start()
-    run = server.wait_run(server.post("/api/v1/runs", {"job_id": "slow"})["run_id"], timeout=10)
+    run = server.wait_run(server.post("/api/v1/runs", {"job_id": "slow"})["run_id"])
     assert run["state"] == "failure"
     assert run["signal"] == "SIGTERM"
     assert "timed out" in run["message"]
