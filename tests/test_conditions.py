@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import _kill_agents, write_job
+from test_engine import tick
 
 from apsis_lite.config import load_config
 from apsis_lite.engine import Engine
@@ -46,7 +47,7 @@ def worlds(tmp_path):
         engine.recover()
         # The first pass sweeps runs in flight; later ones do not (sweep_interval),
         # so rows inserted as running stay running.
-        engine.tick(clock_at)
+        tick(engine, clock_at)
         return engine, store, clock
     yield make
     _kill_agents(tmp_path / "data")
@@ -66,7 +67,7 @@ def settle(engine, clock, t=None, passes=5):
     if t is not None:
         clock.t = t
     for _ in range(passes):
-        engine.tick(clock.t)
+        tick(engine, clock.t)  # each pass until idle: one tick may stop planning on its time budget
 
 
 def messages(store, run_id):
