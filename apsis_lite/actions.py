@@ -56,6 +56,10 @@ MAX_RETRY_DELAY = 60.0
 ACTIONS_CACHE_SIZE = 100_000
 
 
+# How the run's log names an alarm an action was done for.
+ALARM_WORDS = {"deadline": "deadline missed", "max_duration": "max_duration exceeded"}
+
+
 class ActionFailed(Exception):
     """An action that could not be done; the message says why, for the run's log."""
 
@@ -450,6 +454,8 @@ class ActionEvent:
     old: str | None
     new: str
     time: float
+    # A missed deadline or max_duration: {"kind", "message"}; the run did not change state.
+    alarm: dict | None = None
 
     @property
     def run_id(self) -> str:
@@ -458,6 +464,9 @@ class ActionEvent:
     def to_jso(self) -> dict:
         """What a webhook receives and a command reads on stdin."""
         from .timeutil import to_iso
+        if self.alarm is not None:
+            return {"run": self.run.to_jso(), "transition": None,
+                    "alarm": {**self.alarm, "time": to_iso(self.time)}}
         return {"run": self.run.to_jso(),
                 "transition": {"from": self.old, "to": self.new, "time": to_iso(self.time)}}
 
@@ -470,6 +479,9 @@ class ActionEvent:
                "APSIS_MESSAGE": run.message or ""}
         if run.exit_code is not None:
             env["APSIS_EXIT_CODE"] = str(run.exit_code)
+        if self.alarm is not None:
+            env["APSIS_ALARM"] = self.alarm["kind"]
+            env["APSIS_ALARM_MESSAGE"] = self.alarm["message"]
         for name, value in run.args.items():
             env[f"APSIS_ARG_{name}"] = str(value)
         return env
@@ -478,8 +490,11 @@ class ActionEvent:
         """Plain text about the run, for an e-mail."""
         from .timeutil import to_iso
         run = self.run
-        lines = [f"Run {self.run_id} of job {run.job_id} is now {self.new}"
-                 + (f" (was {self.old})." if self.old else "."), ""]
+        if self.alarm is not None:
+            lines = [f"Run {self.run_id} of job {run.job_id}: {self.alarm['message']}.", ""]
+        else:
+            lines = [f"Run {self.run_id} of job {run.job_id} is now {self.new}"
+                     + (f" (was {self.old})." if self.old else "."), ""]
         fields = [("job", run.job_id),
                   ("args", " ".join(f"{k}={v}" for k, v in run.args.items())),
                   ("state", self.new), ("message", run.message),
@@ -514,6 +529,7 @@ class ActionRunner:
     def start(self):
         """Listen to the store and start the dispatcher."""
         self.store.add_listener(self.on_transition)
+        self.engine.add_alarm_listener(self.on_alarm)
         self._thread = threading.Thread(target=self._dispatch, name="actions", daemon=True)
         self._thread.start()
 
@@ -549,6 +565,20 @@ class ActionRunner:
         for action in due:
             self._queue.append(ActionEvent(action, run, old, new, when))
         self._ready.set()
+
+    def on_alarm(self, run_id, kind, message):
+        """Queue a run's failure actions for a missed deadline or max_duration.
+
+        The actions due are those that would be done if the run failed
+        (``if:`` states include failure, or no states at all).
+        """
+        run = self.store.get_run(run_id)
+        due = [a for a in self._parse(run) if a.applies("failure", self._labels(run.job_id))]
+        for action in due:
+            self._queue.append(ActionEvent(action, run, run.state, run.state, self.clock(),
+                                           alarm={"kind": kind, "message": message}))
+        if due:
+            self._ready.set()
 
     def _parse(self, run) -> tuple:
         parsed = []
@@ -588,7 +618,8 @@ class ActionRunner:
             self._workers.release()
 
     def _do(self, event):
-        what = f"action {event.action.describe()} on {event.new}"
+        what = f"action {event.action.describe()} on " + (
+            ALARM_WORDS.get(event.alarm["kind"], event.alarm["kind"]) if event.alarm else event.new)
         try:
             outcome = event.action.perform(event, self)
         except ActionFailed as exc:

@@ -8,6 +8,7 @@ and CLI (``submit``, ``start``, ``skip``, ``stop``, ``signal``, ``rerun``,
 compare-and-set store transition, committed before it is acted on.
 """
 
+import functools
 import heapq
 import itertools
 import logging
@@ -19,6 +20,7 @@ from collections import deque
 
 from . import jobs as jobs_mod
 from .errors import ApsisError, BadRequest, NotFound, TransitionError
+from .pauses import GLOBAL, Pause, pausable, pause_of
 from .programs import parse_program
 from .runs import ACTIVE, FINISHED, dumps, format_run_id, parse_state
 from .schedules import jitter_offset
@@ -86,6 +88,14 @@ class Engine:
         self._has_deadline = set()
         self._stops = []            # heap of (time, run_id): stop schedules
         self._in_tick = False
+        # Pauses and alarms (see the "pauses, deadlines" section).
+        self._pauses = {}           # scope ('' global, else job id) -> Pause
+        self._pause_changes = deque()  # scopes set or lifted since the last pass
+        self._alarms = []           # heap of (time, kind, run_id): deadlines, max_duration
+        self._alarm_listeners = []
+        self._alarmed = set()       # deadlines (job_id, args, time) and max_durations ("max_duration", run_id) reported
+        self._any_max_duration = False
+        self._load_pauses()
         store.add_listener(self._on_change)
 
     # -- jobs ------------------------------------------------------------------
@@ -102,6 +112,7 @@ class Engine:
         """
         old = self.jobs
         self.jobs = dict(jobs)
+        self._any_max_duration = any(j.max_duration for j in self.jobs.values())
         self.job_errors = list(errors)
         self._job_errors_by_id = {}
         for err in self.job_errors:
@@ -227,7 +238,9 @@ class Engine:
     def _tick(self, now):
         self._handle_notices()
         self._process_changes(now)
+        self._release_paused(now)
         self._expire_waiting(now)
+        self._fire_alarms(now)
         self._stop_due(now)  # first: a run whose stop time has passed must not start
         self._start_due(now)
         planned_all = self._plan_due(now)
@@ -242,7 +255,7 @@ class Engine:
             self._next_checkpoint = now + self.config.checkpoint_interval
         # What this pass changed (a finished run frees its resources, ...).
         self._process_changes(now)
-        if not planned_all or self._changes:
+        if not planned_all or self._changes or self._pause_changes:
             return now
         wake_at = min(self._next_sweep, self._next_checkpoint)
         if self._due:
@@ -255,6 +268,8 @@ class Engine:
             wake_at = min(wake_at, self._wait_deadlines[0][0])
         if self._stops:
             wake_at = min(wake_at, self._stops[0][0])
+        if self._alarms:
+            wake_at = min(wake_at, self._alarms[0][0])
         return wake_at
 
     # -- start-up ------------------------------------------------------------------
@@ -280,8 +295,11 @@ class Engine:
         for run in self.store.runs_in_states(["waiting"]):
             self._push_due(run.time_schedule, run.run_id)
             self._push_stop(run)
+        for rid, t, _ in self.store.get_deadlines():
+            heapq.heappush(self._alarms, (t, "deadline", rid))
         for run in self.store.runs_in_states(sorted(ACTIVE)):
             self._push_stop(run)
+            self._arm_max_duration(run)
             self._resources.take(run.run_id, resource_wants(run.conditions))
             self._reconcile(run, now, restarted=True)
         self.started = True
@@ -420,6 +438,7 @@ class Engine:
         if run is not None:
             self._push_due(due, run.run_id)
             self._push_stop(run)
+            self._arm_deadline(job, run, now)
 
     # -- starting ------------------------------------------------------------------------
 
@@ -475,6 +494,8 @@ class Engine:
                             f"missed: due at {to_iso(run.time_schedule)} while the server was down, "
                             f"older than max_age ({format_duration(self.config.max_age)})")
                         self._discard_prepared(rid)
+                        continue
+                    if self._pauses and self._skip_if_paused(run, now):
                         continue
                     if not self.store.transition(rid, "scheduled", "waiting", now, "due"):
                         continue
@@ -558,9 +579,12 @@ class Engine:
         if info is None:
             return False
         started = info.get("time") or self.clock()
-        return self.store.transition(rid, "starting", "running", started,
-                                     f"running as pid {info.get('pid')}",
-                                     meta={"pid": info.get("pid")})
+        moved = self.store.transition(rid, "starting", "running", started,
+                                      f"running as pid {info.get('pid')}",
+                                      meta={"pid": info.get("pid")})
+        if moved and self._any_max_duration:
+            self._arm_max_duration(self.store.get_run(rid))
+        return moved
 
     def _collect(self, rid):
         """Record a finished run's result and output; False if it has none yet."""
@@ -695,6 +719,7 @@ class Engine:
             job.job_id, args, "scheduled", when, now, rerun_of=rerun_of, rerun_group=rerun_group,
             meta={"adhoc": True}, message=f"{why} for {to_iso(when)}", user=user, **bound)
         self._push_due(when, run.run_id)
+        self._arm_deadline(job, run, now)
         self.wake()
         return run
 
@@ -706,7 +731,8 @@ class Engine:
         why = "started by hand, skipping the wait for its time and conditions"
         if run.state == "waiting":
             why = "started by hand, skipping its remaining conditions" + (
-                f" (it was {run.message})" if run.message and run.message.startswith("waiting") else "")
+                f" (it was {run.message})" if run.message and run.message.startswith(("waiting", "held"))
+                else "")
         if not self.store.transition(run_id, run.state, "starting", self.clock(), why, user=user):
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
         self._waits.remove(run_id)
@@ -822,6 +848,10 @@ class Engine:
         Otherwise it is filed under what it waits for, with its reason
         recorded, or sent to the finished state a condition asks for.
         """
+        pause = pause_of(self._pauses, run) if self._pauses else None
+        if pause is not None:
+            self._hold_or_skip(run, pause, now)
+            return False
         if not run.conditions:
             return True
         verdict = check_conditions(run, StoreContext(self.store, self._find_job), self._resources)
@@ -905,6 +935,8 @@ class Engine:
                     continue
                 if run.state != "waiting":
                     continue
+                if self._pauses and pause_of(self._pauses, run) is not None:
+                    continue  # a pause is no condition: its hold is not timed out
                 self._waits.remove(rid)
                 last = f": {run.message}" if run.message else ""
                 if self.store.transition(rid, "waiting", "error", now,
@@ -945,6 +977,7 @@ class Engine:
         self.store.log(rid, now, f"{state}: rerun {n} of {policy.count} in {_seconds(delay)} "
                                  f"as {format_run_id(new.run_id)}")
         self._push_due(when, new.run_id)
+        self._arm_deadline(job, new, now)
 
     def explain(self, run_id):
         """Why a run is in its state: ``{"run_id", "state", "summary", "lines", ...}``."""
@@ -952,8 +985,240 @@ class Engine:
         job = self._find_job(run.job_id)
         max_time = (job and job.waiting_max_time) or self.config.waiting_max_time
         ctx = StoreContext(self.store, self._find_job)
-        return explain_run(run, ctx, self._resources, self.clock(), max_time=max_time,
-                           reruns=job.reruns if job else None)
+        out = explain_run(run, ctx, self._resources, self.clock(), max_time=max_time,
+                          reruns=job.reruns if job else None)
+        self._explain_pause_and_alarms(run, job, out)
+        return out
+
+    # -- pauses, deadlines and max_duration ---------------------------------------------------
+    #
+    # A pause is looked at when a run of a schedule slot (or an automatic
+    # rerun) comes due: with ``skip`` it is skipped, with ``hold`` it waits,
+    # filed in ``_waits`` under ("pause", scope) like any other wait, so that
+    # lifting the pause wakes exactly the runs it held. Deadlines and
+    # max_duration are timers in ``_alarms``; a deadline is also a row in
+    # the store, so that it outlives a restart.
+
+    def _load_pauses(self):
+        self._pauses = {scope: Pause(scope, mode, reason, user, t)
+                        for scope, mode, reason, user, t in self.store.get_pauses()}
+
+    @property
+    def pauses(self) -> list:
+        """Every pause in force, the global one first."""
+        return [self._pauses[k] for k in sorted(self._pauses)]
+
+    def job_pause(self, job_id):
+        """A job's own pause (``job_id`` None: the global pause), or None."""
+        return self._pauses.get(GLOBAL if job_id is None else job_id)
+
+    def pause_of_job(self, job_id):
+        """The pause a job's scheduled runs are under (global first), or None."""
+        return self._pauses.get(GLOBAL) or self._pauses.get(job_id)
+
+    def pause(self, job_id=None, reason="", mode="skip", user=None):
+        """Pause every job (``job_id`` None) or one job; replaces a pause already there."""
+        scope = GLOBAL if job_id is None else job_id
+        if scope and scope not in self.jobs:
+            self.get_job(scope)  # raises NotFound, saying why
+            raise BadRequest(f"{scope!r} is an ad hoc job; only jobs of the jobs folder can be paused")
+        now = self.clock()
+        self.store.set_pause(scope, mode, reason, user, now)
+        pause = self._pauses[scope] = Pause(scope, mode, reason, user, now)
+        log.info("%s", pause.describe())
+        # Runs held by the pause this one replaces: skipped now if it skips.
+        self._pause_changes.append(scope)
+        self.wake()
+        return pause
+
+    def resume(self, job_id=None, user=None):
+        """Lift a pause; the runs it held are checked again (and start if nothing else holds them)."""
+        scope = GLOBAL if job_id is None else job_id
+        pause = self._pauses.get(scope)
+        if pause is None:
+            raise TransitionError("there is no global pause" if not scope else f"job {scope!r} is not paused")
+        self.store.delete_pause(scope)
+        del self._pauses[scope]
+        log.info("%s lifted%s", pause.describe(), f" by {user}" if user else "")
+        self._pause_changes.append(scope)
+        self.wake()
+        return pause
+
+    def _release_paused(self, now):
+        """Check again the runs held by pauses set or lifted since the last pass."""
+        woken = set()
+        while self._pause_changes:
+            woken |= self._waits.pop(("pause", self._pause_changes.popleft()))
+        if woken:
+            self._recheck(sorted(woken), now)
+
+    @staticmethod
+    def _pause_words(pause):
+        by = f" (by {pause.user})" if pause.user else ""
+        what = "global pause" if pause.scope == GLOBAL else "job paused"
+        return f"{what}: {pause.reason}{by}"
+
+    def _skip_if_paused(self, run, now):
+        """A due scheduled run: skip it if a ``skip`` pause applies; note a pause it is exempt from."""
+        pause = pause_of(self._pauses, run)
+        if pause is None:
+            if not pausable(run) and self.pause_of_job(run.job_id):
+                self.store.log(run.run_id, now, "not held back by the "
+                               + self._pause_words(self.pause_of_job(run.job_id))
+                               + "; only scheduled runs and automatic reruns are paused")
+            return False
+        if pause.mode != "skip":
+            return False
+        if self.store.transition(run.run_id, "scheduled", "skipped", now,
+                                 f"skipped: {self._pause_words(pause)}"):
+            self._discard_prepared(run.run_id)
+        return True
+
+    def _hold_or_skip(self, run, pause, now):
+        """A waiting run under a pause: skip it, or file it under the pause until it is lifted."""
+        rid = run.run_id
+        if pause.mode == "skip":
+            self._waits.remove(rid)
+            if self.store.transition(rid, "waiting", "skipped", now, f"skipped: {self._pause_words(pause)}"):
+                self._discard_prepared(rid)
+            return
+        self._waits.add(rid, [("pause", pause.scope)])
+        self.store.set_waiting_reason(
+            rid, f"held: {self._pause_words(pause)}; starts when the pause is lifted", now)
+
+    def add_alarm_listener(self, fn):
+        """Call ``fn(run_id, kind, message)`` when a run misses its deadline or max_duration.
+
+        ``kind`` is ``deadline`` or ``max_duration``; called after the log
+        line saying so has committed, in the engine's thread: be quick.
+        """
+        self._alarm_listeners.append(fn)
+
+    def _arm_deadline(self, job, run, now):
+        """Record a new run's deadline, if its job has one still ahead."""
+        deadline = getattr(job, "deadline", None)
+        if deadline is None or run is None:
+            return
+        t = deadline.due(run.args, run.time_schedule)
+        if t <= now:
+            return  # created after its deadline (a catch-up, a late rerun): nothing to warn of
+        self.store.add_deadline(run.run_id, t, deadline.describe())
+        heapq.heappush(self._alarms, (t, "deadline", run.run_id))
+
+    def _arm_max_duration(self, run):
+        job = self.jobs.get(run.job_id)
+        started = run.times.get("running")
+        if job is None or job.max_duration is None or started is None:
+            return
+        heapq.heappush(self._alarms, (started + job.max_duration.duration, "max_duration", run.run_id))
+
+    def _fire_alarms(self, now):
+        while self._alarms and self._alarms[0][0] <= now:
+            t, kind, rid = heapq.heappop(self._alarms)
+            try:
+                with self.store.write():
+                    if kind == "deadline":
+                        self._check_deadline(rid, t, now)
+                        continue
+                    limit = self._check_max_duration(rid, now)
+                # Outside the transaction: asking the agent to stop yields.
+                if limit is not None and limit.stop:
+                    self.stop(rid, why=f"max_duration {limit.describe()} exceeded")
+            except (NotFound, TransitionError):
+                continue
+            except Exception:  # one bad alarm must not stop the others
+                log.exception("checking the %s of run %s failed", kind, rid)
+
+    def _check_deadline(self, rid, t, now):
+        row = self.store.get_deadline(rid)
+        if row is None or row[0] != t:
+            return
+        self.store.delete_deadline(rid)
+        run = self.store.get_run(rid)
+        if run.state == "success" or self.store.runs_of(run.job_id, run.args, ["success"], limit=1):
+            return
+        # A later try of its rerun group with the same deadline reports it instead.
+        if any(r.run_id > rid and self.store.get_deadline(r.run_id)
+               for r in self.store.rerun_group(run.rerun_group or rid)):
+            return
+        key = (run.job_id, dumps(run.args), t)
+        if key in self._alarmed:
+            return  # two runs of the same job and args: one report
+        self._alarmed.add(key)
+        self._alarm(rid, "deadline", f"deadline {row[1]} missed: {_status_words(run)}", now)
+
+    def _check_max_duration(self, rid, now):
+        """Report a run past its job's max_duration; returns that max_duration if it is."""
+        run = self.store.get_run(rid)
+        job = self.jobs.get(run.job_id)
+        started = run.times.get("running")
+        if run.state != "running" or job is None or job.max_duration is None or started is None:
+            return
+        limit = job.max_duration
+        if started + limit.duration > now:  # the job file changed meanwhile
+            heapq.heappush(self._alarms, (started + limit.duration, "max_duration", rid))
+            return
+        if ("max_duration", rid) in self._alarmed:
+            return  # armed twice (at a restart, and as it was found running)
+        self._alarmed.add(("max_duration", rid))
+        self._alarm(rid, "max_duration", f"ran longer than max_duration {limit.describe()} "
+                                         f"(running since {to_iso(started)})", now)
+        return limit
+
+    def _alarm(self, rid, kind, message, now):
+        self.store.log(rid, now, message)
+        for fn in self._alarm_listeners:
+            self.store.after_commit(functools.partial(_call_alarm_listener, fn, rid, kind, message))
+
+    def _explain_pause_and_alarms(self, run, job, out):
+        """Add to an explanation the pause a pending run is under and the alarms ahead of it."""
+        lines = out["lines"]
+        if run.state in ("scheduled", "waiting"):
+            pause = pause_of(self._pauses, run)
+            if pause is not None:
+                out["pause"] = pause.to_jso()
+                if run.state == "waiting":
+                    # A pause is not a condition: waiting max_time does not end a held run.
+                    lines[:] = [x for x in lines if not x.startswith("goes to error at ")]
+                    verb = "held" if pause.mode == "hold" else "skipped on the next pass"
+                    out["summary"] = f"{verb}: {self._pause_words(pause)}" + (
+                        "; starts when the pause is lifted" if pause.mode == "hold" else "")
+                else:
+                    lines.insert(0, f"{self._pause_words(pause)}: when due it will be "
+                                    + ("skipped" if pause.mode == "skip" else "held until the pause is lifted"))
+            elif not pausable(run) and self.pause_of_job(run.job_id):
+                lines.append(f"not held back by the {self._pause_words(self.pause_of_job(run.job_id))} "
+                             "(it was not created by a schedule)")
+        row = self.store.get_deadline(run.run_id)
+        if row is not None:
+            lines.append(f"deadline {row[1]}: must have succeeded by {to_iso(row[0])}")
+        started = run.times.get("running")
+        if run.state == "running" and job is not None and job.max_duration and started is not None:
+            lines.append(f"max_duration {job.max_duration.describe()}: an alarm at "
+                         f"{to_iso(started + job.max_duration.duration)}"
+                         + (", and it is stopped" if job.max_duration.stop else ""))
+
+
+def _call_alarm_listener(fn, rid, kind, message):
+    try:
+        fn(rid, kind, message)
+    except Exception:  # a listener's bug must not stop the engine
+        log.exception("alarm listener failed for run %s (%s)", rid, kind)
+
+
+def _status_words(run):
+    """Where a run stands, for a missed deadline: ``the run is still waiting (for ...)``."""
+    state = run.state
+    if state == "scheduled":
+        return f"the run is still scheduled (for {to_iso(run.time_schedule)})"
+    if state == "waiting":
+        why = run.message or ""
+        why = why.removeprefix("waiting ")
+        return "the run is still waiting" + (f" ({why})" if why else "")
+    if state in ACTIVE:
+        return f"the run is still {state} (since {to_iso(run.times.get(state, run.time_updated))})"
+    at = run.times.get(state, run.time_updated)
+    return f"the run ended {state} at {to_iso(at)}" + (f": {run.message}" if run.message else "")
 
 
 def _seconds(delay):

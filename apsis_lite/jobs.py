@@ -28,6 +28,7 @@ import yaml
 from . import actions as _actions
 from . import calendars as _calendars
 from . import conditions as _conditions
+from . import deadlines as _deadlines
 from . import reruns as _reruns
 from .errors import ApsisError, BadRequest, JobFileError
 from .programs import Program, parse_program
@@ -62,7 +63,7 @@ _Loader.add_implicit_resolver(_FLOAT, re.compile(
 
 JOB_FILE_SUFFIXES = (".yaml", ".yml")
 JOB_KEYS = ("params", "program", "schedule", "condition", "action", "successors", "metadata",
-            "resources", "reruns", "waiting", "catch_up")
+            "resources", "reruns", "waiting", "catch_up", "deadline", "max_duration")
 CATCH_UP_MISSED = ("all", "latest", "none")
 
 # Keys apsis accepts that we do not, with what to do instead.
@@ -101,6 +102,8 @@ class Job:
     calendars: object = field(default=None, compare=False, repr=False)
     reruns: _reruns.Reruns | None = None    # automatic reruns (``reruns:``)
     waiting_max_time: float | None = None   # ``waiting: {max_time}``; None: the config's
+    deadline: _deadlines.Deadline | None = None          # ``deadline:`` (an alarm)
+    max_duration: _deadlines.MaxDuration | None = None   # ``max_duration:`` (an alarm)
 
     def to_jso(self) -> dict:
         """The job for the JSON API; each schedule carries its ``description``."""
@@ -121,6 +124,10 @@ class Job:
             jso["reruns"] = self.reruns.to_jso()
         if self.waiting_max_time:
             jso["waiting"] = {"max_time": self.waiting_max_time}
+        if self.deadline is not None:
+            jso["deadline"] = self.deadline.to_jso()
+        if self.max_duration is not None:
+            jso["max_duration"] = self.max_duration.to_jso()
         return jso
 
 
@@ -476,6 +483,8 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
         except SpecError as exc:
             fail_spec("catch_up", exc)
 
+    deadline, max_duration = _alarms(jso, fail, fail_spec)
+
     # metadata
     metadata = {}
     raw = jso.get("metadata")
@@ -511,7 +520,25 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
     return Job(job_id=job_id, params=tuple(params), program=program,
                schedules=tuple(schedules), conditions=tuple(conditions),
                actions=tuple(actions), metadata=metadata, path=path, adhoc=adhoc,
-               reruns=reruns, waiting_max_time=waiting_max_time, catch_up=catch_up, calendars=calendars)
+               reruns=reruns, waiting_max_time=waiting_max_time, catch_up=catch_up, calendars=calendars,
+               deadline=deadline, max_duration=max_duration)
+
+
+def _alarms(jso, fail, fail_spec):
+    """The ``deadline:`` and ``max_duration:`` of a job file."""
+    found = []
+    for key, parse in (("deadline", _deadlines.Deadline.from_jso),
+                       ("max_duration", _deadlines.MaxDuration.from_jso)):
+        value = None
+        if jso.get(key) is not None:
+            try:
+                value = parse(jso[key])
+            except SpecError as exc:
+                fail_spec(key, exc)
+            except ValueError as exc:
+                fail(key, str(exc))
+        found.append(value)
+    return tuple(found)
 
 
 def _reruns_and_waiting(jso, fail, fail_spec):

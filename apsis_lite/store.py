@@ -121,6 +121,23 @@ MIGRATIONS = [
     """
     CREATE INDEX runs_job_state ON runs (job_id, state, run_id);
     """,
+    # Pauses (scope '' is the global pause, else a job id), and the
+    # deadlines of runs not yet checked against them, so that both survive
+    # a restart; see pauses.py and deadlines.py.
+    """
+    CREATE TABLE pauses (
+        scope  TEXT PRIMARY KEY,
+        mode   TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        user   TEXT,
+        time   REAL NOT NULL
+    );
+    CREATE TABLE run_deadlines (
+        run_id INTEGER PRIMARY KEY,
+        time   REAL NOT NULL,
+        what   TEXT NOT NULL
+    );
+    """,
 ]
 
 RUN_COLUMNS = (
@@ -398,6 +415,20 @@ class Store:
         next_cursor = runs[-1].run_id if len(rows) > limit else None
         return runs, next_cursor
 
+    def calendar_runs(self, where="1", params=(), *, since, until, limit):
+        """Runs matching ``where`` scheduled in [since, until), latest scheduled first, at most
+        ``limit``, with only what a calendar shows: id, job, state, times (args and the other
+        JSON columns left empty; decoding them for thousands of runs would cost more than the
+        query). Always through the time index, in its order: no sort, and the cost is bounded
+        by the runs of the window, where a job filter's index would sort all that job's history."""
+        rows = self._all(
+            f"SELECT run_id, job_id, state, time_schedule, time_updated, times FROM runs INDEXED BY runs_time"
+            f" WHERE ({where}) AND time_schedule >= ? AND time_schedule < ?"
+            f" ORDER BY time_schedule DESC, run_id DESC LIMIT ?",
+            list(params) + [since, until, limit])
+        return [Run(run_id=r, job_id=j, args={}, state=st, time_schedule=ts, time_updated=tu,
+                    times=json.loads(tm)) for r, j, st, ts, tu, tm in rows]
+
     def run_log(self, run_id):
         return [
             {"time": to_iso(t), "state": s, "message": m, "user": u}
@@ -512,6 +543,43 @@ class Store:
     def count_reruns(self, group_id):
         """How many reruns (not counting the original) a rerun group holds."""
         return self._one("SELECT count(*) FROM runs WHERE rerun_group=?", (group_id,))[0]
+
+    # -- pauses and deadlines ------------------------------------------------------------
+    # A handful of rows each: pauses are set by people, and a deadline row
+    # lives only until its time has come.
+
+    def get_pauses(self) -> list:
+        """[(scope, mode, reason, user, time)] of every pause."""
+        return self._all("SELECT scope, mode, reason, user, time FROM pauses ORDER BY scope")
+
+    def set_pause(self, scope, mode, reason, user, now):
+        with self.write():
+            self._exec("INSERT INTO pauses (scope, mode, reason, user, time) VALUES (?,?,?,?,?)"
+                       " ON CONFLICT(scope) DO UPDATE SET mode=excluded.mode, reason=excluded.reason,"
+                       " user=excluded.user, time=excluded.time", (scope, mode, reason, user, now))
+
+    def delete_pause(self, scope) -> bool:
+        """Remove a pause; False if there was none."""
+        with self.write():
+            self._exec("DELETE FROM pauses WHERE scope=?", (scope,))
+            return self.conn.changes() == 1
+
+    def add_deadline(self, run_id, t, what):
+        with self.write():
+            self._exec("INSERT OR REPLACE INTO run_deadlines (run_id, time, what) VALUES (?,?,?)",
+                       (run_id, t, what))
+
+    def get_deadlines(self) -> list:
+        """[(run_id, time, what)] of deadlines not yet checked."""
+        return self._all("SELECT run_id, time, what FROM run_deadlines ORDER BY time, run_id")
+
+    def get_deadline(self, run_id):
+        """(time, what) of a run's unchecked deadline, or None."""
+        return self._one("SELECT time, what FROM run_deadlines WHERE run_id=?", (run_id,))
+
+    def delete_deadline(self, run_id):
+        with self.write():
+            self._exec("DELETE FROM run_deadlines WHERE run_id=?", (run_id,))
 
     # -- pages ---------------------------------------------------------------------
     # Read-only queries for the browser pages, each bounded by the ids it is given.

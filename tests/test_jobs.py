@@ -131,7 +131,7 @@ def test_several_errors_in_one_file_are_all_reported():
     })
     assert got == [
         "conditions: unknown key (did you mean 'condition'?); expected: params, program, "
-        "schedule, condition, action, successors, metadata, resources, reruns, waiting, catch_up",
+        "schedule, condition, action, successors, metadata, resources, reruns, waiting, catch_up, deadline, max_duration",
         "params[1]: duplicate param 'date'",
         "params[2]: a param name must be a non-empty string, not int 3",
         "program.env.A: expected a string, got nothing (null)",
