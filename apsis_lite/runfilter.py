@@ -20,6 +20,7 @@ fragment works whatever the runs table is called in the enclosing query.
 """
 
 import re
+from dataclasses import dataclass
 
 from .errors import BadRequest
 from .runs import STATES
@@ -30,6 +31,32 @@ FIELDS = ("job", "state")
 _FIELD_NAME = re.compile(r"[A-Za-z_]\w*")
 
 
+@dataclass(frozen=True)
+class Term:
+    """One parsed filter term.
+
+    ``kind`` is "word" (``value`` is the text to find in job ids), "job"
+    (``value`` is the exact job id), "state" (``value`` is the
+    comma-separated state names as typed) or "arg" (``name`` = ``value``;
+    ``value`` None for ``ARG=``, any value). ``negated`` for ``!TERM``.
+    """
+
+    raw: str
+    kind: str
+    value: str | None
+    name: str = ""
+    negated: bool = False
+
+
+def parse_terms(text: str) -> list[Term]:
+    """The terms of filter ``text``; raises BadRequest naming a malformed term.
+
+    State names are not checked here (``compile_filter`` does, against the
+    states it is given).
+    """
+    return [_parse_term(raw, segs) for raw, segs in _terms(text or "")]
+
+
 def compile_filter(text: str, states=None) -> tuple[str, list]:
     """SQL (with ``?`` placeholders) and params matching the runs ``text`` selects.
 
@@ -38,9 +65,9 @@ def compile_filter(text: str, states=None) -> tuple[str, list]:
     """
     states = STATES if states is None else tuple(states)
     clauses, params = [], []
-    for raw, segs in _terms(text or ""):
-        sql, args = _compile_term(raw, segs, states)
-        clauses.append(sql)
+    for term in parse_terms(text):
+        sql, args = _compile_term(term, states)
+        clauses.append(f"NOT ({sql})" if term.negated else sql)
         params.extend(args)
     return (" AND ".join(clauses) or "1"), params
 
@@ -83,42 +110,61 @@ def _terms(text):
         yield text[start:i], segs
 
 
-def _compile_term(raw, segs, states):
+def _parse_term(raw, segs, negated=False):
     if segs and not segs[0][1] and segs[0][0].startswith("!"):
         rest = [(segs[0][0][1:], False)] + segs[1:]
         if not _join(rest) and not any(q for _, q in rest):
             raise _bad(raw, "nothing after '!'")
-        sql, params = _compile_term(raw, rest, states)
-        return f"NOT ({sql})", params
+        return _parse_term(raw, rest, negated=not negated)
 
     left, op, right = _split_op(segs, "=:")
     if op == ":":
         name = _join(left)
         if not any(q for _, q in left) and _FIELD_NAME.fullmatch(name):
-            return _compile_field(raw, name.lower(), _join(right), states)
+            field, value = name.lower(), _join(right)
+            if field == "job":
+                if not value:
+                    raise _bad(raw, "empty job id")
+                return Term(raw, "job", value, negated=negated)
+            if field == "state":
+                return Term(raw, "state", value, negated=negated)
+            raise _bad(
+                raw, f"unknown field {field!r} (fields: {', '.join(FIELDS)}); "
+                "quote the term to search job ids for it"
+            )
     # Not a field: a colon is ordinary text, in an arg name, value or word.
     left, op, right = _split_op(segs, "=")
     if op == "=":
         name = _join(left)
         if not name:
             raise _bad(raw, "missing arg name before '='")
-        # run_args holds every run's args by (name, value): an index lookup,
-        # and the name is a plain parameter, never part of a JSON path.
-        if not right:
-            # ``ARG=`` with nothing at all after it: the arg is present. Most
-            # runs that match have it, so checking each run's own args while
-            # paging newest first ends sooner than collecting every run that
-            # has it from run_args.
-            return "EXISTS (SELECT 1 FROM json_each(args) WHERE key = ?)", [name]
-        sql = "run_id IN (SELECT run_id FROM run_args WHERE name = ? AND value = ?)"
-        return sql, [name, _join(right)]
+        # ``ARG=`` with nothing at all after it (not even ""): the arg is present.
+        return Term(raw, "arg", _join(right) if right else None, name=name, negated=negated)
 
     word = _join(segs)
     if not word:
         raise _bad(raw, "empty term")
+    return Term(raw, "word", word, negated=negated)
+
+
+def _compile_term(term, states):
+    if term.kind == "job":
+        return "job_id IS ?", [term.value]
+    if term.kind == "state":
+        names = [_match_state(term.raw, s, states) for s in term.value.split(",")]
+        return f"state IN ({', '.join('?' * len(names))})", names
+    if term.kind == "arg":
+        # run_args holds every run's args by (name, value): an index lookup,
+        # and the name is a plain parameter, never part of a JSON path.
+        if term.value is None:
+            # The arg is present. Most runs that match have it, so checking
+            # each run's own args while paging newest first ends sooner than
+            # collecting every run that has it from run_args.
+            return "EXISTS (SELECT 1 FROM json_each(args) WHERE key = ?)", [term.name]
+        return "run_id IN (SELECT run_id FROM run_args WHERE name = ? AND value = ?)", [term.name, term.value]
     # Matched against the distinct job ids (job_ids), not every run's.
     return ("job_id IN (SELECT job_id FROM job_ids WHERE job_id LIKE ? ESCAPE '\\')",
-            [f"%{_like_escape(word)}%"])
+            [f"%{_like_escape(term.value)}%"])
 
 
 def _split_op(segs, ops):
@@ -132,20 +178,6 @@ def _split_op(segs, ops):
             right = [(s[m.end():], False)] if s[m.end():] else []
             return left, m.group(), right + segs[k + 1:]
     return segs, None, []
-
-
-def _compile_field(raw, field, value, states):
-    if field == "job":
-        if not value:
-            raise _bad(raw, "empty job id")
-        return "job_id IS ?", [value]
-    if field == "state":
-        names = [_match_state(raw, s, states) for s in value.split(",")]
-        return f"state IN ({', '.join('?' * len(names))})", names
-    raise _bad(
-        raw, f"unknown field {field!r} (fields: {', '.join(FIELDS)}); "
-        "quote the term to search job ids for it"
-    )
 
 
 def _match_state(raw, name, states):

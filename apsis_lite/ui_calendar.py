@@ -4,31 +4,36 @@ Past runs come from the store (by scheduled time, through the run filter);
 upcoming due times are computed from the jobs' schedules, never stored.
 Days begin and end at midnight in the viewer's zone.
 
-The work is bounded whatever the data: at most RUN_CAP runs per window, at
-most PER_DAY_CAP (in a grid cell GRID_DAY_CAP) due times per job and day, and at most STEP_BUDGET due
-times in all per page; the page says when a limit cut something off.
+Every matching job's due times are shown; the work stays bounded by
+counting at most PER_DAY_CAP (in a grid cell GRID_DAY_CAP) due times per job
+and day, and by per-day summaries cached per window (``due_summary``), kept
+warm in the background. At most RUN_CAP runs are read per window; the page
+says when that cut something off.
 """
 
 import heapq
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 
 from flask import request, url_for
+from markupsafe import Markup
 
 from . import jobs as jobs_mod
 from .calendars import CalendarError, load_calendars
+from .due_summary import DueSummaries, Warmer, day_start, grid_bounds, interval_times
 from .errors import BadRequest
-from .runfilter import _join, _split_op, _terms, compile_filter
+from .runfilter import compile_filter, parse_terms
 from .runs import ACTIVE, FINISHED, PENDING
-from .timeutil import first_instant_at, from_epoch, parse_date
+from .schedules import IntervalSchedule
+from .timeutil import from_epoch, get_tz, parse_date
 
-RUN_CAP = 2000         # runs read per window, newest first
+RUN_CAP = 2000         # runs read per window, latest scheduled first
 PER_DAY_CAP = 100      # due times kept per job and day in a day timeline; more shows as "100+"
 GRID_DAY_CAP = 10      # the same in a month or week cell, which shows a count, not each time
-STEP_BUDGET = 25_000   # due times computed per page, over all jobs
 CELL_MAX = 6           # entries of each kind listed in a month cell (a week cell: 4x)
 DAY_ROWS_MAX = 300     # job rows in a day timeline
+ARGS_STEP_BUDGET = 25_000  # due times stepped through per page for an ARG=VAL filter (no summary)
 ABBR = {"scheduled": "sched", "waiting": "wait", "starting": "start", "running": "run",
         "stopping": "stop", "success": "ok", "failure": "fail", "error": "err", "skipped": "skip"}
 
@@ -53,7 +58,8 @@ class DayCell:
     today: bool = False
     holiday: bool = False
     runs: list = field(default_factory=list)
-    due: dict = field(default_factory=dict)     # job_id -> [epoch]
+    due: dict = field(default_factory=dict)     # job_id -> (first epoch, count), the first few job ids
+    due_total: int = 0                          # jobs with due times this day
     more: set = field(default_factory=set)      # job ids with more due times than were counted
 
 
@@ -66,59 +72,52 @@ def due_matcher(q):
     A due time is what would become a run in state "scheduled" with the
     schedule's args, so every term has a meaning: words and ``job:`` match
     the job id as for runs, ``state:`` matches if it names "scheduled", and
-    ``ARG=VAL`` the schedule's args. ``compile_filter`` has already checked
-    the text, so terms here are well formed.
+    ``ARG=VAL`` the schedule's args. ``args_ok`` is None when no term is
+    about args; ``job_ok.all_jobs`` says no term is about the job.
     """
     job_terms, arg_terms = [], []
-    for raw, segs in _terms(q or ""):
-        neg = bool(segs) and not segs[0][1] and segs[0][0].startswith("!")
-        if neg:
-            segs = [(segs[0][0][1:], False)] + segs[1:]
-        test, on_args = _term_test(segs)
-        wrapped = (lambda v, f=test: not f(v)) if neg else test
-        (arg_terms if on_args else job_terms).append(wrapped)
-    return (lambda job_id: all(f(job_id) for f in job_terms),
-            (lambda args: all(f(args) for f in arg_terms)) if arg_terms else None)
+    for term in parse_terms(q or ""):
+        test = _term_test(term)
+        wrapped = (lambda v, f=test: not f(v)) if term.negated else test
+        (arg_terms if term.kind == "arg" else job_terms).append(wrapped)
+
+    def job_ok(job_id):
+        return all(f(job_id) for f in job_terms)
+
+    job_ok.all_jobs = not job_terms
+    return job_ok, (lambda args: all(f(args) for f in arg_terms)) if arg_terms else None
 
 
-def _term_test(segs):
-    """(predicate, whether it takes args rather than a job id) for one term."""
-    left, op, right = _split_op(segs, "=:")
-    if op == ":" and not any(q for _, q in left):
-        name, value = _join(left).lower(), _join(right)
-        if name == "job":
-            return (lambda job_id: job_id == value), False
-        if name == "state":
-            names = [n.strip().lower() for n in value.split(",")]
-            hit = any("scheduled".startswith(n) for n in names if n)
-            return (lambda _job_id: hit), False
-    left, op, right = _split_op(segs, "=")
-    if op == "=":
-        name, value = _join(left), _join(right)
-        if not right:
-            return (lambda args: name in args), True
-        return (lambda args: str(args.get(name)) == value if name in args else False), True
-    word = _join(segs).lower()
-    return (lambda job_id: word in job_id.lower()), False
+def _term_test(term):
+    """The predicate of one term: on the job id, or on the args for an arg term."""
+    if term.kind == "job":
+        return lambda job_id: job_id == term.value
+    if term.kind == "state":
+        names = [n.strip().lower() for n in term.value.split(",")]
+        hit = any("scheduled".startswith(n) for n in names if n)
+        return lambda _job_id: hit
+    if term.kind == "arg":
+        name, value = term.name, term.value
+        if value is None:
+            return lambda args: name in args
+        return lambda args: str(args.get(name)) == value if name in args else False
+    word = term.value.lower()
+    return lambda job_id: word in job_id.lower()
 
 
 # -- data ------------------------------------------------------------------------
 
 
-def day_start(d: date, zone) -> float:
-    """The epoch time at which day ``d`` begins in ``zone``."""
-    return first_instant_at(datetime.combine(d, time()), zone).timestamp()
-
-
-def due_times(engine, since, until, bounds, job_ok, args_ok, budget=STEP_BUDGET, per_day=PER_DAY_CAP,
+def due_times(engine, since, until, bounds, job_ok, args_ok, budget=float("inf"), per_day=PER_DAY_CAP,
               stored=frozenset()):
-    """Due times of matching jobs in [since, until), bounded.
+    """Due times of matching jobs in [since, until), each job's at most ``per_day`` a day.
 
     ``bounds`` are the epoch starts of the window's days (and its end): a
     job's times beyond ``per_day`` in one day are skipped by restarting its
     schedules at the next day. Times in ``stored`` ((job_id, rounded epoch)
-    of runs already planned) are left out before counting. Returns ``(list of Due, {(day index, job_id)
-    with more}, jobs computed, jobs matching)``.
+    of runs already planned) are left out before counting. ``budget`` caps
+    the due times stepped through in all. Returns ``(list of Due, {(day
+    index, job_id) with more}, jobs computed, jobs matching)``.
     """
     found, more = [], set()
     jobs = sorted((j for j in engine.jobs.items() if job_ok(j[0])), key=lambda j: j[0])
@@ -127,41 +126,176 @@ def due_times(engine, since, until, bounds, job_ok, args_ok, budget=STEP_BUDGET,
         if budget <= 0:
             break
         done += 1
-        schedules = [s for s in job.schedules if s.enabled]
-        if not schedules:
-            continue
-        start, day, count = since, None, 0
-        while start < until and budget > 0:
-            merged = heapq.merge(*(s.times(from_epoch(start)) for s in schedules), key=lambda ta: ta[0])
-            restart = None
-            for dt, supplied in merged:
-                t = dt.timestamp()
-                budget -= 1
-                if t >= until or budget <= 0:
-                    break
-                i = bisect_right(bounds, t) - 1
-                if i != day:
-                    day, count = i, 0
-                if (job_id, round(t, 3)) in stored:
-                    continue
-                if args_ok is not None and not args_ok(jobs_mod.args_from_schedule(job, supplied)):
-                    continue
-                count += 1
-                if count > per_day:
-                    more.add((i, job_id))
-                    restart = bounds[i + 1]
-                    break
-                found.append(Due(job_id, t))
-            if restart is None:
-                break
-            start = restart
+        budget = job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, budget,
+                               found, more)
     return found, more, done, len(jobs)
+
+
+def job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, budget, found, more):
+    """Add one job's due times to ``found`` and ``more`` (see ``due_times``); returns the budget left."""
+    schedules = [s for s in job.schedules if s.enabled]
+    if not schedules:
+        return budget
+    start, day, count = since, None, 0
+    while start < until and budget > 0:
+        merged = heapq.merge(*(s.times(from_epoch(start)) for s in schedules), key=lambda ta: ta[0])
+        restart = None
+        for dt, supplied in merged:
+            t = dt.timestamp()
+            budget -= 1
+            if t >= until or budget <= 0:
+                break
+            i = bisect_right(bounds, t) - 1
+            if i != day:
+                day, count = i, 0
+            if (job_id, round(t, 3)) in stored:
+                continue
+            if args_ok is not None and not args_ok(jobs_mod.args_from_schedule(job, supplied)):
+                continue
+            count += 1
+            if count > per_day:
+                more.add((i, job_id))
+                restart = bounds[i + 1]
+                break
+            found.append(Due(job_id, t))
+        if restart is None:
+            break
+        start = restart
+    return budget
+
+
+def day_job_times(job_id, job, since, until, bounds, per_day, stored, found, more):
+    """``job_due_times`` without an args filter for one day, by arithmetic when every
+    enabled schedule is an interval (the common many-times-a-day case)."""
+    schedules = [s for s in job.schedules if s.enabled]
+    if not all(type(s) is IntervalSchedule for s in schedules):
+        job_due_times(job_id, job, since, until, bounds, None, per_day, stored, float("inf"), found, more)
+        return
+    n = per_day + 1 + sum(1 for j, _t in stored if j == job_id)
+    times = sorted(t for s in schedules for t in interval_times(s, since, until, n))
+    times = [t for t in times if (job_id, round(t, 3)) not in stored]
+    found.extend(Due(job_id, t) for t in times[:per_day])
+    if len(times) > per_day:
+        more.add((bisect_right(bounds, times[per_day]) - 1, job_id))
+
+
+def due_marks_svg(times, y, label, start, span):
+    """The due marks of one timeline row as SVG, built here: a busy day has thousands.
+    ``times`` lie within the day [start, start + span), so need no clamping."""
+    y1, y2 = y + 4, y + ROW_H - 4
+    parts = []
+    for t in times:
+        x = round(LABEL_W + TRACK_W * (t - start) / span, 1)
+        parts.append(f'<line class="tl-due" x1="{x}" x2="{x}" y1="{y1}" y2="{y2}"><title>due {label(t)}</title></line>\n')
+    return Markup("".join(parts))
+
+
+def day_labeller(tf, day, start, end):
+    """``tf.short`` for times within day ``day`` [start, end), by arithmetic when the
+    day has no clock change."""
+    if end - start != 86400 or tf.local(start).utcoffset() != tf.local(end - 1).utcoffset():
+        return tf.short
+    prefix, base = day.isoformat() + " ", round(start * 1e6)
+
+    def label(t):
+        secs = (round(t * 1e6) - base) // 1_000_000
+        return f"{prefix}{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+
+    return label
+
+
+def grid_dues(engine, summaries, bounds, now, job_ok, args_ok, stored, cell_max, cap=GRID_DAY_CAP):
+    """Per day of a grid, ``(due, total, more)``: the first ``cell_max`` matching job ids'
+    ``{job_id: (first, count)}``, how many jobs are due that day, and which have more than
+    ``cap``; with (jobs computed, jobs matching), which differ only when an ARG=VAL filter ran
+    out of its step budget.
+
+    Without an ARG=VAL filter every matching job counts. Without an args filter the cached per-day
+    summaries answer; a job-day holding a planned run (``stored``) is
+    counted afresh so that run is not also shown as due.
+    """
+    n = len(bounds) - 1
+    out = [({}, 0, set()) for _ in range(n)]
+    since = max(bounds[0], now)
+    if since >= bounds[-1]:
+        return out, 0, 0
+    d0 = bisect_right(bounds, since) - 1
+    jobs = engine.jobs
+    if args_ok is not None:
+        # Args come from each due time: no summary to reuse, so count them here.
+        found, more, done, total = due_times(engine, since, bounds[-1], bounds, job_ok, args_ok,
+                                             budget=ARGS_STEP_BUDGET, per_day=cap, stored=stored)
+        per_job = {}
+        for d in found:
+            i = bisect_right(bounds, d.t) - 1
+            first, count = per_job.get((d.job_id, i), (d.t, 0))
+            per_job[(d.job_id, i)] = (first, count + 1)
+        for (job_id, i), (first, count) in sorted(per_job.items()):
+            due, total, m = out[i]
+            if len(due) < cell_max:
+                due[job_id] = (first, count)
+            out[i] = (due, total + 1, m)
+        for i, job_id in more:
+            out[i][2].add(job_id)
+        return out, done, total
+    w = summaries.summary(jobs, bounds, now)
+    overrides = {}
+    for job_id, t in stored:
+        if not (since <= t < bounds[-1]) or job_id not in jobs or not job_ok(job_id):
+            continue
+        i = bisect_right(bounds, t) - 1
+        if i in overrides.get(job_id, {}):
+            continue
+        found, more = [], set()
+        job_due_times(job_id, jobs[job_id], max(since, bounds[i]), bounds[i + 1], bounds, None, cap,
+                      stored, float("inf"), found, more)
+        overrides.setdefault(job_id, {})[i] = (found[0].t, len(found) + bool(more)) if found else None
+    totals = [0] * n
+    if job_ok.all_jobs:
+        totals = list(w.day_jobs)
+        for job_id, days in overrides.items():
+            base = w.entries[job_id].days
+            for i, v in days.items():
+                totals[i] += (v is not None) - (i in base)
+    open_mask = ((1 << n) - 1) & ~((1 << d0) - 1)
+    all_days = open_mask
+    for job_id in sorted(w.entries):
+        if not open_mask and job_ok.all_jobs:
+            break
+        if not job_ok(job_id):
+            continue
+        e = w.entries[job_id]
+        days, mask = e.days, e.mask & all_days
+        if job_id in overrides:
+            days = {**days, **overrides[job_id]}
+            days = {i: v for i, v in days.items() if v is not None}
+            mask = sum(1 << i for i in days) & all_days
+        if not job_ok.all_jobs:
+            m = mask
+            while m:
+                low = m & -m
+                totals[low.bit_length() - 1] += 1
+                m ^= low
+        m = mask & open_mask
+        while m:
+            low = m & -m
+            i = low.bit_length() - 1
+            m ^= low
+            first, count = days[i]
+            due = out[i][0]
+            due[job_id] = (first, min(count, cap))
+            if count > cap:
+                out[i][2].add(job_id)
+            if len(due) >= cell_max:
+                open_mask &= ~low
+    out = [(due, totals[i] if i >= d0 else 0, more) for i, (due, _t, more) in enumerate(out)]
+    return out, 0, 0
 
 
 def window_runs(store, where, params, since, until):
     """Runs scheduled in [since, until) matching the filter: (runs, whether capped)."""
-    runs, nxt = store.query_runs(where, params, since=since, until=until, limit=RUN_CAP)
-    return runs, nxt is not None
+    runs = store.calendar_runs(where, params, since=since, until=until, limit=RUN_CAP + 1)
+    return runs[:RUN_CAP], len(runs) > RUN_CAP
 
 
 def run_span(run, now):
@@ -189,13 +323,20 @@ def parse_day(text, today):
 
 def register_calendar(bp, config, store, engine, page, zone_name):
     """Add /calendar and /calendar/day to the pages blueprint ``bp``."""
-    from .ui_format import TimeFormat
+    from .ui_format import DEFAULT_ZONE, TimeFormat
 
     library, _problems = load_calendars(getattr(config, "calendars_dir", None))
+    grid_summaries = DueSummaries(GRID_DAY_CAP)
+    # The day timeline needs from the summary only which jobs are due at all.
+    day_summaries = DueSummaries(0)
+    warmer = Warmer(engine, grid_summaries, day_summaries, [get_tz(DEFAULT_ZONE)])
+    # The service starts it (app.extensions["calendar_warmer"].start()) once serving.
+    bp.record_once(lambda state: state.app.extensions.setdefault("calendar_warmer", warmer))
 
     def common():
         """The filter, holidays and zone shared by both pages."""
         tf = TimeFormat(zone_name(), engine.clock())
+        warmer.seen(tf.zone)
         q = request.args.get("q", "")
         where, params = compile_filter(q)
         job_ok, args_ok = due_matcher(q)
@@ -219,17 +360,14 @@ def register_calendar(bp, config, store, engine, page, zone_name):
         if view == "month":
             first = anchor.replace(day=1)
             nxt_month = (first + timedelta(days=32)).replace(day=1)
-            grid_start = first - timedelta(days=first.weekday())
-            grid_end = nxt_month + timedelta(days=(7 - nxt_month.weekday()) % 7)
             prev_date, next_date = (first - timedelta(days=1)).replace(day=1), nxt_month
             title = first.strftime("%B %Y")
         else:
-            grid_start = anchor - timedelta(days=anchor.weekday())
-            grid_end = grid_start + timedelta(days=7)
-            prev_date, next_date = grid_start - timedelta(days=7), grid_end
-            title = f"Week of {grid_start.isoformat()}"
+            week = anchor - timedelta(days=anchor.weekday())
+            prev_date, next_date = week - timedelta(days=7), week + timedelta(days=7)
+            title = f"Week of {week.isoformat()}"
+        grid_start, grid_end, bounds = grid_bounds(anchor, view, tf.zone)
         days = [grid_start + timedelta(days=i) for i in range((grid_end - grid_start).days)]
-        bounds = [day_start(d, tf.zone) for d in days] + [day_start(grid_end, tf.zone)]
         cells = [DayCell(d, bounds[i], bounds[i + 1], in_month=view == "week" or d.month == anchor.month,
                          today=d == today, holiday=holidays is not None and d in holidays)
                  for i, d in enumerate(days)]
@@ -239,20 +377,18 @@ def register_calendar(bp, config, store, engine, page, zone_name):
             cells[bisect_right(bounds, run.time_schedule) - 1].runs.append(run)
             if run.state in PENDING:
                 pending.add((run.job_id, round(run.time_schedule, 3)))
-        dues, more, jobs_done, jobs_total = due_times(
-            engine, max(bounds[0], tf.now), bounds[-1], bounds, job_ok, args_ok, per_day=GRID_DAY_CAP,
-            stored=pending)
-        for d in dues:
-            cells[bisect_right(bounds, d.t) - 1].due.setdefault(d.job_id, []).append(d.t)
-        for i, job_id in more:
-            cells[i].more.add(job_id)
+        cell_max = CELL_MAX * (4 if view == "week" else 1)
+        per_day, jobs_done, jobs_total = grid_dues(engine, grid_summaries, bounds, tf.now, job_ok, args_ok,
+                                                   pending, cell_max)
+        for c, (due, total, more) in zip(cells, per_day):
+            c.due, c.due_total, c.more = due, total, more
         nav = {k: v for k, v in {"q": q, "holidays": holidays_name, "view": view}.items() if v}
         return page("calendar.html", active="calendar", view=view, title=title, cells=cells,
                     weeks=[cells[i:i + 7] for i in range(0, len(cells), 7)],
-                    cell_max=CELL_MAX * (4 if view == "week" else 1), abbr=ABBR,
+                    cell_max=cell_max, abbr=ABBR, grid_day_cap=GRID_DAY_CAP,
                     q=q, holidays_name=holidays_name, calendar_names=library.names(),
                     runs_capped=runs_capped, run_cap=RUN_CAP, per_day_cap=PER_DAY_CAP,
-                    jobs_done=jobs_done, jobs_total=jobs_total, anchor=anchor,
+                    anchor=anchor, jobs_done=jobs_done, jobs_total=jobs_total,
                     prev_url=url_for("ui.calendar", date=prev_date.isoformat(), **nav),
                     next_url=url_for("ui.calendar", date=next_date.isoformat(), **nav),
                     today_url=url_for("ui.calendar", **nav),
@@ -283,23 +419,43 @@ def register_calendar(bp, config, store, engine, page, zone_name):
                 x0, x1 = x(bar[0]), x(bar[1])
                 row["bars"].append({"run": run, "x": x0, "w": max(round(x1 - x0, 1), 2),
                                     "start": bar[0], "end": bar[1]})
-        dues, more, jobs_done, jobs_total = due_times(
-            engine, max(start, tf.now), end, [start, end], job_ok, args_ok, stored=pending)
-        for d in dues:
+        since = max(start, tf.now)
+        found, more, jobs_done, jobs_total = [], set(), 0, 0
+        if args_ok is not None:
+            # Args come from each due time: no summary to reuse, so compute them here.
+            found, more, jobs_done, jobs_total = due_times(engine, since, end, [start, end], job_ok, args_ok,
+                                                           budget=ARGS_STEP_BUDGET, stored=pending)
+            due_jobs = {d.job_id for d in found}
+        elif since < end:
+            w = day_summaries.summary(engine.jobs, [start, end], tf.now)
+            due_jobs = {j for j, e in w.entries.items() if e.mask & 1 and job_ok(j)}
+        else:
+            due_jobs = set()
+        # Only the rows shown need each due time.
+        shown = sorted(set(rows) | due_jobs)[:DAY_ROWS_MAX]
+        rows_total = len(set(rows) | due_jobs)
+        if args_ok is None:
+            for job_id in shown:
+                if job_id in due_jobs:
+                    day_job_times(job_id, engine.jobs[job_id], since, end, [start, end], PER_DAY_CAP,
+                                  pending, found, more)
+        for d in found:
             row = rows.setdefault(d.job_id, {"bars": [], "marks": [], "due": [], "more": False, "counts": {}})
-            row["due"].append({"t": d.t, "x": x(d.t)})
+            row["due"].append(d.t)
         for _i, job_id in more:
             rows[job_id]["more"] = True
-        job_ids = sorted(rows)
-        shown = job_ids[:DAY_ROWS_MAX]
+        shown = [j for j in shown if j in rows]
+        label = day_labeller(tf, day, start, end)
+        for k, job_id in enumerate(shown):
+            row = rows[job_id]
+            row["due_svg"] = due_marks_svg(row["due"], HEAD_H + k * ROW_H, label, start, span)
         hours = [{"x": x(day_start(day, tf.zone) + h * 3600), "label": f"{h:02d}:00"} for h in range(0, 24, 3)]
         nav = {k: v for k, v in {"q": q, "holidays": holidays_name}.items() if v}
         return page("calendar_day.html", active="calendar", day=day, rows=[(j, rows[j]) for j in shown],
-                    rows_total=len(job_ids), rows_max=DAY_ROWS_MAX, abbr=ABBR, q=q,
+                    rows_total=rows_total, rows_max=DAY_ROWS_MAX, jobs_done=jobs_done, jobs_total=jobs_total, abbr=ABBR, q=q,
                     holidays_name=holidays_name, calendar_names=library.names(),
                     holiday=holidays is not None and day in holidays,
                     runs_capped=runs_capped, run_cap=RUN_CAP, per_day_cap=PER_DAY_CAP,
-                    jobs_done=jobs_done, jobs_total=jobs_total,
                     now_x=x(tf.now) if start <= tf.now < end else None, hours=hours,
                     label_w=LABEL_W, track_w=TRACK_W, row_h=ROW_H, head_h=HEAD_H,
                     svg_w=LABEL_W + TRACK_W + 10, svg_h=HEAD_H + ROW_H * max(len(shown), 1) + 4,

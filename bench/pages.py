@@ -8,6 +8,12 @@ engine holding the 5,000 loaded jobs (not started: nothing is planned or
 run), and times each page and fragment through Flask's test client: request
 in, whole HTML out, no network. p50/p95 per page.
 
+Then the calendar: the same ids as 5,000 jobs of mixed schedule types
+(weekday cron, daily on a weekday calendar, hourly interval, 1-minute
+interval), month / week / day pages timed cold (a fresh app: nothing
+summarised yet), after the background warmer's pass, and warm (p50/p95),
+with the share of jobs whose upcoming times the month covers.
+
     bench/pages.py                         # 1,000,000 runs, 5,000 jobs
     bench/pages.py --small                 # 100,000 runs
     bench/pages.py --reuse /tmp/d --jobs-dir /tmp/j
@@ -32,6 +38,15 @@ TARGET = "p95 < 100 ms"
 HX = {"HX-Request": "true", "HX-Target": "runs-results"}
 
 
+def client_of(app):
+    """A test client that signs in as the CLI on this machine does (the app's local token)."""
+    client = app.test_client()
+    auth = app.extensions.get("apsis_auth")
+    if auth is not None:
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {auth.local_token}"
+    return client
+
+
 def measure(client, paths, n, cap, headers=None):
     """Milliseconds per request for ``n`` requests (or ``cap`` seconds) of ``paths(i)``."""
     lat, deadline = [], time.monotonic() + cap
@@ -46,6 +61,59 @@ def measure(client, paths, n, cap, headers=None):
         if time.monotonic() > deadline:
             break
     return lat
+
+
+MIXED = [
+    'params: [date]\nschedule: {{type: cron, expr: "{m} 9 * * Mon-Fri", tz: Europe/London}}\n',
+    'params: [date]\nschedule: {{type: daily, daytime: "06:{m:02d}", tz: America/New_York, calendar: Mon-Fri}}\n',
+    'schedule: {{type: interval, interval: 1h, phase: {m}m}}\n',
+    'schedule: {{type: interval, interval: 1m}}\n',
+]
+
+
+def write_mixed_jobs(jobs_dir, ids):
+    """Job files of ``ids`` cycling through the MIXED schedule types."""
+    import os
+    for j, job_id in enumerate(ids):
+        path = os.path.join(jobs_dir, job_id + ".yaml")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("program: {type: no-op}\n" + MIXED[j % len(MIXED)].format(m=j % 60))
+
+
+def bench_calendar(config, reader, writer, launcher, n_jobs, n_req, cap):
+    """Calendar pages over ``n_jobs`` mixed jobs: cold, warmer pass, warm; and coverage."""
+
+    jobs_dir = tmpdir("pc")
+    try:
+        write_mixed_jobs(jobs_dir, fill_db.job_ids(n_jobs))
+        jobs, errors = load_jobs_dir(jobs_dir)
+        if errors:
+            raise RuntimeError(f"mixed jobs: {errors[0]}")
+        engine = Engine(config, writer, launcher)
+        engine.set_jobs(jobs, [])
+        urls = [("month", "/calendar"), ("week", "/calendar?view=week"), ("day", "/calendar/day")]
+        for name, url in urls:
+            client = client_of(create_app(config, reader, engine, launcher))
+            lat = measure(client, lambda i, u=url: u, 1, cap)
+            figure(f"calendar_{name}_cold", lat[0], "ms (first view, nothing summarised)")
+        app = create_app(config, reader, engine, launcher)
+        t = time.perf_counter()
+        app.extensions["calendar_warmer"].warm_once(pause=lambda: None)
+        figure("calendar_warmer_pass", (time.perf_counter() - t) * 1000, "ms (background, after start or reload)")
+        client = client_of(app)
+        for name, url in urls:
+            lat = measure(client, lambda i, u=url: u, n_req, cap)
+            figure(f"calendar_{name}_warm_p50", pct(lat, 50), "ms")
+            figure(f"calendar_{name}_warm_p95", pct(lat, 95), f"ms ({len(lat)} requests)", TARGET)
+        lat = measure(client, lambda i: "/calendar?q=team3", n_req, cap)
+        figure("calendar_month_q_team3_p95", pct(lat, 95), f"ms ({len(lat)} requests)", TARGET)
+        grid = app.extensions["calendar_warmer"].grid
+        month = next(w for k, w in grid.windows.items() if len(k) > 8)
+        covered = sum(1 for e in month.entries.values() if e.mask)
+        figure("calendar_month_coverage", covered, f"of {n_jobs} jobs have upcoming times computed")
+    finally:
+        cleanup(jobs_dir)
 
 
 def bench(n_runs, n_jobs, n_req, cap, reuse=None, jobs_dir=None):
@@ -71,7 +139,7 @@ def bench(n_runs, n_jobs, n_req, cap, reuse=None, jobs_dir=None):
         engine = Engine(config, writer, launcher)
         jobs, errors = load_jobs_dir(jobs_dir)
         engine.set_jobs(jobs, errors)
-        client = create_app(config, reader, engine, launcher).test_client()
+        client = client_of(create_app(config, reader, engine, launcher))
 
         stats = reader.stats()
         top = reader.query_runs(limit=1)[0][0].run_id
@@ -110,6 +178,7 @@ def bench(n_runs, n_jobs, n_req, cap, reuse=None, jobs_dir=None):
             lat = measure(client, paths, n_req, cap, headers[0] if headers else None)
             figure(f"page_{name}_p50", pct(lat, 50), "ms")
             figure(f"page_{name}_p95", pct(lat, 95), f"ms ({len(lat)} requests)", TARGET)
+        bench_calendar(config, reader, writer, launcher, n_jobs, n_req, cap)
         launcher.close()
         reader.close()
         writer.close()

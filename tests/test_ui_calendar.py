@@ -6,16 +6,18 @@ from the jobs' schedules. The clock stands at 2027-01-15 08:00 UTC, a Friday.
 
 import re
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from apsis_lite.config import load_config
+from apsis_lite.due_summary import DueSummaries, grid_bounds
 from apsis_lite.engine import Engine
 from apsis_lite.jobs import load_jobs_dir
 from apsis_lite.launcher import LocalLauncher
 from apsis_lite.store import Store
-from apsis_lite.ui_calendar import due_matcher, due_times
+from apsis_lite.timeutil import get_tz
+from apsis_lite.ui_calendar import GRID_DAY_CAP, due_matcher, due_times, grid_dues
 from apsis_lite.web import create_app
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a Friday
@@ -36,7 +38,7 @@ JOBS = {
 
 
 def utc(*args):
-    return datetime(*args, tzinfo=timezone.utc).timestamp()
+    return datetime(*args, tzinfo=UTC).timestamp()
 
 
 class Clock:
@@ -66,8 +68,11 @@ def world(tmp_path):
         engine = Engine(config, store, launcher, clock=Clock(T0))
         engine.set_jobs(*load_jobs_dir(config.jobs_dir))
         app = create_app(config, reader, engine, launcher)
+        client = app.test_client()
+        # As the CLI on this machine: the local token the app keeps in the data folder.
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app.extensions['apsis_auth'].local_token}"
         made.append((store, reader))
-        return app.test_client(), engine, store
+        return client, engine, store
 
     yield make
     for store, reader in made:
@@ -86,13 +91,13 @@ def past_run(store, job_id, start, end, state="success", args=None):
 
 def cell(body, day):
     """The HTML of the month/week grid's cell for ``day`` (YYYY-MM-DD)."""
-    m = re.search(rf'<td class="([^"]*)"\s+data-date="{day}">(.*?)</td>', body, re.S)
+    m = re.search(rf'<td class="([^"]*)"\s+data-date="{day}">(.*?)</td>', body, re.DOTALL)
     assert m, f"no cell for {day}"
     return m.group(1) + " " + m.group(2)
 
 
 def row(body, job_id):
-    m = re.search(rf'<g class="tl-row" data-job="{re.escape(job_id)}">(.*?)\n  </g>', body, re.S)
+    m = re.search(rf'<g class="tl-row" data-job="{re.escape(job_id)}">(.*?)\n  </g>', body, re.DOTALL)
     assert m, f"no timeline row for {job_id}"
     return m.group(1)
 
@@ -122,7 +127,7 @@ def test_month_grid_shows_past_runs_upcoming_times_and_today(world):
     for day in ("2027-01-16", "2027-01-17", "2027-01-14"):
         assert 'data-due="team/report"' not in cell(body, day)
     # tick is due every 10 s: counted up to 10 a day in a cell, shown as one entry "x10+".
-    assert re.search(r'data-due="tick".*?08:00</span> tick <span class="cal-count">&times;10\+', today, re.S)
+    assert re.search(r'data-due="tick".*?08:00</span> tick <span class="cal-count">&times;10\+', today, re.DOTALL)
     assert "more due times" in today
     # Prev/next keep the view; the next month looks ahead.
     assert 'href="/calendar?date=2027-02-01&amp;view=month"' in body
@@ -221,3 +226,202 @@ def test_due_times_are_bounded_by_a_budget(world):
     found, more, done, total = due_times(engine, start, end, [start, end], job_ok, args_ok, budget=60)
     assert total == 10 and done == 3  # 25 steps a job (24 times and one past the end)
     assert not more and {d.job_id for d in found} == {"j00", "j01", "j02"}
+
+
+MIXED = {
+    "a/cron": """
+        program: {type: no-op}
+        schedule: {type: cron, expr: "30 1 * * Mon-Fri", tz: Europe/London}
+    """,
+    "b/daily": """
+        program: {type: no-op}
+        schedule: {type: daily, daytime: ["00:30", "23:30"], tz: America/New_York, calendar: Mon-Fri}
+    """,
+    "c/hourly": """
+        program: {type: no-op}
+        schedule: {type: interval, interval: 1h, phase: 5m}
+    """,
+    "d/minute": """
+        program: {type: no-op}
+        schedule:
+          - {type: interval, interval: 1m}
+          - {type: interval, interval: 7m, phase: 1s}
+    """,
+    "e/window": """
+        program: {type: no-op}
+        schedule: {type: daily-interval, start: "01:00", stop: "01:20", interval: 3m, tz: Europe/London}
+    """,
+}
+
+
+def direct_grid(engine, bounds, now):
+    """{(job_id, day): (first, shown count)} and the (day, job_id) with more, from due_times."""
+    job_ok, _ = due_matcher("")
+    found, more, _done, _total = due_times(engine, max(bounds[0], now), bounds[-1], bounds, job_ok, None,
+                                           per_day=GRID_DAY_CAP)
+    ref = {}
+    for d in found:
+        i = max(k for k in range(len(bounds) - 1) if bounds[k] <= d.t)
+        first, count = ref.get((d.job_id, i), (d.t, 0))
+        ref[(d.job_id, i)] = (first, count + 1)
+    return ref, more
+
+
+def cached_grid(engine, summaries, bounds, now):
+    job_ok, _ = due_matcher("")
+    got, more = {}, set()
+    per_day, _done, _total = grid_dues(engine, summaries, bounds, now, job_ok, None, set(), 10**6)
+    for i, (due, total, m) in enumerate(per_day):
+        assert total == len(due)
+        got.update({(job_id, i): v for job_id, v in due.items()})
+        more |= {(i, job_id) for job_id in m}
+    return got, more
+
+
+@pytest.mark.parametrize("zone, anchor", [("Europe/London", "2027-03-28"), ("America/New_York", "2027-11-07"),
+                                          ("UTC", "2027-01-15")])
+def test_cached_day_summaries_equal_the_due_times_across_dst_and_as_now_moves(world, zone, anchor):
+    _client, engine, _store = world(MIXED)
+    summaries = DueSummaries(GRID_DAY_CAP)
+    for view in ("month", "week"):
+        _start, _end, bounds = grid_bounds(datetime.fromisoformat(anchor).date(), view, get_tz(zone))
+        # Before the window, then inside it as now moves on (the cache refreshes only today's times).
+        for now in (bounds[0] - 3600, bounds[0] + 86400 * 3 + 3600 * 1.25, bounds[0] + 86400 * 3 + 3600 * 23.6,
+                    bounds[0] + 86400 * 4 + 60.5):
+            assert cached_grid(engine, summaries, bounds, now) == direct_grid(engine, bounds, now), (view, now)
+
+
+def test_cached_summaries_follow_a_reload(world):
+    _client, engine, _store = world(MIXED)
+    summaries = DueSummaries(GRID_DAY_CAP)
+    _start, _end, bounds = grid_bounds(datetime(2027, 2, 3).date(), "month", get_tz("UTC"))
+    before = cached_grid(engine, summaries, bounds, T0)
+    assert any(j == "c/hourly" for j, _i in before[0])
+    jobs = {k: v for k, v in engine.jobs.items() if k != "c/hourly"}
+    jobs.update(load_jobs_from({"z/new": """
+        program: {type: no-op}
+        schedule: {type: daily, daytime: "12:00", tz: UTC}
+    """}, _tmp_dir(engine)))
+    engine.set_jobs(jobs, [])
+    after = cached_grid(engine, summaries, bounds, T0)
+    assert after == direct_grid(engine, bounds, T0)
+    assert not any(j == "c/hourly" for j, _i in after[0]) and any(j == "z/new" for j, _i in after[0])
+
+
+def _tmp_dir(engine):
+    return engine.config.jobs_dir + "-extra"
+
+
+def load_jobs_from(texts, folder):
+    import os
+    for job_id, text in texts.items():
+        path = os.path.join(folder, job_id + ".yaml")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+    jobs, errors = load_jobs_dir(folder)
+    assert not errors
+    return jobs
+
+
+def test_month_shows_upcoming_times_of_every_job(world):
+    # 200 jobs due every minute: 11 steps a job and day, 37,400 in the rest of the month.
+    client, _engine, _store = world({f"m{i:03d}": """
+        program: {type: no-op}
+        schedule: {type: interval, interval: 1m}
+    """ for i in range(200)})
+    body = client.get("/calendar").get_data(as_text=True)
+    assert "Upcoming times computed for the first" not in body
+    for day in ("2027-01-16", "2027-01-31"):
+        c = cell(body, day)
+        assert re.search(r'data-due="m000".*?00:00</span> m000 <span class="cal-count">&times;10\+', c, re.DOTALL)
+        assert len(re.findall(r'class="cal-due"', c)) == 6 and "+194 more" in c
+    day = client.get("/calendar/day?date=2027-01-31").get_data(as_text=True)
+    assert "Showing the first 300" not in day and len(re.findall(r'class="tl-row"', day)) == 200
+    assert "100+ due" in row(day, "m199")
+
+
+@pytest.mark.parametrize("zone, day", [("Europe/London", "2027-03-28"), ("Europe/London", "2027-10-31"),
+                                       ("Asia/Kolkata", "2027-01-15")])
+def test_day_timeline_shortcuts_equal_the_general_path(world, zone, day):
+    from apsis_lite.ui_calendar import day_job_times, day_labeller, job_due_times
+    from apsis_lite.ui_format import TimeFormat
+
+    _client, engine, _store = world({**MIXED, "f/odd": """
+        program: {type: no-op}
+        schedule:
+          - {type: interval, interval: 90.5s, phase: 0.25s}
+          - {type: interval, interval: 1h}
+    """})
+    tf = TimeFormat(zone, T0)
+    d = datetime.fromisoformat(day).date()
+    _s, _e, bounds = grid_bounds(d, "week", get_tz(zone))
+    i = (d - _s).days
+    start, end = bounds[i], bounds[i + 1]
+    for since in (start, start + 3600 * 5 + 0.3):
+        for job_id, job in engine.jobs.items():
+            stored = {(job_id, round(t, 3)) for t in (start + 3600 * 5 + 300, start + 3600 * 7.5)}
+            fast, fast_more, slow, slow_more = [], set(), [], set()
+            day_job_times(job_id, job, since, end, [start, end], 100, stored, fast, fast_more)
+            job_due_times(job_id, job, since, end, [start, end], None, 100, stored, float("inf"), slow, slow_more)
+            assert fast == slow and fast_more == slow_more, job_id
+    label = day_labeller(tf, d, start, end)
+    for t in (start, start + 0.25, start + 3599.9999996, start + 3600 * 13 + 61.5, end - 0.5):
+        assert label(t) == tf.short(t)
+
+
+def test_the_warmer_summarises_the_pages_first_views_yielding_between_jobs(world):
+    import time
+
+    client, engine, _store = world(MIXED)
+    warmer = client.application.extensions["calendar_warmer"]
+    pauses = []
+    warmer.warm_once(pause=lambda: pauses.append(1))
+    assert len(pauses) == 3 * len(MIXED)  # month, week and day, a pause after each job
+    windows = {len(k): w for k, w in warmer.grid.windows.items()}
+    assert set(windows) == {36, 8} and all(set(w.entries) == set(MIXED) for w in windows.values())
+    assert all(len(w.entries) == len(MIXED) for w in warmer.day.windows.values())
+    # The pages' first views use those windows: nothing new to compute.
+    for url in ("/calendar", "/calendar?view=week", "/calendar/day"):
+        assert client.get(url).status_code == 200
+    assert len(warmer.grid.windows) == 2 and len(warmer.day.windows) == 1
+    # In the background: a reload's new jobs are summarised without a page view.
+    warmer.every = 0.05
+    warmer.start()
+    try:
+        engine.set_jobs({k: v for k, v in engine.jobs.items() if k != "a/cron"}, [])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any("a/cron" in w.entries for w in warmer.grid.windows.values()):
+            time.sleep(0.02)
+        assert not any("a/cron" in w.entries for w in warmer.grid.windows.values())
+    finally:
+        warmer.stop()
+
+
+def test_the_warmer_also_keeps_the_zones_viewers_use(world):
+    client, _engine, _store = world(MIXED)
+    warmer = client.application.extensions["calendar_warmer"]
+    client.set_cookie("tz", "Asia/Tokyo")
+    assert client.get("/calendar").status_code == 200
+    assert [str(z) for z in warmer.zones] == ["UTC", "Asia/Tokyo"]
+    warmer.grid.windows.clear()
+    warmer.day.windows.clear()
+    warmer.warm_once(pause=lambda: None)
+    assert len(warmer.grid.windows) == 4 and len(warmer.day.windows) == 2
+    assert client.get("/calendar").status_code == 200 and len(warmer.grid.windows) == 4
+
+
+def test_an_arg_filter_is_computed_time_by_time_within_a_budget_and_says_so(world):
+    import time
+
+    # No job's times supply "date": each is stepped through, and the budget stops the page.
+    client, _engine, _store = world({f"m{i:02d}": """
+        program: {type: no-op}
+        schedule: {type: interval, interval: 1m}
+    """ for i in range(40)})
+    for url in ("/calendar?q=date%3Dx", "/calendar/day?q=date%3Dx"):
+        t = time.perf_counter()
+        body = client.get(url).get_data(as_text=True)
+        assert time.perf_counter() - t < 5
+        assert re.search(r"computed for the first \d+ of 40 matching jobs", body), url
+        assert 'data-due=' not in body and 'class="tl-due"' not in body
