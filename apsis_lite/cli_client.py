@@ -2,7 +2,9 @@
 
 ``register(group)`` adds them to the ``apsis-lite`` group. Each takes
 ``--url`` (default ``$APSIS_LITE_URL``, else ``server.url`` in the default
-data folder, else http://127.0.0.1:5005; see ``client.resolve_url``) and turns
+data folder, else http://127.0.0.1:5005; see ``client.resolve_url``) and
+``--token`` (default ``$APSIS_LITE_TOKEN``, else the local token beside
+that ``server.url``; see ``client.resolve_token``), and turns
 a ``ClientError`` into a one-line ``click.ClickException`` (exit status 1).
 The pure helpers (argument parsing, tables, exit statuses) are public so
 they can be tested without a server.
@@ -201,14 +203,26 @@ def exit_status(run) -> tuple[int, str | None]:
 @contextlib.contextmanager
 def _api(url):
     """A Client whose errors leave as one-line click errors, not tracebacks."""
+    ctx = click.get_current_context(silent=True)
     try:
-        yield Client(url)
+        yield Client(url, token=ctx.meta.get("apsis_token") if ctx else None)
     except ClientError as exc:
         raise click.ClickException(exc.message) from None
 
 
+def _remember_token(ctx, _param, value):
+    if value:
+        ctx.meta["apsis_token"] = value
+
+
 def _url_option(f):
-    # No click default: Client resolves a missing URL (env, server.url, DEFAULT_URL).
+    # No click default: Client resolves a missing URL (env, server.url, DEFAULT_URL)
+    # and a missing token ($APSIS_LITE_TOKEN, the token file beside server.url).
+    f = click.option(
+        "--token", metavar="TOKEN", expose_value=False, callback=_remember_token,
+        help=("API token (Authorization: Bearer). Default: $APSIS_LITE_TOKEN, else the local token "
+              "of the server in the default data folder."),
+    )(f)
     return click.option(
         "--url", metavar="URL",
         help=("Server address. Default: $APSIS_LITE_URL, else the server.url file in the "
@@ -355,8 +369,10 @@ def jobs_cmd(text, as_json, url):
         while page.get("next"):  # jobs are few: always list them all
             page = api.get("/jobs", q=text, cursor=page["next"])
             items.extend(page["items"])
+        listed = {j["job_id"] for j in items}
+        pauses = [p for p in api.get("/pauses")["items"] if p.get("job_id") in listed or not p.get("job_id")]
     if as_json:
-        _print_json({"items": items, "errors": errors})
+        _print_json({"items": items, "errors": errors, "pauses": pauses})
         return
     rows = [
         (j["job_id"], ", ".join(j.get("params") or []),
@@ -364,6 +380,8 @@ def jobs_cmd(text, as_json, url):
         for j in items
     ]
     click.echo(format_table(("JOB", "PARAMS", "SCHEDULE"), rows, _table_width(), shrink=(1, 2)))
+    for p in pauses:
+        click.echo(f"{p.get('job_id') or 'all jobs'}: {format_pause(p)}")
     if errors:
         click.echo(f"\n{len(errors)} job file(s) failed to load:", err=True)
         for e in errors:
@@ -428,12 +446,77 @@ def job_cmd(job_id, as_json, utc, url):
         ("program", format_value(job.get("program"))),
         ("schedules", "; ".join(s.get("description", "") for s in job.get("schedules") or [])),
         ("metadata", format_value(job.get("metadata"))),
+        ("deadline", _format_deadline(job.get("deadline"))),
+        ("max_duration", _format_max_duration(job.get("max_duration"))),
+        ("paused", format_pause(job["pause"]) if job.get("pause") else None),
+        ("global pause", format_pause(job["global_pause"]) if job.get("global_pause") else None),
     ]))
     nexts = job.get("next_times") or []
     if nexts:
         click.echo("\nnext runs:")
         for n in nexts:
             click.echo(f"  {format_time(n.get('time'), utc)}  {format_args(n.get('args'))}".rstrip())
+
+
+def format_pause(p) -> str:
+    """``paused (skip): vendor outage, by ann since 2027-01-15T08:00:00Z``."""
+    by = f", by {p['user']}" if p.get("user") else ""
+    return f"paused ({p.get('mode')}): {p.get('reason')}{by} since {p.get('time')}"
+
+
+def _format_deadline(d):
+    if not d:
+        return None
+    shift = d.get("date_shift") or 0
+    return (f"must succeed by {d.get('daytime')} {d.get('tz')} on the run's date"
+            + (f" {shift:+d} day{'s' if abs(shift) != 1 else ''}" if shift else ""))
+
+
+def _format_max_duration(m):
+    if not m:
+        return None
+    from .timeutil import format_duration
+    return format_duration(m.get("duration")) + (", then stopped" if m.get("stop") else " (an alarm)")
+
+
+def _pause_path(job):
+    return "/jobs/" + quote_id(job) + "/pause" if job else "/pause"
+
+
+@click.command("pause")
+@click.argument("job", required=False)
+@click.option("--reason", required=True, metavar="TEXT", help="Why: shown wherever the pause is.")
+@click.option("--hold", is_flag=True,
+              help="Hold due runs waiting until resumed, instead of recording them as skipped.")
+@_json_option
+@_url_option
+def pause_cmd(job, reason, hold, as_json, url):
+    """Pause JOB, or every job: due scheduled runs are skipped (or held, with --hold).
+
+    Runs submitted or started by hand are not paused.
+    """
+    with _api(url) as api:
+        p = api.post(_pause_path(job), {"reason": reason, "mode": "hold" if hold else "skip"})
+    if as_json:
+        _print_json(p)
+    else:
+        who = f"job {job}" if job else "all jobs"
+        click.echo(f"{who} paused ({p['mode']}): {p['reason']}")
+
+
+@click.command("resume")
+@click.argument("job", required=False)
+@_json_option
+@_url_option
+def resume_cmd(job, as_json, url):
+    """Lift the pause of JOB, or the global pause; held runs start."""
+    with _api(url) as api:
+        body, _ = api._request("DELETE", _pause_path(job), {})
+        p = api._json(body)
+    if as_json:
+        _print_json(p)
+    else:
+        click.echo(f"job {job} resumed" if job else "global pause lifted")
 
 
 @click.command("runs")
@@ -623,6 +706,7 @@ def signal_cmd(run, name, as_json, url):
 COMMANDS = (
     run_cmd, jobs_cmd, job_cmd, runs_cmd, show_cmd, explain_cmd, output_cmd,
     rerun_cmd, stop_cmd, signal_cmd, skip_cmd, start_cmd, mark_cmd, reload_cmd,
+    pause_cmd, resume_cmd,
 )
 
 

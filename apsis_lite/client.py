@@ -7,6 +7,12 @@ traceback.
 The server is found through an explicit URL, else ``$APSIS_LITE_URL``, else
 the ``server.url`` file a server writes into the default data folder at
 start-up, else ``DEFAULT_URL``.
+
+Every request but ``/alive`` needs a token, sent as ``Authorization:
+Bearer``: an explicit one, else ``$APSIS_LITE_TOKEN``, else the ``token``
+file a server writes into the default data folder, but only when the URL
+is the one that server wrote into ``server.url`` beside it (the local
+token never goes to another server).
 """
 
 import http.client
@@ -35,6 +41,27 @@ def url_file() -> str:
     from .config import default_data_dir  # lazily: the client needs nothing else from config
 
     return os.path.join(default_data_dir(), "server.url")
+
+
+def token_file() -> str:
+    """``token`` in the default data folder: the local token of the server there (owner-only)."""
+    return os.path.join(os.path.dirname(url_file()), "token")
+
+
+def resolve_token(token, url):
+    """The token to send to ``url``: ``token``, else ``$APSIS_LITE_TOKEN``, else the default data
+    folder's token file if its server is the one at ``url``; None if there is none."""
+    for candidate in (token, os.environ.get("APSIS_LITE_TOKEN")):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    local = _url_from_file()
+    if local is None or local.rstrip("/") != url:
+        return None
+    try:
+        with open(token_file(), encoding="utf-8") as f:
+            return f.read().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _url_from_file():
@@ -78,9 +105,10 @@ def quote_id(id_: str) -> str:
 class Client:
     """Calls ``{url}/api/v1{path}``; ``path`` is e.g. ``/runs/r12``."""
 
-    def __init__(self, url=None, timeout=30.0):
+    def __init__(self, url=None, timeout=30.0, token=None):
         self.url, self.url_source = resolve_url(url)
         self.timeout = timeout
+        self.token = resolve_token(token, self.url)
 
     def get(self, path, **params):
         """GET, returning the decoded JSON body."""
@@ -106,13 +134,15 @@ class Client:
         url = self.url + API_PREFIX + path + ("?" + query if query else "")
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Accept", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
                 return resp.read(), resp.headers
         except urllib.error.HTTPError as exc:
-            raise self._http_error(exc, url) from None
+            raise self._http_error(exc, url, self.token) from None
         except urllib.error.URLError as exc:
             raise ClientError(self._unreachable(exc.reason)) from None
         except (OSError, http.client.HTTPException) as exc:
@@ -140,7 +170,7 @@ class Client:
         return f"cannot reach apsis-lite at {self.url}: {why}"
 
     @staticmethod
-    def _http_error(exc, url):
+    def _http_error(exc, url, token=None):
         try:
             body = exc.read()
             msg = json.loads(body)["error"]
@@ -149,6 +179,12 @@ class Client:
         except Exception:
             # Not our API's error shape: a proxy, or the wrong server.
             msg = f"HTTP {exc.code} {exc.reason} from {url}"
+        if exc.code == 401:
+            msg = (f"{url.split('/api/')[0]} refused the token; give a valid one with --token or "
+                   "$APSIS_LITE_TOKEN" if token else
+                   f"{url.split('/api/')[0]} needs a token: give one with --token or $APSIS_LITE_TOKEN "
+                   "(a server writes its local token to the file 'token' in its data folder; "
+                   "'apsis-lite user token NAME' issues one for a user)")
         return ClientError(msg, exc.code)
 
     def _json(self, body):

@@ -42,6 +42,7 @@ from .ui_format import (
     valid_zone,
     zone_names,
 )
+from .webauth import current_user
 
 RUNS_PAGE = 50
 JOBS_PAGE = 200
@@ -117,6 +118,8 @@ def create_ui(config, store, engine, launcher):
     """The pages blueprint over a read ``store``, the ``engine`` and its ``launcher``."""
     bp = Blueprint("ui", __name__)
     bp.add_app_template_filter(format_duration, "duration")
+    # The banner in base.html: every page says when scheduled runs are paused.
+    bp.app_context_processor(lambda: {"active_pauses": engine.pauses})
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -188,13 +191,52 @@ def create_ui(config, store, engine, launcher):
         until = time_field("until", form["until"], tz)
         return where, params, since, until, form
 
+    def bounded(where, params, since, until):
+        """``where`` with the page's time range, for a query of our own."""
+        clauses, values = [f"({where})"], list(params)
+        if since is not None:
+            clauses.append("time_schedule >= ?")
+            values.append(since)
+        if until is not None:
+            clauses.append("time_schedule < ?")
+            values.append(until)
+        return " AND ".join(clauses), values
+
+    def groups_on_newer_pages(group_ids, where, params, since, until, cursor):
+        """Of ``group_ids``, those with a matching run at or after ``cursor``.
+
+        A rerun group is listed once, on the page holding its newest
+        matching run; a page past the first leaves out the groups an
+        earlier page showed. One index probe per group.
+        """
+        cond, values = bounded(where, params, since, until)
+        shown = set()
+        for g in group_ids:
+            hit, _ = store.query_runs(f"{cond} AND (run_id = ? OR rerun_group = ?) AND run_id >= ?",
+                                      values + [g, g, cursor], limit=1)
+            if hit:
+                shown.add(g)
+        return shown
+
+    def newer_cursor(where, params, since, until, cursor, limit):
+        """The cursor of the page before the one at ``cursor`` (keyset backwards), or None
+        when that is the newest page."""
+        cond, values = bounded(where, params, since, until)
+        # The ``limit + 1`` matching runs just after the cursor, oldest first.
+        newer, _ = store.query_runs(
+            f"run_id IN (SELECT run_id FROM runs WHERE {cond} AND run_id >= ? ORDER BY run_id LIMIT ?)",
+            values + [cursor, limit + 1], limit=limit + 1)
+        if len(newer) <= limit:
+            return None
+        return newer[1].run_id + 1  # newest first: the page holds newer[1:], so it starts above newer[1]
+
     def runs_url(form, cursor=None):
         return url_for("ui.runs", **{k: v for k, v in form.items() if v and k != "cursor"},
                        **({"cursor": cursor} if cursor else {}))
 
     @bp.get("/")
     def runs():
-        error, groups, nxt, status = None, [], None, 200
+        error, groups, nxt, newer, status = None, [], None, None, 200
         form = {"q": request.args.get("q", ""), "state": request.args.getlist("state"),
                 "since": request.args.get("since", ""), "until": request.args.get("until", ""),
                 "cursor": request.args.get("cursor", ""), "limit": request.args.get("limit", "")}
@@ -206,6 +248,11 @@ def create_ui(config, store, engine, launcher):
             runs_, nxt = store.query_runs(where, params, since=since, until=until,
                                           limit=limit, cursor=cursor)
             groups = group_runs(runs_)
+            if cursor is not None:
+                shown_before = groups_on_newer_pages([g.group_id for g in groups], where, params,
+                                                     since, until, cursor)
+                groups = [g for g in groups if g.group_id not in shown_before]
+                newer = newer_cursor(where, params, since, until, cursor, limit)
         except BadRequest as exc:
             error, status = str(exc), 400
         # With ``limit`` the list is embedded in another page (a job's recent
@@ -215,7 +262,10 @@ def create_ui(config, store, engine, launcher):
                    "sync_with": None if embedded else "#runs-filter",
                    "poll_url": runs_url(form, form["cursor"] or None),
                    "next_url": runs_url(form, format_run_id(nxt)) if nxt else None,
-                   "first_url": runs_url(form) if form["cursor"] else None}
+                   "first_url": runs_url(form) if form["cursor"] else None,
+                   # Backwards a page; from the second page that is the newest one.
+                   "newer_url": (runs_url(form, format_run_id(newer)) if newer
+                                 else runs_url(form) if form["cursor"] and not error else None)}
         if fragment_for("runs-results"):
             return page("_runs_results.html", status, **ctx)
         return page("runs.html", status, active="runs", **ctx)
@@ -312,15 +362,15 @@ def create_ui(config, store, engine, launcher):
         fns = {"start": engine.start, "skip": engine.skip, "stop": engine.stop, "rerun": engine.rerun}
         if op not in fns:
             raise NotFound(f"no operation {op!r} (operations: {', '.join(fns)})")
-        return operate(run_id, lambda rid: fns[op](rid))
+        return operate(run_id, lambda rid: fns[op](rid, user=current_user()))
 
     @bp.post("/runs/<run_id>/signal/<name>")
     def run_signal(run_id, name):
-        return operate(run_id, lambda rid: engine.signal(rid, name))
+        return operate(run_id, lambda rid: engine.signal(rid, name, user=current_user()))
 
     @bp.post("/runs/<run_id>/mark/<state>")
     def run_mark(run_id, state):
-        return operate(run_id, lambda rid: engine.mark(rid, state))
+        return operate(run_id, lambda rid: engine.mark(rid, state, user=current_user()))
 
     def program_text(program):
         return yaml.safe_dump(program, sort_keys=False, default_flow_style=False).strip() if program else ""
@@ -374,7 +424,7 @@ def create_ui(config, store, engine, launcher):
         job = engine.get_job(job_id)
         args = {p: request.form.get(f"arg:{p}", "") for p in job.params}
         when = run_time(request.form)
-        run = engine.submit(job.job_id, args, when)
+        run = engine.submit(job.job_id, args, when, user=current_user())
         return go(url_for("ui.run_page", run_id=format_run_id(run.run_id)))
 
     def run_time(form):
@@ -402,12 +452,12 @@ def create_ui(config, store, engine, launcher):
             command = form.get("command", "").strip()
             if not command:
                 raise BadRequest("command: type a shell command to run")
-            run = engine.submit_program(command, when)
+            run = engine.submit_program(command, when, user=current_user())
         else:
             job_id = form.get("job_id", "").strip()
             if not job_id:
                 raise BadRequest("job: give the id of the job to run")
-            run = engine.submit(job_id, parse_args_text(form.get("args", "")), when)
+            run = engine.submit(job_id, parse_args_text(form.get("args", "")), when, user=current_user())
         return go(url_for("ui.run_page", run_id=format_run_id(run.run_id)))
 
     # -- the header: zone picker, connection check -------------------------------

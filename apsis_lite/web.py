@@ -14,8 +14,10 @@ import time
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import paths
+from . import paths, webauth
+from .auth import Auth, ensure_local_token, users_path
 from .errors import ApsisError, BadRequest
+from .pauses import parse_pause_request
 from .runfilter import compile_filter
 from .runs import ACTIVE, FINISHED, format_run_id, parse_run_id
 from .timeutil import parse_time, to_iso
@@ -28,12 +30,18 @@ MAX_WAIT = 30.0
 MAX_LIMIT = 1000
 
 
-def create_app(config, store, engine, launcher, reload_jobs=None):
+def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
     """The WSGI app over a read ``store``, the ``engine`` and its ``launcher``.
 
-    ``reload_jobs()`` reloads the jobs folder and says what changed.
+    ``reload_jobs()`` reloads the jobs folder and says what changed. Every
+    request but ``/alive`` and the login page is checked by ``auth`` (by
+    default: the local token in the data folder, and the users file); it
+    is ``app.extensions["apsis_auth"]``.
     """
     app = Flask(__name__, template_folder=paths.templates_dir(), static_folder=paths.static_dir())
+    if auth is None:
+        auth = Auth(ensure_local_token(config.data_dir), users_path(config))
+    webauth.install(app, config, auth)
     app.json.sort_keys = False
     started = time.time()
     api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -75,7 +83,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None):
         return jso
 
     def user():
-        return None  # authentication arrives with the packaging issue
+        return webauth.current_user()
 
     # -- service -------------------------------------------------------------
 
@@ -91,7 +99,37 @@ def create_app(config, store, engine, launcher, reload_jobs=None):
             "job_errors": len(engine.job_errors),
             "pid": os.getpid(),
             "uptime": round(time.time() - started, 3),
+            "pauses": [p.to_jso() for p in engine.pauses],
         }
+
+    # -- pauses ----------------------------------------------------------------
+
+    def pause_jso(job_id):
+        """A job's own pause (the global one is ``/pauses`` and a job's ``global_pause``)."""
+        pause = engine.job_pause(job_id)
+        return pause.to_jso() if pause is not None else None
+
+    @api.get("/pauses")
+    def pauses_list():
+        return {"items": [p.to_jso() for p in engine.pauses]}
+
+    @api.post("/pause")
+    def pause_all():
+        reason, mode = parse_pause_request(body())
+        return engine.pause(None, reason, mode, user=user()).to_jso()
+
+    @api.delete("/pause")
+    def resume_all():
+        return engine.resume(None, user=user()).to_jso()
+
+    @api.post("/jobs/<path:job_id>/pause")
+    def pause_job(job_id):
+        reason, mode = parse_pause_request(body())
+        return engine.pause(job_id, reason, mode, user=user()).to_jso()
+
+    @api.delete("/jobs/<path:job_id>/pause")
+    def resume_job(job_id):
+        return engine.resume(job_id, user=user()).to_jso()
 
     # -- jobs ----------------------------------------------------------------
 
@@ -111,7 +149,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None):
         ids = sorted(j for j in engine.jobs if job_matches(engine.jobs[j], q) and (cursor is None or j > cursor))
         page = ids[:limit]
         return {
-            "items": [engine.jobs[j].to_jso() for j in page],
+            "items": [{**engine.jobs[j].to_jso(), "pause": pause_jso(j)} for j in page],
             "next": page[-1] if len(ids) > limit else None,
             "errors": [e.to_jso() for e in engine.job_errors],
         }
@@ -127,6 +165,8 @@ def create_app(config, store, engine, launcher, reload_jobs=None):
         job = engine.get_job(job_id)
         count = int_arg("next", 10, 0, 1000)
         jso = job.to_jso()
+        jso["pause"] = pause_jso(job.job_id) if not job.adhoc else None
+        jso["global_pause"] = pause_jso(None)
         jso["next_times"] = [
             {"time": to_iso(t), "args": {k: str(v) for k, v in args.items()}}
             for t, args in engine.next_times(job, count)

@@ -65,6 +65,13 @@
 
   document.addEventListener("htmx:load", function (event) { restore(event.detail.elt); });
 
+  // Every request htmx sends carries the session's CSRF token; the server
+  // refuses a state-changing request from a browser session without it.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    if (meta && meta.content) event.detail.headers["X-CSRF-Token"] = meta.content;
+  });
+
   // A poll waits while a menu in what it would replace is open.
   document.addEventListener("htmx:beforeRequest", function (event) {
     var elt = event.detail.elt;

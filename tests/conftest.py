@@ -73,10 +73,24 @@ class Server:
     def kill(self):
         self.stop(signal.SIGKILL)
 
-    def request(self, method, path, jso=None):
+    def token(self):
+        """The server's local token, read from its data folder as the CLI on this machine does."""
+        path = self.data_dir / "token"
+        return path.read_text().strip() if path.exists() else ""
+
+    def login_link(self):
+        """A one-time login link, as the desktop start opens in the browser."""
+        from apsis_lite.auth import one_time_link
+        return one_time_link(self.url, self.token())
+
+    def request(self, method, path, jso=None, headers=None, token=True):
+        """``(status, body, headers)``; with the local token unless ``token`` is False or another token."""
         data = None if jso is None else json.dumps(jso).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        sent = {"Content-Type": "application/json"}
+        if token:
+            sent["Authorization"] = f"Bearer {self.token() if token is True else token}"
+        sent.update(headers or {})
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, resp.read(), dict(resp.headers)
@@ -124,7 +138,7 @@ class Server:
                 return items
 
     def cli(self, *args, timeout=60, input=None):
-        env = dict(os.environ, APSIS_LITE_URL=self.url or "")
+        env = dict(os.environ, APSIS_LITE_URL=self.url or "", APSIS_LITE_TOKEN=self.token())
         return subprocess.run([sys.executable, "-m", "apsis_lite", *args], capture_output=True,
                               text=True, timeout=timeout, env=env, cwd=ROOT, input=input)
 

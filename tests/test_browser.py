@@ -52,9 +52,10 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, request, tmp_path):
+def page(browser, server, request, tmp_path):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
+    pg.goto(server.login_link())  # logged in, as after the desktop start
     pg.on("dialog", lambda dialog: dialog.accept())  # the confirmations
     failed_before = request.session.testsfailed
     yield pg

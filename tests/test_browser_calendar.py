@@ -36,10 +36,11 @@ def server():
 
 
 @pytest.fixture
-def page(request, tmp_path):
+def page(request, tmp_path, server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pg = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        pg.goto(server.login_link())  # logged in, as after the desktop start
         failed_before = request.session.testsfailed
         yield pg
         if request.session.testsfailed > failed_before:

@@ -75,7 +75,7 @@ def submit(server, *args):
 
 def popen_cli(server, *args):
     """A CLI process to interact with while it runs."""
-    env = dict(os.environ, APSIS_LITE_URL=server.url)
+    env = dict(os.environ, APSIS_LITE_URL=server.url, APSIS_LITE_TOKEN=server.token())
     return subprocess.Popen([sys.executable, "-m", "apsis_lite", *args], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -586,6 +586,7 @@ def test_url_from_server_url_file(srv, tmp_path, dead_url):
     (tmp_path / "apsis-lite").mkdir()
     url_file = tmp_path / "apsis-lite" / "server.url"
     url_file.write_bytes((srv.data_dir / "server.url").read_bytes())
+    (tmp_path / "apsis-lite" / "token").write_bytes((srv.data_dir / "token").read_bytes())
     env = _cli_env(XDG_DATA_HOME=str(tmp_path))
     result = _run_cli("run", "greet", "name=file", env=env)
     assert (result.returncode, result.stdout) == (0, "hello file\n"), result.stderr

@@ -311,7 +311,7 @@ def test_client_against_the_real_server(cli, server, jobs_dir):
         program: "echo hello {{ name }}"
     """)
     server.start()
-    client = Client(server.url + "/")
+    client = Client(server.url + "/", token=server.token())
     assert client.get("/alive") == {"ok": True}
     rid = client.post("/runs", {"job_id": "greet", "args": {"name": "ann"}})["run_id"]
     server.wait_run(rid)
@@ -331,5 +331,5 @@ def test_client_against_the_real_server(cli, server, jobs_dir):
     with pytest.raises(ClientError) as exc:
         client.post(f"/runs/{rid}/stop")
     assert exc.value.status == 409 and "only a running run can be stopped" in exc.value.message
-    result = CliRunner().invoke(cli, ["show", "999999", "--url", server.url])
+    result = CliRunner().invoke(cli, ["show", "999999", "--url", server.url, "--token", server.token()])
     assert (result.exit_code, result.output) == (1, "Error: no run r999999\n")

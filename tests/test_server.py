@@ -204,7 +204,8 @@ def test_bad_api_input(server, jobs_dir):
         assert text.lower() in json.loads(body)["error"].lower(), (path, body)
     # Not JSON at all.
     import urllib.request
-    req = urllib.request.Request(server.url + "/api/v1/runs", data=b"{nope", method="POST")
+    req = urllib.request.Request(server.url + "/api/v1/runs", data=b"{nope", method="POST",
+                                 headers={"Authorization": f"Bearer {server.token()}"})
     try:
         urllib.request.urlopen(req)
         raise AssertionError("accepted bad JSON")

@@ -71,8 +71,11 @@ def world(tmp_path):
         engine.set_jobs(loaded, errors)
         engine.recover()
         app = create_app(config, reader, engine, launcher)
+        client = app.test_client()
+        # As the CLI on this machine: the local token the app keeps in the data folder.
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app.extensions['apsis_auth'].local_token}"
         made.append((store, reader))
-        return app.test_client(), engine, store, clock
+        return client, engine, store, clock
 
     yield make
     for store, reader in made:
@@ -497,3 +500,47 @@ def test_a_jobs_recent_runs_keep_polling_as_an_embedded_list(world):
     assert again == poll and "hx-sync=" not in frag[:400]
     # The runs page's own list keeps in step with its filter form.
     assert 'hx-sync="#runs-filter:drop"' in text_of(client.get("/"))
+
+
+def test_a_rerun_group_spanning_two_pages_is_listed_once_and_newer_pages_back(world):
+    client, engine, store, _clock = world()
+    original = finished_run(engine, "tick", {"time": "orig"})
+    # 55 runs after it, then a rerun of it: newest, so the group sits on the first page.
+    others = [engine.submit("tick", {"time": str(i)}, when=T0 + 3600) for i in range(55)]
+    resp = client.post(f"/runs/r{original.run_id}/op/rerun?view=group", headers=hx())
+    assert resp.status_code == 200
+    rerun_id = int(re.search(r'class="rerun" data-run="r(\d+)"', text_of(resp)).group(1))
+    page1 = text_of(client.get("/?q=job:tick"))
+    assert page1.count(f'data-group="{original.run_id}"') == 1 and f'data-run="r{rerun_id}"' in page1
+    older = re.search(r'href="([^"]*cursor=r\d+[^"]*)">Older', page1).group(1).replace("&amp;", "&")
+    page2 = text_of(client.get(older))
+    # The original's own run falls on page 2 by id, but its group was shown on page 1.
+    assert f'data-group="{original.run_id}"' not in page2 and f'data-run="r{original.run_id}"' not in page2
+    shown2 = [int(x) for x in re.findall(r'data-run="r(\d+)"', page2)]
+    cursor = int(re.search(r"cursor=r(\d+)", older).group(1))
+    below, _ = store.query_runs("job_id = 'tick'", [], cursor=cursor, limit=50)
+    assert others[0].run_id in shown2
+    assert shown2 == [r.run_id for r in below if r.run_id != original.run_id]
+    # Newer goes back one page: here, the newest.
+    newer = re.search(r'href="([^"]*)" rel="prev">&larr; Newer', page2).group(1).replace("&amp;", "&")
+    assert text_of(client.get(newer)).count(f'data-group="{original.run_id}"') == 1
+
+
+def test_newer_is_keyset_backwards_from_a_deep_page(world):
+    client, engine, _store, _clock = world()
+    runs = [engine.submit("tick", {"time": str(i)}, when=T0 + 3600) for i in range(130)]
+    ids = [r.run_id for r in reversed(runs)]  # newest first
+    pages, url = [], "/?q=job:tick"
+    while url:
+        body = text_of(client.get(url))
+        pages.append(([int(x) for x in re.findall(r'data-run="r(\d+)"', body)], body))
+        m = re.search(r'href="([^"]*cursor=r\d+[^"]*)">Older', body)
+        url = m and m.group(1).replace("&amp;", "&")
+    assert [p for p, _ in pages] == [ids[:50], ids[50:100], ids[100:]]
+    assert "Newer" not in pages[0][1]
+    back = re.search(r'href="([^"]*)" rel="prev">&larr; Newer', pages[2][1]).group(1).replace("&amp;", "&")
+    assert "cursor=" in back
+    body = text_of(client.get(back))
+    assert [int(x) for x in re.findall(r'data-run="r(\d+)"', body)] == ids[50:100]
+    back2 = re.search(r'href="([^"]*)" rel="prev">&larr; Newer', body).group(1).replace("&amp;", "&")
+    assert [int(x) for x in re.findall(r'data-run="r(\d+)"', text_of(client.get(back2)))] == ids[:50]
