@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench build clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,21 @@ $(CHROMIUM):
 run: install
 	$(VENV)/bin/apsis-lite serve --jobs jobs --data .data
 
-test: install $(CHROMIUM)
-	$(PY) -m pytest -q
+# The one-file executable, rebuilt only when a source, template, static file or example
+# job is newer than it (a find, not make prerequisites: job file names may hold spaces).
+# Built aside and moved into place, so that a running copy is never overwritten.
+EXE := dist/apsis-lite
+build: install
+	@if [ ! -x $(EXE) ] || [ -n "$$(find apsis_lite templates static jobs build.spec pyproject.toml \
+	      -type f -newer $(EXE) -not -path '*/__pycache__/*' | head -n 1)" ]; then \
+	  echo "building $(EXE)"; \
+	  $(VENV)/bin/pyinstaller --noconfirm --log-level ERROR --distpath build/dist build.spec && \
+	  mkdir -p dist && mv build/dist/apsis-lite $(EXE); \
+	else echo "$(EXE) is up to date"; fi
+
+# tests/test_executable.py tests the executable just built rather than building its own.
+test: install $(CHROMIUM) build
+	APSIS_LITE_EXE=$(abspath $(EXE)) $(PY) -m pytest -q
 
 bench: install
 	$(PY) bench/run_all.py

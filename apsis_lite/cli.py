@@ -21,15 +21,19 @@ def cli():
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default 5005; 0 picks a free one).")
 @click.option("--server", type=click.Choice(["gevent", "waitress"]), help="Web server.")
+@click.option("--threads", type=click.IntRange(1, 1024),
+              help="Worker threads with --server waitress (default 8).")
+@click.option("--log-file", "log_file", type=click.Path(dir_okay=False),
+              help="Log to this file (rotated by size) instead of stderr.")
 @click.option("--since", type=click.Choice(["last", "now"]), default="last", show_default=True,
               help="'now' starts fresh: slots missed while the server was down are not run.")
-def serve(config_file, jobs_dir, data_dir, host, port, server, since):
+def serve(config_file, jobs_dir, data_dir, host, port, server, threads, log_file, since):
     """Run the scheduler and its web server."""
     from .config import load_config
     from .service import serve as run_service
     try:
         config = load_config(config_file, jobs_dir=jobs_dir, data_dir=data_dir, host=host,
-                             port=port, server=server)
+                             port=port, server=server, threads=threads, log_file=log_file)
         if not os.path.isdir(config.jobs_dir):
             raise click.ClickException(f"jobs folder not found: {config.jobs_dir}")
         run_service(config, since_now=(since == "now"))
@@ -37,6 +41,29 @@ def serve(config_file, jobs_dir, data_dir, host, port, server, since):
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
+
+
+@cli.command(short_help="This user's scheduler in the browser (what no arguments do).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="YAML config file (default: config.yaml in the user's config folder, if there).")
+@click.option("--no-browser", is_flag=True, help="Only print the address; open no browser.")
+def desktop(config_file, no_browser):
+    """Start this user's scheduler and open it in the browser; if it is running, just open it.
+
+    Jobs are in ~/.config/apsis-lite/jobs (created with an example job),
+    data in ~/.local/share/apsis-lite ($XDG_CONFIG_HOME and $XDG_DATA_HOME
+    move them). Listens on 127.0.0.1, port 5005 or the next free one.
+    No browser is opened without a display or with $APSIS_LITE_NO_BROWSER set.
+    """
+    from . import desktop as desktop_start
+    try:
+        config = desktop_start.load_user_config(config_file)
+        status = desktop_start.start(config, browser=not no_browser)
+    except ApsisError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+    raise SystemExit(status)
 
 
 class UsageProblem(click.ClickException):
@@ -337,6 +364,105 @@ def import_crontab_cmd(crontab_file, out_dir, zone_name, force):
             click.echo(f"  {line}")
     if crontab.problems:
         raise SystemExit(1)
+
+
+# --- users (see auth.py) ------------------------------------------------------
+
+
+@cli.group("user")
+def user_group():
+    """Manage who may log in: users with a role (viewer or operator) and their API tokens.
+
+    The users file is users.json in the data folder unless the config names
+    another (users_file); the server picks up changes without a restart.
+    """
+
+
+def _users_options(f):
+    f = click.option("--data", "data_dir", type=click.Path(file_okay=False),
+                     help="Data folder of the server (default: the per-user data folder).")(f)
+    return click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                        help="The server's config file (its users_file and data_dir).")(f)
+
+
+def _users_file(config_file, data_dir):
+    from .auth import UsersFile, users_path
+    from .config import load_config
+    try:
+        return UsersFile(users_path(load_config(config_file, data_dir=data_dir)))
+    except ApsisError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _new_password(from_stdin):
+    if from_stdin:
+        line = click.get_text_stream("stdin").readline()
+        return line.rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def _users_call(fn, *args):
+    try:
+        return fn(*args)
+    except ApsisError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator"]), required=True,
+              help="viewer: sees everything; operator: also runs, stops, reruns, skips, marks, reloads.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@_users_options
+def user_add(name, role, password_stdin, config_file, data_dir):
+    """Add user NAME with a password (asked for, or read from stdin)."""
+    users = _users_file(config_file, data_dir)
+    _users_call(users.add, name, role, _new_password(password_stdin))
+    click.echo(f"added {role} {name} to {users.path}")
+
+
+@user_group.command("remove")
+@click.argument("name")
+@_users_options
+def user_remove(name, config_file, data_dir):
+    """Remove user NAME, their API tokens and their browser sessions."""
+    users = _users_file(config_file, data_dir)
+    _users_call(users.remove, name)
+    click.echo(f"removed {name} from {users.path}")
+
+
+@user_group.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@_users_options
+def user_passwd(name, password_stdin, config_file, data_dir):
+    """Set a new password for NAME (their browser sessions end)."""
+    users = _users_file(config_file, data_dir)
+    _users_call(users.passwd, name, _new_password(password_stdin))
+    click.echo(f"changed the password of {name}")
+
+
+@user_group.command("list")
+@_users_options
+def user_list(config_file, data_dir):
+    """List the users: name, role, number of API tokens."""
+    users = _users_call(_users_file(config_file, data_dir).load)
+    if not users:
+        click.echo("no users (add one with 'apsis-lite user add NAME --role operator')")
+    for name, user in sorted(users.items()):
+        click.echo(f"{name}\t{user.get('role')}\t{len(user.get('tokens') or {})} token(s)")
+
+
+@user_group.command("token")
+@click.argument("name")
+@click.option("--label", default="", help="What the token is for (kept beside its hash).")
+@_users_options
+def user_token(name, label, config_file, data_dir):
+    """Issue an API token for NAME, for scripts (Authorization: Bearer TOKEN).
+
+    Only its hash is kept: it is printed once, now.
+    """
+    click.echo(_users_call(_users_file(config_file, data_dir).issue_token, name, label))
 
 
 @cli.command(hidden=True)

@@ -44,6 +44,9 @@ class Config:
     resources: dict = _setting(None, "capacity of each named resource, e.g. {db: 2}; a resource not listed has capacity 1", "capacities")
     extensions: tuple = _setting((), "modules to import at start-up that register extra program/schedule/condition/action types", tuple)
     log_level: str = _setting("INFO", "logging level")
+    log_file: str = _setting(None, "write the log to this file instead of stderr, rotated by size", "path")
+    log_file_max_size: int = _setting(10 * 1024 * 1024, "bytes at which the log file is rotated (renamed to .1, .2, ...)", int)
+    log_file_backups: int = _setting(5, "rotated log files kept beside the current one", int)
     jobs_watch: str = _setting("auto", "how edits to job files are noticed: auto (inotify, else polling), poll, or off (only on 'apsis-lite reload')")
     jobs_poll_interval: float = _setting(2.0, "how often the jobs folder is checked for changes when polling (duration)", "duration")
     action_workers: int = _setting(16, "command, webhook and e-mail actions done at the same time at most", int)
@@ -56,6 +59,12 @@ class Config:
     smtp_user: str = _setting(None, "SMTP login user (none: no login)")
     smtp_password: str = _setting(None, "SMTP login password")
     smtp_from: str = _setting(None, "From address of e-mails (default: apsis-lite@ this host's name)")
+    users_file: str = _setting(None, "file of users, their roles, password hashes and API token hashes, managed by 'apsis-lite user' (default: users.json in the data folder); listening beyond loopback needs at least one user", "path")
+    allowed_hosts: tuple = _setting((), "host names requests may be addressed to, besides localhost, 127.0.0.1, [::1] and the host listened on (a guard against DNS rebinding); '*' allows any, e.g. behind a proxy that checks the name", tuple)
+    session_lifetime: float = _setting(12 * 3600.0, "how long a browser login lasts (duration)", "duration")
+    tls_cert: str = _setting(None, "certificate file (PEM) to serve HTTPS directly (gevent server only; or put a TLS proxy in front, see docs/security.md)", "path")
+    tls_key: str = _setting(None, "private key file (PEM) for tls_cert", "path")
+    secure_cookies: bool = _setting(False, "mark the session cookie Secure (set this behind a TLS proxy; on by itself with tls_cert)", bool)
 
     @property
     def db_path(self) -> str:
@@ -86,6 +95,14 @@ def _convert(name, value):
             if isinstance(value, bool):
                 raise ValueError("not an integer")
             return int(value)
+        if kind == bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "on", "1"):
+                return True
+            if str(value).lower() in ("false", "no", "off", "0"):
+                return False
+            raise ValueError(f"expected true or false, not {value!r}")
         if kind == "duration":
             return parse_duration(value)
         if kind == tuple:
@@ -155,6 +172,19 @@ def load_config(path=None, **overrides) -> Config:
         raise ConfigError(f"config: action_workers: must be at least 1, not {cfg.action_workers}")
     if cfg.webhook_retries < 0:
         raise ConfigError(f"config: webhook_retries: must not be negative, not {cfg.webhook_retries}")
+    if cfg.threads < 1:
+        raise ConfigError(f"config: threads: must be at least 1, not {cfg.threads}")
+    if cfg.log_file_max_size < 1024:
+        raise ConfigError(f"config: log_file_max_size: must be at least 1024 bytes, not {cfg.log_file_max_size}")
+    if cfg.log_file_backups < 1:
+        raise ConfigError(f"config: log_file_backups: must be at least 1, not {cfg.log_file_backups}")
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ConfigError("config: tls_cert and tls_key go together: give both or neither")
+    if cfg.tls_cert and cfg.server != "gevent":
+        raise ConfigError("config: tls_cert: only the gevent server serves HTTPS itself; "
+                          "put a TLS proxy in front of waitress (see docs/security.md)")
+    if cfg.session_lifetime <= 0:
+        raise ConfigError("config: session_lifetime: must be more than zero")
     if cfg.jobs_poll_interval <= 0:
         raise ConfigError("config: jobs_poll_interval: must be more than zero")
     return cfg

@@ -18,6 +18,7 @@ import gevent.event
 from gevent.server import StreamServer
 
 from .actions import ActionRunner
+from .auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
 from .engine import Engine
 from .errors import ConfigError
 from .reload import JobsWatcher
@@ -86,22 +87,86 @@ def lock_data_dir(config):
     return fd
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def setup_logging(config):
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Log to stderr, or to ``log_file`` rotated at ``log_file_max_size`` with ``log_file_backups`` kept."""
+    if config.log_file:
+        from logging.handlers import RotatingFileHandler
+        os.makedirs(os.path.dirname(config.log_file) or ".", exist_ok=True)
+        handler = RotatingFileHandler(config.log_file, maxBytes=config.log_file_max_size,
+                                      backupCount=config.log_file_backups, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
+                        handlers=[handler])
 
 
-def serve(config, since_now=False):
-    """Run the scheduler and the web server until SIGTERM or SIGINT."""
+# -- authentication (see auth.py and webauth.py) --------------------------------
+
+
+def start_auth(config):
+    """The server's ``Auth``: the local token written (0600, folder 0700), the users file read.
+
+    Refuses to listen beyond loopback without a user: other machines could
+    reach the server, and nobody there could log in but by sharing the token.
+    """
+    auth = Auth(ensure_local_token(config.data_dir), users_path(config))
+    if not is_loopback(config.host) and not auth.has_users():
+        raise ConfigError(
+            f"refusing to listen on {config.host}: other machines can reach it, so it needs users, "
+            f"and {users_path(config)} has none; add one with "
+            f"'apsis-lite user add NAME --role operator --data {config.data_dir}', or listen on 127.0.0.1")
+    return auth
+
+
+def browser_url(config, url):
+    """The address a desktop start opens in the browser, given the server's ``url``.
+
+    A one-time login link (see ``auth.one_time_link``): the browser gets a
+    session as the local operator without typing anything.
+    """
+    return one_time_link_for(config.data_dir, url) or url + "/"
+
+
+def bind_listener(host, port, tries=1):
+    """A listening TCP socket on ``port``, else on the next free one (``tries`` ports in all)."""
+    last = None
+    for candidate in range(port, min(port + max(tries, 1), 65536)):
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+            sock.listen(1024)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if port == 0:
+                break
+    raise ConfigError(f"cannot listen on {host} port {port}"
+                      + (f" nor the {tries - 1} after it" if tries > 1 else "")
+                      + f": {last.strerror if last else 'no port to try'}")
+
+
+def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
+    """Run the scheduler and the web server until SIGTERM or SIGINT.
+
+    ``lock_fd``: the data folder's lock, when the caller took it already.
+    ``port_tries`` > 1 moves to the next free port when ``config.port`` is
+    taken. ``on_ready(url)`` is called once the server answers on ``url``.
+    """
     setup_logging(config)
     try:
         load_extensions(config.extensions)
     except ImportError as exc:
         raise ConfigError(f"config: extensions: cannot import {exc.name or exc}: {exc}") from None
-    lock_fd = lock_data_dir(config)
+    if lock_fd is None:
+        lock_fd = lock_data_dir(config)
+    auth = start_auth(config)
+    listener = bind_listener(config.host, config.port, port_tries)
     store = Store(config.db_path)
     reader = Store(config.db_path, readonly=True)
     launcher = LocalLauncher(config)
@@ -116,26 +181,30 @@ def serve(config, since_now=False):
     notify.start()
 
     watcher.start()
-    app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload)
+    app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload, auth=auth)
+    app.extensions["calendar_warmer"].start()  # the calendar's due times, between other work
     stop_event = gevent.event.Event()
     if config.server == "waitress":
         import waitress
-        web = waitress.create_server(app, host=config.host, port=config.port, threads=config.threads)
+        web = waitress.create_server(app, sockets=[listener], threads=config.threads)
         web_greenlet = gevent.spawn(web.run)
         stop_web = web.close
         bound = web.effective_port
     else:
         from gevent.pywsgi import WSGIServer
-        web = WSGIServer((config.host, config.port), app, log=None, error_log=log)
+        tls = {"certfile": config.tls_cert, "keyfile": config.tls_key} if config.tls_cert else {}
+        web = WSGIServer(listener, app, log=None, error_log=log, **tls)
         web.start()
         web_greenlet = None
         stop_web = web.stop
         bound = web.server_port
-    url = f"http://{config.host}:{bound}"
+    url = f"{'https' if config.tls_cert else 'http'}://{config.host}:{bound}"
     with open(os.path.join(config.data_dir, "server.url"), "w") as f:
         f.write(url)
     log.info("serving on %s (data %s)", url, config.data_dir)
     print(f"apsis-lite serving on {url}", flush=True)
+    if on_ready is not None:
+        gevent.spawn(on_ready, url)
 
     def shutdown(signum):
         log.info("received %s; stopping (runs in flight keep running)", signal.Signals(signum).name)
