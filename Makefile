@@ -20,7 +20,7 @@ $(CHROMIUM):
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
 
 run: install
-	$(VENV)/bin/apsis-lite serve --jobs jobs --data .data
+	$(VENV)/bin/apsis-lite serve --jobs jobs
 
 # The one-file executable, rebuilt only when a source, template, static file or example
 # job is newer than it (a find, not make prerequisites: job file names may hold spaces).

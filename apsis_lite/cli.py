@@ -66,6 +66,36 @@ def desktop(config_file, no_browser):
     raise SystemExit(status)
 
 
+@cli.command("login-link")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False),
+              help="Data folder of the server (default: the per-user data folder).")
+def login_link(data_dir):
+    """Print a one-time link that logs a browser in to the server on this machine.
+
+    Reads the server's address and local token from its data folder, so only
+    a user who can read that folder can make one. The link works once,
+    within two minutes.
+    """
+    from .auth import ONCE_TTL, one_time_link_for
+    from .config import default_data_dir
+    data_dir = data_dir or default_data_dir()
+    try:
+        with open(os.path.join(data_dir, "server.url"), encoding="utf-8") as f:
+            url = f.read().strip()
+    except FileNotFoundError:
+        raise click.ClickException(f"no server has run with data folder {data_dir} (no server.url there)") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the server's address: {exc}") from None
+    try:
+        link = one_time_link_for(data_dir, url)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the server's token: {exc}") from None
+    if link is None:
+        raise click.ClickException(f"no token in {data_dir}: is the server's data folder right?")
+    click.echo(link)
+    click.echo(f"(good once, for {ONCE_TTL // 60} minutes)", err=True)
+
+
 class UsageProblem(click.ClickException):
     """A bad option value, said in one line (exit status 2, as for other usage errors)."""
 

@@ -20,6 +20,7 @@ from gevent.server import StreamServer
 from .actions import ActionRunner
 from .auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
 from .engine import Engine
+from .config import default_data_dir
 from .errors import ConfigError
 from .reload import JobsWatcher
 from .launcher import LocalLauncher
@@ -203,6 +204,13 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
         f.write(url)
     log.info("serving on %s (data %s)", url, config.data_dir)
     print(f"apsis-lite serving on {url}", flush=True)
+    if is_loopback(config.host):
+        link = one_time_link_for(config.data_dir, url)
+        if link:
+            print(f"log in from a browser on this machine: {link}\n"
+                  "(good once, for two minutes; 'apsis-lite login-link"
+                  f"{'' if config.data_dir == default_data_dir() else ' --data ' + config.data_dir}'"
+                  " prints another)", flush=True)
     if on_ready is not None:
         gevent.spawn(on_ready, url)
 

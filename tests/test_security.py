@@ -275,3 +275,19 @@ def test_a_second_server_on_the_same_data_folder_refuses(srv, jobs_dir, data_dir
         second.start(timeout=15)
     assert "already using" in str(exc.value) and "two schedulers must never share one database" in str(exc.value)
     assert srv.get("/api/v1/alive") == {"ok": True}
+
+
+def test_serve_prints_a_login_link_and_login_link_makes_another(srv):
+    printed = re.search(r"log in from a browser on this machine: (\S+)", srv.log())
+    assert printed and printed.group(1).startswith(srv.url + "/login?once=")
+    assert Browser(srv).request("GET", printed.group(1)[len(srv.url):])[0] == 303
+    out = srv.cli("login-link", "--data", str(srv.data_dir))
+    assert out.returncode == 0, out.stderr
+    link = out.stdout.strip()
+    assert link.startswith(srv.url + "/login?once=") and link != printed.group(1)
+    b = Browser(srv)
+    assert b.request("GET", link[len(srv.url):])[0] == 303
+    assert b.request("GET", "/jobs")[0] == 200
+    missing = srv.cli("login-link", "--data", str(srv.data_dir / "nowhere"))
+    assert missing.returncode == 1
+    assert "no server has run with data folder" in missing.stderr and "Traceback" not in missing.stderr
