@@ -28,7 +28,7 @@ from .timeutil import first_instant_at, from_epoch
 
 log = logging.getLogger(__name__)
 
-WINDOWS_MAX = 12   # windows kept; each holds about 10 bytes per job and day
+WINDOWS_MAX = 16   # windows kept; each holds about 10 bytes per job and day
 
 
 def day_start(d: date, zone) -> float:
@@ -264,7 +264,8 @@ def grid_bounds(anchor: date, view: str, zone):
 
 class Warmer:
     """Keeps the current month, week and day summarised, in the background, for the
-    default zone and the zones viewers used lately."""
+    default zone and the zones viewers used lately, and next month in the default
+    zone: the calendar is for looking ahead, so its first step forward is fast too."""
 
     def __init__(self, engine, grid, day, zones, every=10.0, zones_max=4):
         self.engine, self.grid, self.day, self.every = engine, grid, day, every
@@ -290,10 +291,13 @@ class Warmer:
     def warm_once(self, pause=lambda: time.sleep(0)):
         now = self.engine.clock()
         jobs = self.engine.jobs
-        for zone in list(self.zones):
+        for n, zone in enumerate(list(self.zones)):
             today = datetime.fromtimestamp(now, zone).date()
             for view in ("month", "week"):
                 self.grid.summary(jobs, grid_bounds(today, view, zone)[2], now, pause)
+            if n == 0:
+                next_month = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
+                self.grid.summary(jobs, grid_bounds(next_month, "month", zone)[2], now, pause)
             bounds = [day_start(today, zone), day_start(today + timedelta(days=1), zone)]
             self.day.summary(jobs, bounds, now, pause)
 

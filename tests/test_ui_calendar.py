@@ -377,14 +377,16 @@ def test_the_warmer_summarises_the_pages_first_views_yielding_between_jobs(world
     warmer = client.application.extensions["calendar_warmer"]
     pauses = []
     warmer.warm_once(pause=lambda: pauses.append(1))
-    assert len(pauses) == 3 * len(MIXED)  # month, week and day, a pause after each job
-    windows = {len(k): w for k, w in warmer.grid.windows.items()}
-    assert set(windows) == {36, 8} and all(set(w.entries) == set(MIXED) for w in windows.values())
+    # This month, next month, this week and today, a pause after each job.
+    assert len(pauses) == 4 * len(MIXED)
+    # Bounds of each day and the end: a week; January 2027 (Dec 28 to Feb 1); February (Feb 1 to Mar 1).
+    assert sorted(len(k) for k in warmer.grid.windows) == [8, 29, 36]
+    assert all(set(w.entries) == set(MIXED) for w in warmer.grid.windows.values())
     assert all(len(w.entries) == len(MIXED) for w in warmer.day.windows.values())
-    # The pages' first views use those windows: nothing new to compute.
-    for url in ("/calendar", "/calendar?view=week", "/calendar/day"):
+    # The pages' first views, and the first step forward, use those windows: nothing new to compute.
+    for url in ("/calendar", "/calendar?view=week", "/calendar/day", "/calendar?date=2027-02-01"):
         assert client.get(url).status_code == 200
-    assert len(warmer.grid.windows) == 2 and len(warmer.day.windows) == 1
+    assert len(warmer.grid.windows) == 3 and len(warmer.day.windows) == 1
     # In the background: a reload's new jobs are summarised without a page view.
     warmer.every = 0.05
     warmer.start()
@@ -407,8 +409,8 @@ def test_the_warmer_also_keeps_the_zones_viewers_use(world):
     warmer.grid.windows.clear()
     warmer.day.windows.clear()
     warmer.warm_once(pause=lambda: None)
-    assert len(warmer.grid.windows) == 4 and len(warmer.day.windows) == 2
-    assert client.get("/calendar").status_code == 200 and len(warmer.grid.windows) == 4
+    assert len(warmer.grid.windows) == 5 and len(warmer.day.windows) == 2  # next month in UTC only
+    assert client.get("/calendar").status_code == 200 and len(warmer.grid.windows) == 5
 
 
 def test_an_arg_filter_is_computed_time_by_time_within_a_budget_and_says_so(world):
