@@ -31,6 +31,8 @@ BENCHES = [
     ("startup", [], ["--small"], 300),
     ("stored_runs", [], ["--small"], 600),
     ("waiting_idle", [], ["--small"], 300),
+    ("pages", [], ["--small"], 900),
+    ("executable", [], ["--starts", "3"], 300),
 ]
 
 
