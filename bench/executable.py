@@ -69,9 +69,12 @@ def wall(cmd, env):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--exe", default=os.path.join(ROOT, "dist", "apsis-lite"))
+    default_exe = os.path.join(ROOT, "dist", "apsis-lite")
+    parser.add_argument("--exe", default=default_exe)
     parser.add_argument("--starts", type=int, default=5)
     args = parser.parse_args()
+    if not os.path.exists(args.exe) and args.exe != default_exe:
+        parser.error(f"--exe: no executable at {args.exe}")
     if not os.path.exists(args.exe):
         note("building dist/apsis-lite")
         started = time.monotonic()
