@@ -42,6 +42,9 @@ PLAN_BUDGET = 0.02
 # How early the engine's timer fires before a due time; see _sleep_until.
 WAKE_EARLY = 0.005
 
+# Meta key: run ids below it had finished and been reacted to at the last checkpoint.
+LOW_WATER_KEY = "reacted_low_water"
+
 # How long before its due time a run's folder and spec are written.
 PREPARE_AHEAD = 1.0
 
@@ -93,7 +96,7 @@ class Engine:
         self._pause_changes = deque()  # scopes set or lifted since the last pass
         self._alarms = []           # heap of (time, kind, run_id): deadlines, max_duration
         self._alarm_listeners = []
-        self._alarmed = set()       # deadlines (job_id, args, time) and max_durations ("max_duration", run_id) reported
+        self._alarmed = set()       # run ids whose max_duration alarm was reported; dropped when they finish
         self._any_max_duration = False
         self._load_pauses()
         store.add_listener(self._on_change)
@@ -249,12 +252,15 @@ class Engine:
         if now >= self._next_sweep:
             self._sweep(now)
             self._next_sweep = now + self.config.sweep_interval
-        if now >= self._next_checkpoint:
+        save_low_water = now >= self._next_checkpoint
+        if save_low_water:
             if self._next_checkpoint:
                 self.store.checkpoint()
             self._next_checkpoint = now + self.config.checkpoint_interval
         # What this pass changed (a finished run frees its resources, ...).
         self._process_changes(now)
+        if save_low_water:
+            self._save_low_water()
         if not planned_all or self._changes or self._pause_changes:
             return now
         wake_at = min(self._next_sweep, self._next_checkpoint)
@@ -302,7 +308,41 @@ class Engine:
             self._arm_max_duration(run)
             self._resources.take(run.run_id, resource_wants(run.conditions))
             self._reconcile(run, now, restarted=True)
+        with self.store.write():
+            self._recover_reruns(now)
+            self._save_low_water()
         self.started = True
+
+    def _recover_reruns(self, now):
+        """Create the automatic reruns lost when the server stopped between a failure and its rerun.
+
+        Only runs that finished after the low-water mark saved at the last
+        checkpoint are looked at (the (state, run_id) index; see
+        ``_save_low_water``), not the whole history. A run that already has
+        a rerun, or was marked by hand, is left alone; rerun n's unique slot
+        keeps this from ever making one twice.
+        """
+        low = self.store.get_meta(LOW_WATER_KEY)
+        states = sorted({st for job in self.jobs.values() if job.reruns and job.reruns.count
+                         for st in job.reruns.states})
+        if low is None or not states:
+            return
+        for run in self.store.finished_since(int(low), states):
+            if sum(1 for st in run.times if st in FINISHED) > 1:
+                continue  # marked by hand: marking never reruns
+            if self.store.has_rerun_of(run.rerun_group or run.run_id, run.run_id):
+                continue
+            try:
+                self._maybe_rerun(run.run_id, run.job_id, run.state, now,
+                                  finished=run.times.get(run.state, run.time_updated), quiet=True)
+            except Exception:  # a bad job must not stop the others' reruns
+                log.exception("recovering the rerun of run %s failed", run.run_id)
+
+    def _save_low_water(self):
+        """Record below which run ids every finished run has been reacted to (for ``_recover_reruns``)."""
+        low = self.store.unfinished_low_water()
+        pending = [rid for rid, _, _ in self._changes]  # finished, not reacted to yet
+        self.store.set_meta(LOW_WATER_KEY, min([low, *pending]))
 
     def _reconcile(self, run, now, restarted=False):
         """Bring a run in starting, running or stopping in line with its run folder.
@@ -897,6 +937,7 @@ class Engine:
                 for name in self._resources.release(rid):
                     woken |= self._waits.pop(("resource", name))
                 self._has_deadline.discard(rid)
+                self._alarmed.discard(rid)  # its max_duration alarm can no longer come
                 try:
                     self._maybe_rerun(rid, key[0], new, now)
                 except Exception:  # a bad job must not stop the others' reruns
@@ -944,8 +985,12 @@ class Engine:
                                          f"({format_duration(max_time)}){last}"):
                     self._discard_prepared(rid)
 
-    def _maybe_rerun(self, rid, job_id, state, now):
-        """Schedule the next automatic rerun of a run that ended in ``state``, if its job says so."""
+    def _maybe_rerun(self, rid, job_id, state, now, finished=None, quiet=False):
+        """Schedule the next automatic rerun of a run that ended in ``state``, if its job says so.
+
+        ``finished``: when it ended, if not now (its rerun is due its delay
+        after that, or now); ``quiet``: log nothing when no rerun is left.
+        """
         # A job-folder job is a dict look-up; only ad hoc ones are read from the store.
         job = self.jobs.get(job_id) or (self._find_job(job_id) if job_id.startswith("adhoc/") else None)
         policy = job and job.reruns
@@ -955,6 +1000,8 @@ class Engine:
         group = run.rerun_group or run.run_id
         done = self.store.count_reruns(group)
         if done >= policy.count:
+            if quiet:
+                return
             self.store.log(rid, now, f"{state}: no automatic rerun left (its rerun group has {done} "
                                      f"rerun{'s' if done != 1 else ''}; the job allows {policy.count})")
             return
@@ -965,7 +1012,7 @@ class Engine:
         except BadRequest as exc:
             self.store.log(rid, now, f"{state}: cannot rerun: {exc}")
             return
-        when = now + delay
+        when = max(now, (now if finished is None else finished) + delay)
         # The slot makes rerun n of a group unique: never created twice.
         new = self.store.insert_run(
             job.job_id, run.args, "scheduled", when, now, slot=f"rerun|{group}|{n}", rerun_of=rid,
@@ -974,8 +1021,9 @@ class Engine:
                     f"for {to_iso(when)}", **bound)
         if new is None:
             return
-        self.store.log(rid, now, f"{state}: rerun {n} of {policy.count} in {_seconds(delay)} "
-                                 f"as {format_run_id(new.run_id)}")
+        late = "" if finished is None else " (made at restart: the server stopped before making it)"
+        self.store.log(rid, now, f"{state}: rerun {n} of {policy.count} in {_seconds(when - now)} "
+                                 f"as {format_run_id(new.run_id)}{late}")
         self._push_due(when, new.run_id)
         self._arm_deadline(job, new, now)
 
@@ -1113,12 +1161,16 @@ class Engine:
         heapq.heappush(self._alarms, (started + job.max_duration.duration, "max_duration", run.run_id))
 
     def _fire_alarms(self, now):
+        # Deadlines reported in this call, by (job_id, args, time): runs of
+        # the same job and args share a deadline time, so they all come due
+        # in this one call; nothing needs remembering beyond it.
+        reported = set()
         while self._alarms and self._alarms[0][0] <= now:
             t, kind, rid = heapq.heappop(self._alarms)
             try:
                 with self.store.write():
                     if kind == "deadline":
-                        self._check_deadline(rid, t, now)
+                        self._check_deadline(rid, t, now, reported)
                         continue
                     limit = self._check_max_duration(rid, now)
                 # Outside the transaction: asking the agent to stop yields.
@@ -1129,7 +1181,7 @@ class Engine:
             except Exception:  # one bad alarm must not stop the others
                 log.exception("checking the %s of run %s failed", kind, rid)
 
-    def _check_deadline(self, rid, t, now):
+    def _check_deadline(self, rid, t, now, reported):
         row = self.store.get_deadline(rid)
         if row is None or row[0] != t:
             return
@@ -1142,9 +1194,9 @@ class Engine:
                for r in self.store.rerun_group(run.rerun_group or rid)):
             return
         key = (run.job_id, dumps(run.args), t)
-        if key in self._alarmed:
+        if key in reported:
             return  # two runs of the same job and args: one report
-        self._alarmed.add(key)
+        reported.add(key)
         self._alarm(rid, "deadline", f"deadline {row[1]} missed: {_status_words(run)}", now)
 
     def _check_max_duration(self, rid, now):
@@ -1158,9 +1210,9 @@ class Engine:
         if started + limit.duration > now:  # the job file changed meanwhile
             heapq.heappush(self._alarms, (started + limit.duration, "max_duration", rid))
             return
-        if ("max_duration", rid) in self._alarmed:
+        if rid in self._alarmed:
             return  # armed twice (at a restart, and as it was found running)
-        self._alarmed.add(("max_duration", rid))
+        self._alarmed.add(rid)
         self._alarm(rid, "max_duration", f"ran longer than max_duration {limit.describe()} "
                                          f"(running since {to_iso(started)})", now)
         return limit

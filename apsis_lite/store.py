@@ -147,6 +147,14 @@ RUN_COLUMNS = (
 
 _JSON_FIELDS = {"program", "conditions", "actions", "meta"}
 
+# Automatic reruns have a slot too (``rerun|group|n``, so that each is made
+# once), but are not slots of a schedule: planning and catch-up leave them be.
+RERUN_SLOT_PREFIX = "rerun|"
+_NOT_RERUN = "slot NOT LIKE 'rerun|%'"
+
+# States a run can still leave by itself (by running, or by being started).
+UNFINISHED = ("scheduled", "waiting", "starting", "running", "stopping")
+
 
 log = logging.getLogger(__name__)
 
@@ -367,18 +375,21 @@ class Store:
         return _row_to_run(row)
 
     def scheduled_slot_runs(self, job_id, since):
-        """A job's runs still scheduled for a schedule slot at or after ``since`` (bounded by its horizon)."""
+        """A job's runs still scheduled for a schedule slot at or after ``since`` (bounded by its horizon).
+
+        Automatic reruns (slot ``rerun|group|n``) are not schedule slots: not included.
+        """
         rows = self._all(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id=? AND state='scheduled'"
-            " AND slot IS NOT NULL AND time_schedule >= ? ORDER BY time_schedule, run_id",
+            f" AND slot IS NOT NULL AND {_NOT_RERUN} AND time_schedule >= ? ORDER BY time_schedule, run_id",
             (job_id, since))
         return [_row_to_run(r) for r in rows]
 
     def missed_slot_runs(self, job_id, before):
-        """A job's runs still scheduled for a schedule slot due before ``before``, oldest first."""
+        """A job's runs still scheduled for a schedule slot due before ``before``, oldest first (no reruns)."""
         rows = self._all(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id=? AND state='scheduled'"
-            " AND slot IS NOT NULL AND time_schedule < ? ORDER BY time_schedule, run_id",
+            f" AND slot IS NOT NULL AND {_NOT_RERUN} AND time_schedule < ? ORDER BY time_schedule, run_id",
             (job_id, before))
         return [_row_to_run(r) for r in rows]
 
@@ -543,6 +554,39 @@ class Store:
     def count_reruns(self, group_id):
         """How many reruns (not counting the original) a rerun group holds."""
         return self._one("SELECT count(*) FROM runs WHERE rerun_group=?", (group_id,))[0]
+
+    def has_rerun_of(self, group_id, run_id) -> bool:
+        """Whether a run of the rerun group is a rerun of ``run_id`` (automatic or by hand)."""
+        return self._one("SELECT 1 FROM runs WHERE rerun_group=? AND rerun_of=? LIMIT 1",
+                         (group_id, run_id)) is not None
+
+    def unfinished_low_water(self) -> int:
+        """The smallest id a run that finishes from now on can have.
+
+        The oldest run not yet finished, else the next id to be given: one
+        probe of the (state, run_id) index per pending or active state.
+        """
+        with self._lock:
+            lows = [self.conn.execute("SELECT min(run_id) FROM runs WHERE state=?", (state,)).fetchone()[0]
+                    for state in UNFINISHED]
+            top = self.conn.execute("SELECT max(run_id) FROM runs").fetchone()[0] or 0
+        return min([x for x in lows if x is not None], default=top + 1)
+
+    def finished_since(self, low_water, states) -> list:
+        """Runs in ``states`` with ids from ``low_water`` on, oldest first (the (state, run_id) index)."""
+        marks = ",".join("?" * len(states))
+        rows = self._all(f"SELECT {RUN_COLUMNS} FROM runs WHERE state IN ({marks}) AND run_id >= ?"
+                         " ORDER BY run_id", [*states, low_water])
+        return [_row_to_run(r) for r in rows]
+
+    def get_meta(self, key):
+        row = self._one("SELECT value FROM meta WHERE key=?", (key,))
+        return None if row is None else row[0]
+
+    def set_meta(self, key, value):
+        with self.write():
+            self._exec("INSERT INTO meta (key, value) VALUES (?, ?)"
+                       " ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, str(value)))
 
     # -- pauses and deadlines ------------------------------------------------------------
     # A handful of rows each: pauses are set by people, and a deadline row

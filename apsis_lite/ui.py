@@ -27,6 +27,7 @@ from flask import (
 )
 
 from .errors import ApsisError, BadRequest, NotFound
+from .pauses import parse_pause_request
 from .programs import parse_program
 from .runfilter import compile_filter
 from .runs import ACTIVE, FINISHED, PENDING, STATES, format_run_id, parse_run_id
@@ -42,7 +43,7 @@ from .ui_format import (
     valid_zone,
     zone_names,
 )
-from .webauth import current_user
+from .webauth import current_user, safe_next
 
 RUNS_PAGE = 50
 JOBS_PAGE = 200
@@ -119,7 +120,7 @@ def create_ui(config, store, engine, launcher):
     bp = Blueprint("ui", __name__)
     bp.add_app_template_filter(format_duration, "duration")
     # The banner in base.html: every page says when scheduled runs are paused.
-    bp.app_context_processor(lambda: {"active_pauses": engine.pauses})
+    bp.app_context_processor(lambda: {"active_pauses": engine.pauses, "global_pause": engine.job_pause(None)})
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -417,7 +418,45 @@ def create_ui(config, store, engine, launcher):
                     groups=group_runs(recent), error=None, form=form,
                     poll_url=url_for("ui.runs", **form, limit=JOB_RECENT_RUNS),
                     next_url=runs_url(form) if nxt else None, first_url=None,
-                    signals=SIGNALS, mark_states=MARK_STATES, zones=zone_names())
+                    signals=SIGNALS, mark_states=MARK_STATES, zones=zone_names(),
+                    job_pause=engine.job_pause(job.job_id))
+
+    # -- pauses: "Pause all" in the header, Pause on a job's page -----------------
+
+    def pause_form():
+        return parse_pause_request({"reason": request.form.get("reason", ""),
+                                    "mode": request.form.get("mode") or "skip"})
+
+    def after_pause(template, **ctx):
+        """htmx: the control pressed, and the banners out of band; a plain form: back to the page."""
+        if request.headers.get("HX-Request") != "true":
+            return redirect(safe_next(request.form.get("next")), 303)
+        html = page(template, **ctx)[0] + render_template("_pauses.html", oob=True)
+        return make_response(html)
+
+    @bp.post("/pause")
+    def pause_all():
+        reason, mode = pause_form()
+        engine.pause(None, reason, mode, user=current_user())
+        return after_pause("_pause_control.html")
+
+    @bp.post("/resume")
+    def resume_all():
+        engine.resume(None, user=current_user())
+        return after_pause("_pause_control.html")
+
+    @bp.post("/jobs/<path:job_id>/pause")
+    def job_pause(job_id):
+        reason, mode = pause_form()
+        job = engine.get_job(job_id)
+        engine.pause(job.job_id, reason, mode, user=current_user())
+        return after_pause("_job_pause.html", job=job, job_pause=engine.job_pause(job.job_id))
+
+    @bp.post("/jobs/<path:job_id>/resume")
+    def job_resume(job_id):
+        job = engine.get_job(job_id)
+        engine.resume(job.job_id, user=current_user())
+        return after_pause("_job_pause.html", job=job, job_pause=None)
 
     @bp.post("/jobs/<path:job_id>/run")
     def job_run(job_id):

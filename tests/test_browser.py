@@ -144,6 +144,25 @@ def test_adhoc_form_runs_a_command_and_its_output_appears_live(server, page):
     assert output.inner_text() == "tick 1\ntick 2\ntick 3\n"
 
 
+def test_pause_all_from_the_header_and_resume_without_a_reload(server, page):
+    page.goto(server.url + "/jobs")
+    page.evaluate("window.notReloaded = true")
+    control = page.locator("#pause-control")
+    control.get_by_text("Pause all").first.click()
+    control.get_by_label("Reason").fill("database upgrade")
+    control.get_by_label("Due runs").select_option("hold")
+    control.get_by_role("button", name="Pause all jobs").click()
+    banner = page.locator("#pauses .pause-banner")
+    expect(banner).to_contain_text("All jobs paused (hold): database upgrade", timeout=5000)
+    [pause] = server.get("/api/v1/pauses")["items"]
+    assert (pause["reason"], pause["mode"], pause["job_id"]) == ("database upgrade", "hold", None)
+    control.get_by_role("button", name="Resume").click()
+    expect(banner).to_have_count(0, timeout=5000)
+    expect(control.get_by_text("Pause all").first).to_be_visible()
+    assert server.get("/api/v1/pauses")["items"] == []
+    assert page.evaluate("window.notReloaded") is True
+
+
 def test_an_unreachable_server_is_reported_and_the_page_recovers(server, page):
     page.goto(server.url + "/")
     banner = page.locator("#offline")

@@ -206,3 +206,31 @@ def test_an_alarm_event_as_webhooks_and_commands_see_it(tmp_path):
     assert event.describe().splitlines()[0] == (
         f"Run r{run.run_id} of job report: deadline 09:00 Europe/London missed: ....")
     store.close()
+
+
+def test_reported_alarms_are_forgotten_once_their_run_ends(world):
+    slow = job_from_jso({"program": "sleep 30", "max_duration": "1 min"}, "slow")
+    engine, store, clock = world([slow, report()], clock_at=time.time())
+    seen = alarms_of(engine)
+    # Two runs with the same args and deadline: reported once, and nothing kept afterwards.
+    due = report().deadline.due({"date": "2099-01-01"}, 0)
+    for _ in range(2):
+        late = engine.submit("report", {"date": "2099-01-01"}, when=due + 1)
+    settle(engine, clock, due)
+    assert [kind for _, kind, _ in seen] == ["deadline"]
+    engine.skip(late.run_id)
+
+    run = engine.submit("slow")
+    started = _running(engine, store, clock, run.run_id)
+    settle(engine, clock, started + 60)
+    assert [kind for _, kind, _ in seen] == ["deadline", "max_duration"]
+    assert engine._alarmed  # a restart's second arming of it must not report it again
+    engine.stop(run.run_id)
+    deadline = time.monotonic() + 20
+    while store.get_run(run.run_id).state != "failure":
+        assert time.monotonic() < deadline, store.get_run(run.run_id)
+        time.sleep(0.02)
+        engine._sweep(clock.t)
+        settle(engine, clock, passes=1)
+    assert engine._alarmed == set()
+    engine.launcher.close()

@@ -6,6 +6,7 @@ import pytest
 from conftest import write_job
 from test_conditions import T0, job, messages, settle, worlds
 
+from apsis_lite.store import Store
 from apsis_lite.timeutil import parse_time
 
 
@@ -75,6 +76,84 @@ def test_marking_a_run_failed_does_not_rerun_it(world):
     engine.mark(run.run_id, "failure")
     settle(engine, clock, T0 + 100)
     assert len(store.rerun_group(run.run_id)) == 1
+
+
+def test_a_rerun_lost_when_the_server_stopped_is_made_at_restart(world):
+    jobs = [failing("f", {"count": 2, "delay": "10s"})]
+    engine, store, clock = world(jobs)
+    run = store.insert_run("f", {}, "running", T0, T0)
+    # It ends while no engine listens: the server died between the commit and the rerun.
+    offline = Store(engine.config.db_path)
+    assert offline.transition(run.run_id, "running", "error", T0 + 5, "exit code 1")
+    offline.close()
+    assert store.rerun_group(run.run_id) == [store.get_run(run.run_id)]
+
+    engine, store, clock = world(jobs, clock_at=T0 + 60)  # the restart
+    group = store.rerun_group(run.run_id)
+    assert len(group) == 3  # the recovered rerun ran at once (its delay had passed), then its own rerun
+    rerun = group[1]
+    assert (rerun.rerun_of, rerun.slot, rerun.time_schedule) == (run.run_id, f"rerun|{run.run_id}|1", T0 + 60)
+    assert (f"error: rerun 1 of 2 in 0 s as r{rerun.run_id} (made at restart: the server stopped "
+            "before making it)") in messages(store, run.run_id)
+
+    # Another restart finds every failure answered: nothing is made twice.
+    engine, store, clock = world(jobs, clock_at=T0 + 65)
+    settle(engine, clock, T0 + 100)
+    assert [r.run_id for r in store.rerun_group(run.run_id)] == [r.run_id for r in group]
+    assert sum("rerun 1 of 2" in m for m in messages(store, run.run_id)) == 1
+
+
+def test_a_rerun_whose_delay_has_not_passed_at_restart_keeps_its_due_time(world):
+    jobs = [failing("f", {"count": 1, "delay": "1 min"})]
+    engine, store, _clock = world(jobs)
+    run = store.insert_run("f", {}, "running", T0, T0)
+    offline = Store(engine.config.db_path)
+    offline.transition(run.run_id, "running", "failure", T0 + 5, "exit code 1")
+    offline.close()
+    _engine, store, _clock = world(jobs, clock_at=T0 + 20)
+    [_, rerun] = store.rerun_group(run.run_id)
+    assert (rerun.state, rerun.time_schedule) == ("scheduled", T0 + 65)
+    assert f"failure: rerun 1 of 1 in 45 s as r{rerun.run_id}" in messages(store, run.run_id)[-1]
+
+
+def test_a_run_marked_failed_while_the_server_was_down_is_not_rerun(world):
+    jobs = [job("ok", reruns={"count": 2})]
+    engine, store, clock = world(jobs)
+    run = engine.submit("ok")
+    settle(engine, clock)
+    offline = Store(engine.config.db_path)
+    offline.transition(run.run_id, "success", "failure", T0 + 1, "marked as failure")
+    offline.close()
+    engine, store, clock = world(jobs, clock_at=T0 + 10)
+    assert len(store.rerun_group(run.run_id)) == 1
+
+
+def scheduled_failing(**jso):
+    """Fails at once on every slot (T0, T0+100, ...), rerun 30 s later."""
+    return failing("slots", {"count": 1, "delay": "30s"},
+                   schedule={"type": "interval", "interval": "100s"}, **jso)
+
+
+def test_a_job_file_edit_keeps_a_pending_automatic_rerun(world):
+    engine, store, clock = world([scheduled_failing()])
+    [first, rerun] = store.rerun_group(store.query_runs(limit=100_000)[0][-1].run_id)
+    assert (first.time_schedule, rerun.state, rerun.time_schedule) == (T0, "scheduled", T0 + 30)
+    clock.t = T0 + 1
+    summary = engine.set_jobs({"slots": scheduled_failing(waiting={"max_time": "2h"})}, [])
+    assert summary["changed"] == ["slots"]
+    assert store.get_run(rerun.run_id).state == "scheduled"  # not a schedule slot: not re-planned
+    settle(engine, clock, T0 + 30)
+    assert store.get_run(rerun.run_id).state == "error"  # it ran when due
+
+
+def test_a_pending_automatic_rerun_is_no_missed_slot_at_restart(world):
+    jobs = [scheduled_failing(catch_up={"missed": "none"})]
+    _engine, store, _clock = world(jobs)
+    [_, rerun] = store.rerun_group(store.query_runs(limit=100_000)[0][-1].run_id)
+    _engine, store, _clock = world(jobs, clock_at=T0 + 50)  # down while it was due
+    run = store.get_run(rerun.run_id)
+    assert run.state == "error"  # ran at the restart, not skipped as a missed slot
+    assert not any("catch_up" in m for m in messages(store, rerun.run_id))
 
 
 # --- through the real server ----------------------------------------------------------

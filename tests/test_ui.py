@@ -544,3 +544,94 @@ def test_newer_is_keyset_backwards_from_a_deep_page(world):
     assert [int(x) for x in re.findall(r'data-run="r(\d+)"', body)] == ids[50:100]
     back2 = re.search(r'href="([^"]*)" rel="prev">&larr; Newer', body).group(1).replace("&amp;", "&")
     assert [int(x) for x in re.findall(r'data-run="r(\d+)"', text_of(client.get(back2)))] == ids[:50]
+
+
+# -- pausing from the pages ---------------------------------------------------------
+
+
+def _section(body, element_id):
+    start = body.index(f'id="{element_id}"')
+    return body[start:body.index("</div>" if element_id != "job-pause" else "</section>", start)]
+
+
+def test_pause_all_and_resume_from_the_header_without_a_page_reload(world):
+    client, engine, _store, _clock = world()
+    me = client.application.extensions["apsis_auth"].local().name
+    control = _section(text_of(client.get("/")), "pause-control")
+    assert "Pause all" in control and 'hx-post="/pause"' in control and "hx-confirm=" in control
+    assert 'name="reason"' in control and 'value="hold"' in control and 'name="csrf_token"' in control
+
+    resp = client.post("/pause", data={"reason": HOSTILE, "mode": "hold", "next": "/"},
+                       headers=hx("pause-control"))
+    assert resp.status_code == 200
+    body = text_of(resp)
+    pause = engine.job_pause(None)
+    assert (pause.reason, pause.mode, pause.user) == (HOSTILE, "hold", me)
+    # The control, now Resume, and the banner swapped in out of band: no reload.
+    assert body.startswith('<div id="pause-control"') and ">Resume</button>" in body
+    assert '<div id="pauses" hx-swap-oob="true">' in body
+    assert HOSTILE not in body and "All jobs paused (hold): &lt;script&gt;" in body
+    assert f"by {me}" in body
+    # Every page shows it from now on.
+    assert "All jobs paused (hold)" in text_of(client.get("/jobs"))
+
+    resp = client.post("/resume", data={"next": "/"}, headers=hx("pause-control"))
+    assert resp.status_code == 200 and "Pause all" in text_of(resp)
+    assert "pause-banner" not in text_of(resp) and engine.pauses == []
+
+
+def test_pause_forms_without_htmx_redirect_back_and_bad_input_is_refused(world):
+    client, engine, _store, _clock = world()
+    resp = client.post("/pause", data={"reason": "upgrade", "next": "/jobs/tick"})
+    assert (resp.status_code, resp.headers["Location"]) == (303, "/jobs/tick")
+    assert engine.job_pause(None).mode == "skip"  # the default
+    resp = client.post("/resume", data={"next": "//elsewhere.example/"})
+    assert (resp.status_code, resp.headers["Location"]) == (303, "/")
+    resp = client.post("/pause", data={"reason": "  "}, headers=hx("pause-control"))
+    assert resp.status_code == 400 and "reason: required" in text_of(resp)
+    assert resp.headers["HX-Retarget"] == "#messages"
+    resp = client.post("/pause", data={"reason": "x", "mode": "later"})
+    assert resp.status_code == 400 and "mode: expected one of skip, hold" in text_of(resp)
+    resp = client.post("/resume", headers=hx("pause-control"))
+    assert resp.status_code == 409 and "there is no global pause" in text_of(resp)
+    assert engine.pauses == []
+
+
+def test_pause_and_resume_a_job_from_its_page(world):
+    client, engine, _store, _clock = world()
+    me = client.application.extensions["apsis_auth"].local().name
+    section = _section(text_of(client.get("/jobs/tick")), "job-pause")
+    assert "Not paused." in section and 'hx-post="/jobs/tick/pause"' in section and "hx-confirm=" in section
+
+    resp = client.post("/jobs/tick/pause", data={"reason": "vendor outage", "mode": "skip"},
+                       headers=hx("job-pause"))
+    assert resp.status_code == 200
+    body = text_of(resp)
+    assert body.startswith('<section id="job-pause"')
+    assert f"Paused (skip): vendor outage, by {me}" in body and 'hx-post="/jobs/tick/resume"' in body
+    assert "Job tick paused (skip): vendor outage" in body  # the banner, out of band
+    assert engine.job_pause("tick").user == me and engine.job_pause(None) is None
+    assert "Paused (skip): vendor outage" in text_of(client.get("/jobs/tick"))
+
+    resp = client.post("/jobs/tick/resume", headers=hx("job-pause"))
+    assert resp.status_code == 200 and "Not paused." in text_of(resp)
+    assert engine.job_pause("tick") is None
+    assert client.post("/jobs/nope/pause", data={"reason": "x"}).status_code == 404
+
+
+def test_a_viewer_sees_the_pause_banner_but_no_pause_buttons(world):
+    client, engine, _store, _clock = world()
+    engine.pause(None, "upgrade", "hold", user="ann")
+    engine.pause("tick", "outage", "skip", user="ann")
+    users = client.application.extensions["apsis_auth"].users_file
+    users.add("vera", "viewer", "correct horse")
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {users.issue_token('vera')}"
+    body = text_of(client.get("/jobs/tick"))
+    assert "All jobs paused (hold): upgrade, by ann" in body
+    assert "Paused (skip): outage, by ann" in body
+    assert "<form" not in _section(body, "pause-control")
+    assert "<form" not in _section(body, "job-pause")
+    for path in ("/resume", "/jobs/tick/resume"):
+        resp = client.post(path, headers=hx("pause-control"))
+        assert resp.status_code == 403 and "vera is a viewer" in text_of(resp)
+    assert len(engine.pauses) == 2
