@@ -5,16 +5,11 @@ screenshot and the page's HTML in its tmp folder.
 """
 
 import re
-import shutil
 import socket
 
 import pytest
-from conftest import Server, _kill_agents, short_tmpdir, write_job
+from browsing import launch, logged_in_page, served
 from playwright.sync_api import expect, sync_playwright
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def free_port():
@@ -25,46 +20,28 @@ def free_port():
 
 @pytest.fixture(scope="module")
 def server():
-    jobs_dir, data_dir = short_tmpdir("al-bj-"), short_tmpdir("al-bd-")
-    for job_id in ("alpha/load", "beta/report"):
-        write_job(jobs_dir, job_id, """
-            program: {type: no-op}
-            metadata: {description: "A job for the browser tests."}
-        """)
+    job = """
+        program: {type: no-op}
+        metadata: {description: "A job for the browser tests."}
+    """
     # A fixed port, so that a restarted server is found again by the open page.
-    srv = Server(jobs_dir, data_dir, extra_args=["--port", str(free_port())])
-    srv.start()
-    yield srv
-    try:
-        srv.stop()
-    finally:
-        _kill_agents(data_dir)
-        shutil.rmtree(jobs_dir, ignore_errors=True)
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with served({"alpha/load": job, "beta/report": job}, ["--port", str(free_port())]) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch(p)
         yield b
         b.close()
 
 
 @pytest.fixture
 def page(browser, server, request, tmp_path):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.goto(server.login_link())  # logged in, as after the desktop start
-    pg.on("dialog", lambda dialog: dialog.accept())  # the confirmations
-    failed_before = request.session.testsfailed
-    yield pg
-    # The call's report is counted before teardown: a failure shows here.
-    if request.session.testsfailed > failed_before:
-        pg.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-        (tmp_path / "failure.html").write_text(pg.content())
-        print(f"screenshot of the failed page: {tmp_path / 'failure.png'}")
-    context.close()
+    with logged_in_page(browser, server, request, tmp_path) as pg:
+        pg.on("dialog", lambda dialog: dialog.accept())  # the confirmations
+        yield pg
 
 
 def submit(server, **body):

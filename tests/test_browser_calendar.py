@@ -6,48 +6,30 @@ tmp folder.
 """
 
 import re
-import shutil
 
 import pytest
-from conftest import Server, _kill_agents, short_tmpdir, write_job
+from browsing import launch, logged_in_page, served
 from playwright.sync_api import expect, sync_playwright
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
 def server():
-    jobs_dir, data_dir = short_tmpdir("al-cj-"), short_tmpdir("al-cd-")
-    write_job(jobs_dir, "beat", """
+    with served({"beat": """
         program: {type: no-op}
         schedule: {type: interval, interval: 3s}
-    """)
-    srv = Server(jobs_dir, data_dir)
-    srv.start()
-    yield srv
-    try:
-        srv.stop()
-    finally:
-        _kill_agents(data_dir)
-        shutil.rmtree(jobs_dir, ignore_errors=True)
-        shutil.rmtree(data_dir, ignore_errors=True)
+    """}) as srv:
+        yield srv
 
 
 @pytest.fixture
 def page(request, tmp_path, server):
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        pg = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        pg.goto(server.login_link())  # logged in, as after the desktop start
-        failed_before = request.session.testsfailed
-        yield pg
-        if request.session.testsfailed > failed_before:
-            pg.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            (tmp_path / "failure.html").write_text(pg.content())
-            print(f"screenshot of the failed page: {tmp_path / 'failure.png'}")
-        browser.close()
+        browser = launch(p)
+        try:
+            with logged_in_page(browser, server, request, tmp_path) as pg:
+                yield pg
+        finally:
+            browser.close()
 
 
 def test_calendar_shows_a_finished_run_and_upcoming_times_then_the_day(server, page):
