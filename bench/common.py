@@ -65,7 +65,8 @@ def median(values):
 # -- folders -------------------------------------------------------------------
 
 def tmpdir(prefix):
-    return tempfile.mkdtemp(prefix=f"ab-{prefix}-", dir="/tmp")
+    """A fresh folder under $BENCH_TMP (default /tmp), where the data and jobs go."""
+    return tempfile.mkdtemp(prefix=f"ab-{prefix}-", dir=os.environ.get("BENCH_TMP") or "/tmp")
 
 
 def write_job(jobs_dir, job_id, text):
@@ -158,6 +159,11 @@ class HTTPError(Exception):
         self.body = body
 
 
+#: Each benchmark server's local token (from its data folder), by URL: every request
+#: is authenticated, as the CLI's are.
+TOKENS = {}
+
+
 def request(url, method="GET", path="/", body=None, timeout=60):
     """One request on a fresh connection (no keep-alive); returns (status, bytes)."""
     u = urllib.parse.urlsplit(url)
@@ -165,6 +171,9 @@ def request(url, method="GET", path="/", body=None, timeout=60):
     try:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Connection": "close"}
+        token = TOKENS.get(url)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         if data is not None:
             headers["Content-Type"] = "application/json"
         conn.request(method, path, body=data, headers=headers)
@@ -250,6 +259,8 @@ class Server:
                         self.url = f.read().strip() or None
                     if self.url:
                         self.listening_s = time.perf_counter() - t0
+                        with open(os.path.join(self.data_dir, "token")) as f:
+                            TOKENS[self.url] = f.read().strip()
                 except FileNotFoundError:
                     pass
             if self.url:
