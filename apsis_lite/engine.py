@@ -45,8 +45,10 @@ WAKE_EARLY = 0.005
 # Meta key: run ids below it had finished and been reacted to at the last checkpoint.
 LOW_WATER_KEY = "reacted_low_water"
 
-# How long before its due time a run's folder and spec are written.
-PREPARE_AHEAD = 1.0
+# How long before its due time a run's folder and spec are written. A folder
+# made new (no spare to recycle) costs six file creations, up to a few ms on a
+# slow file system: enough lead for a thousand runs due together.
+PREPARE_AHEAD = 3.0
 
 # Runs handed to the agent at a time: the first program of a big batch
 # starts after this many specs are written, not after all of them.
@@ -248,7 +250,7 @@ class Engine:
         self._start_due(now)
         planned_all = self._plan_due(now)
         self._start_due(now)
-        self._prepare_soon(now)
+        prepared_all = self._prepare_soon(now)
         if now >= self._next_sweep:
             self._sweep(now)
             self._next_sweep = now + self.config.sweep_interval
@@ -261,7 +263,7 @@ class Engine:
         self._process_changes(now)
         if save_low_water:
             self._save_low_water()
-        if not planned_all or self._changes or self._pause_changes:
+        if not planned_all or not prepared_all or self._changes or self._pause_changes:
             return now
         wake_at = min(self._next_sweep, self._next_checkpoint)
         if self._due:
@@ -486,16 +488,21 @@ class Engine:
         heapq.heappush(self._due, (t, run_id))
         heapq.heappush(self._unprepared, (t, run_id))
 
-    def _prepare_soon(self, now):
+    def _prepare_soon(self, now, budget=PLAN_BUDGET):
         """Write the run folders of runs due within PREPARE_AHEAD.
 
         Creating a folder and a file is slow on some file systems (a
         millisecond on a busy VM disk), so it is done before the due time
         rather than on the way from due to started. A spec on disk starts
         nothing by itself: only a request to the agent does, and that is
-        sent after 'starting' is committed.
+        sent after 'starting' is committed. Returns False if it stopped
+        after ``budget`` seconds with folders left to write, so that due runs
+        and requests are served in between.
         """
+        deadline = time.monotonic() + budget
         while self._unprepared and self._unprepared[0][0] <= now + PREPARE_AHEAD:
+            if time.monotonic() > deadline:
+                return False
             _, rid = heapq.heappop(self._unprepared)
             if rid in self._prepared:
                 continue
@@ -506,11 +513,12 @@ class Engine:
                 program = parse_program(run.program)
                 if program.is_noop or program.host:
                     continue
-                self.launcher.prepare(run, program)
+                self.launcher.prepare(run, program, ahead=True)
             except Exception as exc:  # it will be prepared again when due, and fail there
                 log.warning("could not prepare run %s ahead of time: %s", rid, exc)
                 continue
             self._prepared.add(rid)
+        return True
 
     def _start_due(self, now):
         due = []
@@ -550,10 +558,23 @@ class Engine:
 
         In chunks: each chunk's transitions and run folders are written in one
         transaction, and the agent is asked only after it commits, outside it,
-        because talking to the agent yields to other greenlets.
+        because talking to the agent yields to other greenlets. A chunk holds
+        up to LAUNCH_CHUNK runs whose folder is still to be written, and any
+        number written ahead of time: those cost the agent one request each,
+        all sent together, while a round trip per small chunk would leave the
+        starts of a big batch waiting for this process to be scheduled again,
+        on a machine the batch's own programs keep busy.
         """
-        for i in range(0, len(runs), LAUNCH_CHUNK):
-            self._launch_chunk(runs[i:i + LAUNCH_CHUNK])
+        chunk, unprepared = [], 0
+        for run in runs:
+            chunk.append(run)
+            if run.run_id not in self._prepared:
+                unprepared += 1
+                if unprepared == LAUNCH_CHUNK:
+                    self._launch_chunk(chunk)
+                    chunk, unprepared = [], 0
+        if chunk:
+            self._launch_chunk(chunk)
 
     def _launch_chunk(self, runs):
         local = []

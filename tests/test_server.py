@@ -260,3 +260,40 @@ def test_huge_output_is_capped(jobs_dir, data_dir):
         assert len(body) < 210000
     finally:
         srv.stop()
+
+
+def test_run_folders_are_recycled_without_carrying_anything_over(server, data_dir):
+    """A finished run's folder is emptied and reused by a later run; nothing of the
+    earlier run (result, output, a stop request) reaches the later one, and a spare
+    folder that is not clean (left by a crash, or tampered with) is never used."""
+    spares = data_dir / "runs" / ".spare"
+    stale = spares / "zzzz"  # taken first: spares are used from the end of the sorted list
+    stale.mkdir(parents=True)
+    (stale / "result.json").write_text(json.dumps({"exit_code": 0, "error": None}))
+    (stale / "output").write_text("stale output\n")
+    server.start()
+
+    def run(program):
+        rid = server.post("/api/v1/runs", {"program": program})["run_id"]
+        return server.wait_run(rid), server.request("GET", f"/api/v1/runs/{rid}/output")[1]
+
+    first, out = run("echo first; exit 3")
+    assert (first["state"], first["exit_code"], out) == ("failure", 3, b"first\n")
+    assert not stale.exists()  # discarded, not reused
+    server.wait_for(lambda: (spares / first["run_id"]).is_dir(), what="the folder to become a spare")
+    assert not (data_dir / "runs" / first["run_id"]).exists()
+    assert sorted(p.name for p in (spares / first["run_id"]).iterdir()) == [
+        "output", "pid.json.tmp", "result.json.tmp", "shepherd.json.tmp", "spec.json.tmp"]
+
+    second, out = run("echo second")
+    assert (second["state"], second["exit_code"], out) == ("success", 0, b"second\n")
+    assert not (spares / first["run_id"]).exists()  # its folder served the second run
+
+    rid = server.post("/api/v1/runs", {"program": "sleep 30"})["run_id"]
+    server.wait_run(rid, states=("running",))
+    server.post(f"/api/v1/runs/{rid}/stop")
+    assert server.wait_run(rid)["signal"] == "SIGTERM"
+    server.wait_for(lambda: (spares / rid).is_dir(), what="the stopped run's folder to become a spare")
+    later, out = run("sleep 0.5; echo not stopped")  # the folder that held a stop request
+    assert (later["state"], out) == ("success", b"not stopped\n")
+    assert not (spares / rid).exists()  # it was that folder
