@@ -180,11 +180,17 @@ def atomic_write_bytes(path: str, data: bytes, durable: bool = True) -> None:
     Durability costs two fsyncs, and on a busy disk an fsync also slows every
     file creation behind it, so files whose loss in a power cut is harmless
     (they describe processes that a power cut kills anyway) skip it.
+
+    A temporary file left from before (run folders are recycled) is
+    overwritten in place and then cut to length, not truncated first: freeing
+    its block and allocating one again costs ten times the write on a file
+    system that discards freed blocks.
     """
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         _write_all(fd, data)
+        os.ftruncate(fd, len(data))
         if durable:
             os.fsync(fd)
     finally:
