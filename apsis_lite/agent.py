@@ -33,7 +33,14 @@ so a restarted server can tell, for every run, exactly what happened:
 
 Recovery rules for the server (all decidable from the files):
 
-* ``revoke()`` succeeds → the run provably never started and never will.
+* ``revoke()`` succeeds → the run provably never started and never will,
+  as long as the machine has not restarted since the run was handed over.
+  Nothing between the spec and the program's start is fsynced (a flush of
+  the disk's cache per start was the longest wait on the way from due to
+  started), so after a power cut a claim may be lost although its program
+  ran: the server compares the machine's boot id with the one it saved when
+  it last started (``boot_id()``), and after a restart of the machine treats
+  every run that was starting as "may have started".
 * ``result.json`` exists → the run is over; it holds the outcome (check this
   first: the lock is released just after it is written).
 * ``is_alive()`` → a shepherd is still looking after the run.
@@ -224,12 +231,20 @@ def write_spec(run_dir: str, spec: dict) -> None:
     """Record the intent to run (creating ``run_dir`` if needed). Must happen
     before ``AgentClient.start``.
 
-    Not fsynced: the shepherd makes its claim durable before it starts the
-    program, so after a power cut a spec that was lost (or never claimed)
-    still means "never ran", and one that was claimed means "may have run".
+    Not fsynced: after a power cut the server knows from the boot id that
+    no spec, claimed or not, proves anything (see "Recovery rules").
     """
     os.makedirs(run_dir, exist_ok=True)
     atomic_write_json(os.path.join(run_dir, SPEC), spec, durable=False)
+
+
+def boot_id() -> str | None:
+    """This boot of the machine (Linux's random boot id), or None if unknown."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+            return file.read().strip() or None
+    except OSError:
+        return None
 
 
 def revoke(run_dir: str) -> bool:
@@ -655,10 +670,8 @@ class _Shepherd:
         # may send SIGTERM, which must not kill us with the default action.
         self._install_signal_handlers()
         me = os.getpid()
-        # Make the claim rename durable before the program can start: after a
-        # power cut, "unclaimed" must still mean "never ran". The pid files
-        # need no fsync: a power cut kills the processes they describe.
-        os.fsync(self.lock_fd)  # the run folder's own descriptor
+        # No fsync of the claim (see "Recovery rules" above), nor of the pid
+        # files: a power cut kills the processes they describe.
         atomic_write_json(
             self._path(SHEPHERD),
             {"pid": me, "start_time": proc_start_time(me), "time": time.time()},

@@ -45,6 +45,9 @@ WAKE_EARLY = 0.005
 # Meta key: run ids below it had finished and been reacted to at the last checkpoint.
 LOW_WATER_KEY = "reacted_low_water"
 
+# Meta key: the machine's boot id when the server last started (see _reconcile).
+BOOT_KEY = "boot_id"
+
 # How long before its due time a run's folder and spec are written. A folder
 # made new (no spare to recycle) costs six file creations, up to a few ms on a
 # slow file system: enough lead for a thousand runs due together.
@@ -84,6 +87,7 @@ class Engine:
         self._next_sweep = 0.0
         self._next_checkpoint = 0.0
         self.started = False
+        self._rebooted = False  # since the server last started (set by recover)
         # Waiting runs (see the "waiting" section): what each waits for, the
         # resource slots held, state changes to react to, give-up times.
         self._waits = WaitIndex()
@@ -285,6 +289,9 @@ class Engine:
     def recover(self):
         """Re-attach to the world as the database and run folders describe it."""
         now = self.clock()
+        boot = self.launcher.boot_id()
+        self._rebooted = boot is None or self.store.get_meta(BOOT_KEY) != boot
+        self.store.set_meta(BOOT_KEY, boot)
         self._horizons = {} if self.since_now else self.store.get_horizons()
         for job_id in self.jobs:
             self._queue_plan(job_id, self._horizons.get(job_id, now))
@@ -363,6 +370,12 @@ class Engine:
                 self._mark_running(rid)
             if restarted:
                 self.store.log(rid, now, "re-attached after restart")
+        elif run.state == "starting" and restarted and self._rebooted:
+            # Claims are not fsynced (see agent.py): after a restart of the
+            # machine an unclaimed spec proves nothing.
+            self.store.transition(rid, "starting", "error", now,
+                                  "may have started: the machine restarted while it was starting")
+            self.launcher.remove(rid)
         elif run.state == "starting" and not self.launcher.claimed(rid):
             # No shepherd has claimed it: the request was lost (a restart, an
             # agent that died) or the agent has not got to it yet.

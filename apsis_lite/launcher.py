@@ -144,6 +144,10 @@ class LocalLauncher:
         results = self.client.start_many([self.run_dir(r) for r in run_ids])
         return {r: str(res) for r, res in zip(run_ids, results) if isinstance(res, Exception)}
 
+    def boot_id(self):
+        """This boot of the machine: a run folder proves a run never started only within one."""
+        return agent.boot_id()
+
     def result(self, run_id):
         return agent.read_json(self.run_dir(run_id), "result.json")
 

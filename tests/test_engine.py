@@ -248,6 +248,20 @@ def test_recovery_starts_a_run_that_provably_never_started(world):
     engine.launcher.close()
 
 
+def test_after_a_restart_of_the_machine_an_unclaimed_start_proves_nothing(world):
+    """Claims are not fsynced: a power cut can lose one whose program ran."""
+    engine, store, clock = world([])
+    run = _starting_run(engine, store)
+    program = __import__("apsis_lite.programs", fromlist=["x"]).parse_program(run.program)
+    engine.launcher.prepare(run, program)  # the spec, unclaimed as far as the disk says
+    engine.launcher.boot_id = lambda: "a-later-boot"
+    engine.recover()
+    after = store.get_run(run.run_id)
+    assert (after.state, after.message) == ("error", "may have started: the machine restarted while it was starting")
+    assert store.get_meta("boot_id") == "a-later-boot"
+    engine.launcher.close()
+
+
 def test_recovery_errors_a_run_that_may_have_started(world):
     import json
     import os
