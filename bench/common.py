@@ -7,6 +7,7 @@ on errors. Figures are printed one per line as ``name: value unit``, with the
 target next to them when there is one.
 """
 
+import atexit
 import contextlib
 import http.client as httpclient
 import json
@@ -381,11 +382,35 @@ def _kill_pid(pid):
 
 
 def cleanup(*dirs):
+    """Remove a benchmark's folders, later.
+
+    Deleting a server's tens of thousands of files slows every file creation
+    for a minute or more after it on some file systems (ext4 without a
+    journal skips recently freed inodes), which would tax the next benchmark
+    with this one's garbage. So folders are moved aside and deleted when this
+    process exits or, with BENCH_TRASH=DIR (``run_all.py`` sets it), by
+    whoever set it, after the last benchmark.
+    """
     if os.environ.get("BENCH_KEEP"):
         note(f"kept {' '.join(dirs)}")
         return
+    trash = os.environ.get("BENCH_TRASH") or _own_trash()
+    os.makedirs(trash, exist_ok=True)
     for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
+        try:
+            os.rename(d, os.path.join(trash, os.path.basename(d)))
+        except OSError:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+_TRASH = []
+
+
+def _own_trash():
+    if not _TRASH:
+        _TRASH.append(tmpdir("trash"))
+        atexit.register(shutil.rmtree, _TRASH[0], True)
+    return _TRASH[0]
 
 
 def wait_all_finished(server, expected, timeout, poll=0.05):

@@ -15,9 +15,11 @@ BENCH_KEEP=1 keeps the data folders.
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -42,7 +44,7 @@ def main():
     parser.add_argument("--only", help="comma-separated benchmark names: " + ", ".join(b[0] for b in BENCHES))
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
-    figures, failed = [], []
+    figures = []
     t_all = time.monotonic()
     root = os.path.dirname(HERE)
     try:
@@ -54,6 +56,24 @@ def main():
     except OSError:
         pass
     print(f"# machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start", flush=True)
+    # Each benchmark's folders are deleted after the last one (see common.cleanup).
+    trash = os.environ.get("BENCH_TRASH") or tempfile.mkdtemp(prefix="ab-trash-", dir="/tmp")
+    try:
+        failed = run(args, only, figures, trash)
+    finally:
+        if not os.environ.get("BENCH_TRASH"):
+            shutil.rmtree(trash, ignore_errors=True)
+    print(f"\n==== all figures ({time.monotonic() - t_all:.0f} s) ====")
+    for line in figures:
+        print(line)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+        sys.exit(1)
+
+
+def run(args, only, figures, trash):
+    """Run the chosen benchmarks one after the other; returns the names of those that failed."""
+    failed = []
     for name, full, small, limit in BENCHES:
         if only and name not in only:
             continue
@@ -61,7 +81,7 @@ def main():
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(HERE),
-                                env=dict(os.environ, BENCH_LABEL=name))
+                                env=dict(os.environ, BENCH_LABEL=name, BENCH_TRASH=trash))
         # Past its time limit a benchmark gets SIGINT (its cleanup stops its server
         # and agent), and SIGKILL 30 s later.
         timers = [threading.Timer(limit, proc.send_signal, (signal.SIGINT,)),
@@ -82,12 +102,7 @@ def main():
             failed.append(name)
             print(f"!! {name}: exit status {proc.returncode}", flush=True)
         print(f"== {name}: {time.monotonic() - t0:.0f} s", flush=True)
-    print(f"\n==== all figures ({time.monotonic() - t_all:.0f} s) ====")
-    for line in figures:
-        print(line)
-    if failed:
-        print(f"failed: {', '.join(failed)}")
-        sys.exit(1)
+    return failed
 
 
 if __name__ == "__main__":
