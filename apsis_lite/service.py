@@ -172,6 +172,7 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     reader = Store(config.db_path, readonly=True)
     launcher = LocalLauncher(config)
     engine = Engine(config, store, launcher, since_now=since_now)
+    engine.yield_busy = gevent.idle
     actions = ActionRunner(config, store, engine)
     actions.start()
     watcher = JobsWatcher(config, engine)
@@ -183,7 +184,6 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
 
     watcher.start()
     app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload, auth=auth)
-    app.extensions["calendar_warmer"].start()  # the calendar's due times, between other work
     stop_event = gevent.event.Event()
     if config.server == "waitress":
         import waitress

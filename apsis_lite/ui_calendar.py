@@ -330,13 +330,16 @@ def register_calendar(bp, config, store, engine, page, zone_name):
     # The day timeline needs from the summary only which jobs are due at all.
     day_summaries = DueSummaries(0)
     warmer = Warmer(engine, grid_summaries, day_summaries, [get_tz(DEFAULT_ZONE)])
-    # The service starts it (app.extensions["calendar_warmer"].start()) once serving.
     bp.record_once(lambda state: state.app.extensions.setdefault("calendar_warmer", warmer))
 
     def common():
         """The filter, holidays and zone shared by both pages."""
         tf = TimeFormat(zone_name(), engine.clock())
         warmer.seen(tf.zone)
+        # Warming starts with the first look at the calendar, not with the
+        # server: with 10,000 cron jobs a pass costs some 15 s of CPU and 70 MB,
+        # which a server whose calendar nobody opens should not pay.
+        warmer.start()
         q = request.args.get("q", "")
         where, params = compile_filter(q)
         job_ok, args_ok = due_matcher(q)

@@ -110,6 +110,22 @@ def children_cpu_seconds(pid):
     return (int(fields[13]) + int(fields[14])) / CLK_TCK
 
 
+def descendants_cpu(parent):
+    """{pid: utime + stime + cutime + cstime in seconds} of the live children of
+    ``parent`` (for the agent: its shepherds, with the programs they reaped)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _stat_fields(int(entry))
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found[int(entry)] = sum(int(x) for x in fields[11:15]) / CLK_TCK
+    return found
+
+
 def system_cpu():
     """(busy, total) jiffies over all cores, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -128,24 +144,30 @@ class CpuMeter:
     def _sample(self):
         agent = self.server.agent_pid()
         a = ac = 0.0
+        live = {}
         if agent:
             try:
                 a, ac = cpu_seconds(agent), children_cpu_seconds(agent)
+                live = descendants_cpu(agent)
             except OSError:
                 pass
         busy, total = system_cpu()
-        return (time.time(), cpu_seconds(self.server.pid), a, ac, busy, total,
+        return (time.time(), cpu_seconds(self.server.pid), a, ac, live, busy, total,
                 time.process_time())
 
     def stop(self):
         end = self._sample()
-        t0, s0, a0, c0, b0, tot0, p0 = self.start
-        t1, s1, a1, c1, b1, tot1, p1 = end
+        t0, s0, a0, c0, live0, b0, tot0, p0 = self.start
+        t1, s1, a1, c1, live1, b1, tot1, p1 = end
         wall = t1 - t0
         ncpu = os.cpu_count() or 1
         busy_cores = (b1 - b0) / max(1, tot1 - tot0) * ncpu
-        ours = (s1 - s0) + (a1 - a0) + (c1 - c0) + (p1 - p0)
-        return {"wall": wall, "server": s1 - s0, "agent": a1 - a0, "shepherds": c1 - c0,
+        # Shepherds outlive their runs (idle ones wait for the next): count the live
+        # ones from /proc, and the ones that exited from the agent's reaped total.
+        shepherds = ((c1 - c0) - sum(cpu for pid, cpu in live0.items() if pid not in live1)
+                     + sum(cpu - live0.get(pid, 0.0) for pid, cpu in live1.items()))
+        ours = (s1 - s0) + (a1 - a0) + shepherds + (p1 - p0)
+        return {"wall": wall, "server": s1 - s0, "agent": a1 - a0, "shepherds": max(0.0, shepherds),
                 "machine_busy_pct": busy_cores / ncpu * 100,
                 # Kernel threads (journal, writeback) and anything else on the machine.
                 "other_pct_of_core": max(0.0, busy_cores * wall - ours) / wall * 100}
