@@ -239,7 +239,7 @@ class Engine:
         delay = wake_at - self.clock()
         if delay > WAKE_EARLY:
             self._wake.wait(min(delay - WAKE_EARLY, 60.0))
-        else:
+        elif delay <= 0:
             # A busy pass (planning with its budget used up) lets the web
             # server and notices in before the next one.
             self.yield_busy()
