@@ -398,9 +398,13 @@ class Engine:
                 self.store.log(rid, now, "had provably not started (no shepherd claimed it); starting it now")
                 self._launch([self.store.get_run(rid)])
         else:
-            why = ("may have started: its supervisor vanished while it was starting"
-                   if run.state == "starting" else
-                   "its supervisor vanished without recording a result")
+            if run.state == "starting":
+                why = "may have started: its supervisor vanished while it was starting"
+            elif restarted and self._rebooted:
+                # Results not yet recorded are not fsynced (see agent.py).
+                why = "the machine restarted while it ran, or before its result was recorded"
+            else:
+                why = "its supervisor vanished without recording a result"
             self.store.transition(rid, run.state, "error", now, why)
             self.launcher.remove(rid)
 

@@ -289,6 +289,19 @@ def test_recovery_errors_a_running_run_whose_supervisor_vanished(world):
     assert "vanished" in after.message
 
 
+def test_after_a_restart_of_the_machine_a_run_without_result_says_so(world):
+    """Results a server took notice of are not fsynced: a power cut can lose one."""
+    engine, store, clock = world([])
+    run = _starting_run(engine, store)
+    store.transition(run.run_id, "starting", "running", T0, "running as pid 1")
+    engine.launcher.boot_id = lambda: "a-later-boot"
+    engine.recover()
+    after = store.get_run(run.run_id)
+    assert (after.state, after.message) == (
+        "error", "the machine restarted while it ran, or before its result was recorded")
+    engine.launcher.close()
+
+
 def test_since_now_skips_overdue_scheduled_runs(world):
     engine, store, clock = world([noop_job()])
     tick(engine, T0)  # creates slots up to T0+60; only T0 has run
