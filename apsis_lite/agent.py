@@ -111,7 +111,8 @@ class _Log:
 
 
 def _write_log_line(level: str, text: str, with_traceback: bool) -> None:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
     line = f"{stamp} {os.getpid()} {'ERROR' if level == 'exception' else level.upper()} {_Log.name}: {text}\n"
     if with_traceback and sys.exc_info()[0] is not None:
         import traceback

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -463,7 +464,9 @@ def test_second_agent_on_the_same_dir_exits(client, state_dir):
     first = client.ping()
     done = subprocess.run(AGENT_COMMAND + [state_dir], env=agent_env(), timeout=30, capture_output=True)
     assert done.returncode == 0
-    assert b"another agent already serves" in done.stderr
+    # A log line, timed to the millisecond like the server's.
+    assert re.search(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \d+ INFO apsis_lite.agent: "
+                     rb"another agent already serves", done.stderr, re.M), done.stderr
     assert client.ping() == first
     assert int((Path(state_dir) / "agent.pid").read_text()) == first
 
