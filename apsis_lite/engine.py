@@ -555,34 +555,44 @@ class Engine:
         due = []
         while self._due and self._due[0][0] <= now:
             due.append(heapq.heappop(self._due)[1])
-        if not due:
-            return
+        if due:
+            self._try_start(due, now, "starting", due=True)
+
+    def _try_start(self, run_ids, now, why, due=False):
+        """Start those of ``run_ids`` that are waiting and may start now; with
+        ``due``, those still scheduled become waiting first."""
         starting = []
         with self.store.write():
-            for rid in due:
+            for rid in run_ids:
                 try:
                     run = self.store.get_run(rid)
                 except NotFound:
                     continue
-                if run.state == "scheduled":
-                    # max_age applies to schedule slots; an ad hoc run always starts.
-                    if (run.slot is not None and run.time_schedule < now - self.config.max_age
-                            and self._catch_up_of(run.job_id) is None):
-                        self.store.transition(
-                            rid, "scheduled", "skipped", now,
-                            f"missed: due at {to_iso(run.time_schedule)} while the server was down, "
-                            f"older than max_age ({format_duration(self.config.max_age)})")
-                        self._discard_prepared(rid)
-                        continue
-                    if self._pauses and self._skip_if_paused(run, now):
-                        continue
-                    if not self.store.transition(rid, "scheduled", "waiting", now, "due"):
+                if run.state == "scheduled" and due:
+                    if not self._make_waiting(run, now):
                         continue
                 elif run.state != "waiting":
                     continue
-                if self._may_start(run, now) and self._start_waiting(run, now, "starting"):
+                if self._may_start(run, now) and self._start_waiting(run, now, why):
                     starting.append(rid)
         self._launch([self.store.get_run(rid) for rid in starting])
+
+    def _make_waiting(self, run, now):
+        """A scheduled run's time has come: scheduled -> waiting, unless it is
+        too old (max_age) or paused; False if it is not waiting now."""
+        rid = run.run_id
+        # max_age applies to schedule slots; an ad hoc run always starts.
+        if (run.slot is not None and run.time_schedule < now - self.config.max_age
+                and self._catch_up_of(run.job_id) is None):
+            self.store.transition(
+                rid, "scheduled", "skipped", now,
+                f"missed: due at {to_iso(run.time_schedule)} while the server was down, "
+                f"older than max_age ({format_duration(self.config.max_age)})")
+            self._discard_prepared(rid)
+            return False
+        if self._pauses and self._skip_if_paused(run, now):
+            return False
+        return self.store.transition(rid, "scheduled", "waiting", now, "due")
 
     def _launch(self, runs):
         """Hand runs in 'starting' to their programs; no-ops finish at once.
@@ -1001,18 +1011,7 @@ class Engine:
 
     def _recheck(self, run_ids, now):
         """Check again waiting runs whose wait may be over, oldest first."""
-        starting = []
-        with self.store.write():
-            for rid in run_ids:
-                try:
-                    run = self.store.get_run(rid)
-                except NotFound:
-                    continue
-                if run.state != "waiting":
-                    continue
-                if self._may_start(run, now) and self._start_waiting(run, now, "starting: its conditions hold"):
-                    starting.append(rid)
-        self._launch([self.store.get_run(rid) for rid in starting])
+        self._try_start(run_ids, now, "starting: its conditions hold")
 
     def _expire_waiting(self, now):
         """Send runs that waited longer than their waiting max_time to error."""
