@@ -262,6 +262,25 @@ def test_huge_output_is_capped(jobs_dir, data_dir):
         srv.stop()
 
 
+def test_runs_are_recorded_through_the_shepherds_notices(jobs_dir, data_dir):
+    """With the periodic sweep an hour away, only a shepherd's notices can tell
+    the server that a run is running and then done."""
+    from conftest import Server
+    cfg = data_dir / "config.yaml"
+    cfg.write_text("sweep_interval: 1h\n")
+    srv = Server(jobs_dir, data_dir, extra_args=["--config", str(cfg)])
+    srv.start()
+    try:
+        rid = srv.post("/api/v1/runs", {"program": "sleep 1; echo slept"})["run_id"]
+        srv.wait_for(lambda: srv.get(f"/api/v1/runs/{rid}")["state"] == "running", timeout=5,
+                     what="the run to be running")
+        run = srv.wait_run(rid, timeout=10)
+        assert run["state"] == "success"
+        assert srv.request("GET", f"/api/v1/runs/{rid}/output")[1] == b"slept\n"
+    finally:
+        srv.stop()
+
+
 def test_run_folders_are_recycled_without_carrying_anything_over(server, data_dir):
     """A finished run's folder is emptied and reused by a later run; nothing of the
     earlier run (result, output, a stop request) reaches the later one, and a spare
