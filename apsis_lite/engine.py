@@ -574,8 +574,8 @@ class Engine:
                 elif run.state != "waiting":
                     continue
                 if self._may_start(run, now) and self._start_waiting(run, now, why):
-                    starting.append(rid)
-        self._launch([self.store.get_run(rid) for rid in starting])
+                    starting.append(run)  # read before its transitions; _launch needs none of them
+        self._launch(starting)
 
     def _make_waiting(self, run, now):
         """A scheduled run's time has come: scheduled -> waiting, unless it is
