@@ -182,3 +182,57 @@ def server(jobs_dir, data_dir):
     except Exception:
         srv.kill()
 
+
+class Clock:
+    """The engine's clock in in-process tests: it stands still unless a test sets ``t``."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def app_world(tmp_path):
+    """A factory: ``make(jobs, t0, recover=True)`` -> (test client, engine,
+    writer store, clock) over job files given as {id: yaml}, with the web app
+    in this process and the engine's clock at ``t0``."""
+    from apsis_lite.config import load_config
+    from apsis_lite.engine import Engine
+    from apsis_lite.jobs import load_jobs_dir
+    from apsis_lite.launcher import LocalLauncher
+    from apsis_lite.store import Store
+    from apsis_lite.web import create_app
+
+    made = []
+
+    def make(jobs, t0, recover=True):
+        jobs_dir = tmp_path / "jobs"
+        for job_id, text in jobs.items():
+            path = jobs_dir / f"{job_id}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        jobs_dir.mkdir(exist_ok=True)
+        config = load_config(None, data_dir=str(tmp_path / "data"), jobs_dir=str(jobs_dir),
+                             horizon=30, sweep_interval=1000)
+        store = Store(config.db_path)
+        reader = Store(config.db_path, readonly=True)
+        made.append((store, reader))
+        clock = Clock(t0)
+        launcher = LocalLauncher(config)
+        engine = Engine(config, store, launcher, clock=clock)
+        engine.set_jobs(*load_jobs_dir(config.jobs_dir))
+        if recover:
+            engine.recover()
+        app = create_app(config, reader, engine, launcher)
+        client = app.test_client()
+        # As the CLI on this machine: the local token the app keeps in the data folder.
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app.extensions['apsis_auth'].local_token}"
+        return client, engine, store, clock
+
+    yield make
+    for store, reader in made:
+        reader.close()
+        store.close()
+    _kill_agents(tmp_path / "data")

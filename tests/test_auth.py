@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, Server, _kill_agents, short_tmpdir, write_job
+from conftest import ROOT, Clock, Server, _kill_agents, short_tmpdir, write_job
 from test_security import Browser
 
 from apsis_lite.auth import (
@@ -20,14 +20,6 @@ from apsis_lite.auth import (
     read_local_token,
 )
 from apsis_lite.errors import ConfigError
-
-
-class Clock:
-    def __init__(self, t):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 T0 = 1_800_000_000.0

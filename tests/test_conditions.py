@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import _kill_agents, write_job
+from conftest import Clock, _kill_agents, write_job
 from test_engine import tick
 
 from apsis_lite.config import load_config
@@ -22,14 +22,6 @@ from apsis_lite.launcher import LocalLauncher
 from apsis_lite.store import Store
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
-
-
-class Clock:
-    def __init__(self, t):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 def worlds(tmp_path):

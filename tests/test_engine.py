@@ -6,7 +6,7 @@ so nothing here waits for a clock or a process.
 
 import pytest
 
-from conftest import _kill_agents
+from conftest import Clock, _kill_agents
 
 from apsis_lite.config import load_config
 from apsis_lite.engine import PREPARE_AHEAD, Engine
@@ -16,14 +16,6 @@ from apsis_lite.launcher import LocalLauncher
 from apsis_lite.store import Store
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a multiple of 10 s
-
-
-class Clock:
-    def __init__(self, t):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 @pytest.fixture

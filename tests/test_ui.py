@@ -5,29 +5,13 @@ no-ops or never started, so every page shows a known state.
 """
 
 import re
-import textwrap
 
 import pytest
-from conftest import _kill_agents
 
-from apsis_lite.config import load_config
-from apsis_lite.engine import Engine
-from apsis_lite.jobs import load_jobs_dir
-from apsis_lite.launcher import LocalLauncher
-from apsis_lite.store import Store
 from apsis_lite.ui_format import TimeFormat, ago, complete_utf8, render_markdown
-from apsis_lite.web import create_app
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 HOSTILE = '<script>alert("x")</script>'
-
-
-class Clock:
-    def __init__(self, t):
-        self.t = t
-
-    def __call__(self):
-        return self.t
 
 
 JOBS = {
@@ -49,39 +33,9 @@ JOBS = {
 
 
 @pytest.fixture
-def world(tmp_path):
+def world(app_world):
     """A factory for (client, engine, writer store, clock) over job files given as {id: yaml}."""
-    made = []
-
-    def make(jobs=JOBS):
-        jobs_dir = tmp_path / "jobs"
-        for job_id, text in jobs.items():
-            path = jobs_dir / f"{job_id}.yaml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text))
-        jobs_dir.mkdir(exist_ok=True)
-        config = load_config(None, data_dir=str(tmp_path / "data"), jobs_dir=str(jobs_dir),
-                             horizon=30, sweep_interval=1000)
-        store = Store(config.db_path)
-        reader = Store(config.db_path, readonly=True)
-        clock = Clock(T0)
-        launcher = LocalLauncher(config)
-        engine = Engine(config, store, launcher, clock=clock)
-        loaded, errors = load_jobs_dir(config.jobs_dir)
-        engine.set_jobs(loaded, errors)
-        engine.recover()
-        app = create_app(config, reader, engine, launcher)
-        client = app.test_client()
-        # As the CLI on this machine: the local token the app keeps in the data folder.
-        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app.extensions['apsis_auth'].local_token}"
-        made.append((store, reader))
-        return client, engine, store, clock
-
-    yield make
-    for store, reader in made:
-        reader.close()
-        store.close()
-    _kill_agents(tmp_path / "data")
+    return lambda jobs=JOBS: app_world(jobs, T0)
 
 
 def hx(target=None, **headers):

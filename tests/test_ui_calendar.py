@@ -10,15 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from apsis_lite.config import load_config
 from apsis_lite.due_summary import DueSummaries, grid_bounds
-from apsis_lite.engine import Engine
 from apsis_lite.jobs import load_jobs_dir
-from apsis_lite.launcher import LocalLauncher
-from apsis_lite.store import Store
 from apsis_lite.timeutil import get_tz
 from apsis_lite.ui_calendar import GRID_DAY_CAP, due_matcher, due_times, grid_dues
-from apsis_lite.web import create_app
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a Friday
 HOSTILE_ID = "evil/<script>x"
@@ -41,43 +36,10 @@ def utc(*args):
     return datetime(*args, tzinfo=UTC).timestamp()
 
 
-class Clock:
-    def __init__(self, t):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
-
 @pytest.fixture
-def world(tmp_path):
-    """(client, engine, writer store) over job files given as {id: yaml}."""
-    made = []
-
-    def make(jobs=JOBS):
-        jobs_dir = tmp_path / "jobs"
-        for job_id, text in jobs.items():
-            path = jobs_dir / f"{job_id}.yaml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text))
-        config = load_config(None, data_dir=str(tmp_path / "data"), jobs_dir=str(jobs_dir),
-                             horizon=30, sweep_interval=1000)
-        store = Store(config.db_path)
-        reader = Store(config.db_path, readonly=True)
-        launcher = LocalLauncher(config)
-        engine = Engine(config, store, launcher, clock=Clock(T0))
-        engine.set_jobs(*load_jobs_dir(config.jobs_dir))
-        app = create_app(config, reader, engine, launcher)
-        client = app.test_client()
-        # As the CLI on this machine: the local token the app keeps in the data folder.
-        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {app.extensions['apsis_auth'].local_token}"
-        made.append((store, reader))
-        return client, engine, store
-
-    yield make
-    for store, reader in made:
-        reader.close()
-        store.close()
+def world(app_world):
+    """A factory for (client, engine, writer store) over job files given as {id: yaml}."""
+    return lambda jobs=JOBS: app_world(jobs, T0, recover=False)[:3]
 
 
 def past_run(store, job_id, start, end, state="success", args=None):
