@@ -331,10 +331,25 @@ class Engine:
             self._arm_max_duration(run)
             self._resources.take(run.run_id, resource_wants(run.conditions))
             self._reconcile(run, now, restarted=True)
+        self._retire_idle_folders()
         with self.store.write():
             self._recover_reruns(now)
             self._save_low_water()
         self.started = True
+
+    def _retire_idle_folders(self):
+        """Retire the run folders of runs not in flight.
+
+        They are folders written ahead for runs that were not yet due when
+        the server stopped (a run skipped on restart would never retire its
+        folder otherwise), or the folders of runs whose result was recorded
+        just before a crash. None of them was ever handed to the agent, or
+        all that its shepherd wrote is in the database.
+        """
+        for rid in self.launcher.folder_run_ids():
+            state = self.store.run_state(rid)
+            if state not in ACTIVE and not self.launcher.is_alive(rid):
+                self.launcher.remove(rid)
 
     def _recover_reruns(self, now):
         """Create the automatic reruns lost when the server stopped between a failure and its rerun.

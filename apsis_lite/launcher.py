@@ -74,6 +74,15 @@ class LocalLauncher:
     def run_dir(self, run_id) -> str:
         return os.path.join(self.config.runs_dir, format_run_id(run_id))
 
+    def folder_run_ids(self) -> list:
+        """The ids of the runs that have a folder (spares aside)."""
+        ids = []
+        for name in os.listdir(self.config.runs_dir):
+            digits = name[1:] if name.startswith("r") else ""
+            if digits.isdigit() and name == format_run_id(int(digits)):
+                ids.append(int(digits))
+        return ids
+
     def spec(self, run, program) -> dict:
         env = dict(self.base_env)
         env.update(program.env or {})

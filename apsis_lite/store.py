@@ -530,6 +530,11 @@ class Store:
             params.append(limit)
         return [(rid, state) for rid, state in self._all(sql, params)]
 
+    def run_state(self, run_id):
+        """A run's state, or None if there is no such run."""
+        row = self._one("SELECT state FROM runs WHERE run_id=?", (run_id,))
+        return None if row is None else row[0]
+
     def run_key(self, run_id):
         """(job_id, args as canonical JSON) of a run, or None."""
         row = self._one("SELECT job_id, args FROM runs WHERE run_id=?", (run_id,))

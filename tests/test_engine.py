@@ -294,6 +294,32 @@ def test_after_a_restart_of_the_machine_a_run_without_result_says_so(world):
     engine.launcher.close()
 
 
+def test_recovery_retires_folders_of_runs_not_in_flight(world):
+    """A folder written ahead for a run that was then skipped while the server
+    was down (or left by a crash after the run's result was recorded) is
+    retired at start-up; the folder of a run in flight is not."""
+    import os
+
+    from apsis_lite.jobs import bind
+    from apsis_lite.programs import parse_program
+
+    engine, store, clock = world([])
+    job = job_from_jso({"program": "echo never"}, "later")
+    engine.jobs["later"] = job
+    skipped = store.insert_run("later", {}, "scheduled", T0 + 2, T0, **bind(job, {}))
+    engine.launcher.prepare(skipped, parse_program(skipped.program), ahead=True)
+    store.transition(skipped.run_id, "scheduled", "skipped", T0, "skipped while the server was down")
+    in_flight = _starting_run(engine, store, "sleep 2")
+    engine.launcher.prepare(in_flight, parse_program(in_flight.program))
+    assert engine.launcher.start([in_flight.run_id]) == {}
+    folder = engine.launcher.run_dir
+    engine.recover()
+    assert not os.path.exists(folder(skipped.run_id))
+    assert os.path.exists(folder(in_flight.run_id))
+    assert store.get_run(in_flight.run_id).state in ("starting", "running")
+    engine.launcher.close()
+
+
 def test_since_now_skips_overdue_scheduled_runs(world):
     engine, store, clock = world([noop_job()])
     tick(engine, T0)  # creates slots up to T0+60; only T0 has run
