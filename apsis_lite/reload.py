@@ -28,8 +28,12 @@ log = logging.getLogger(__name__)
 
 # A file modified this recently may be modified again within the same
 # timestamp tick without its stat changing (the "racy git" problem): such
-# files are read again at the next scan, whatever their stat says.
+# files are read again at the next scan, whatever their stat says. A tick is
+# up to 2 s on file systems that keep whole seconds (FAT keeps even seconds),
+# and at most a clock tick of the kernel (10 ms) on those that keep fractions:
+# a modification time with a fraction of a second says which one a file is on.
 RACY_SECONDS = 2.0
+RACY_SECONDS_FINE = 0.1
 
 # After the first inotify event, wait this long for the rest of an edit
 # (editors and git write several files, or one file in several steps).
@@ -43,6 +47,11 @@ KEEPING_LAST_GOOD = "the last version of this job that loaded stays in effect un
 
 _INOTIFY_MASK_NAMES = ("CREATE", "DELETE", "MODIFY", "CLOSE_WRITE", "MOVED_FROM", "MOVED_TO",
                        "ATTRIB", "DELETE_SELF", "MOVE_SELF")
+
+
+def _racy_seconds(mtime_ns):
+    """How long after its modification time a file's stat may not show a further edit."""
+    return RACY_SECONDS_FINE if mtime_ns % 1_000_000_000 else RACY_SECONDS
 
 
 def _job_id(rel):
@@ -75,7 +84,7 @@ class JobsFolder:
             except JobErrors as exc:
                 self._results[rel] = exc.errors
             read.append(rel)
-            if key is not None and now - key[0] / 1e9 < RACY_SECONDS:
+            if key is not None and now - key[0] / 1e9 < _racy_seconds(key[0]):
                 stats[rel] = None
             if n % YIELD_EVERY == YIELD_EVERY - 1:
                 time.sleep(0)  # under gevent: let the engine start runs on time

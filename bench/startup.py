@@ -66,12 +66,10 @@ def bench(n, idle):
         for i in range(n):
             write_job(jobs_dir, f"idle/g{i // 100:03d}/j{i:05d}",
                       JOB.format(minute=i % 60, hour=hour, i=i))
-        # As a user's job files are, long before the server starts: on disk, and
-        # older than the 2 s within which a file's stat may not show a further
-        # edit (the server reads such "racy" files a second time, just after
-        # start-up, which would measure 10,000 files read twice).
+        # On disk, as after a deployment that writes the job files and then
+        # starts the server. (Files modified within a timestamp tick of the
+        # start, 0.1 s here, are read a second time just after start-up.)
         os.sync()
-        time.sleep(2.5)
         with Server(jobs_dir, data_dir) as server:
             server.start(timeout=300)
             rss0 = rss_mb(server.pid)

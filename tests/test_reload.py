@@ -65,6 +65,20 @@ def test_folder_reads_a_recently_written_file_again_even_if_its_stat_is_unchange
     assert folder.scan()[2] == []
 
 
+@pytest.mark.parametrize("fraction_ns, racy_for", [
+    (123_456_789, 0.1),  # a file system that keeps fractions of a second: a kernel tick
+    (0, 2.0),            # one that keeps whole seconds: up to two of them
+])
+def test_how_long_a_file_counts_as_recently_written(jobs_dir, fraction_ns, racy_for):
+    path = write_job(jobs_dir, "a", "program: echo 1\n")
+    mtime_ns = (int(time.time()) - 100) * 1_000_000_000 + fraction_ns
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    for age, read_again in [(racy_for - 0.01, True), (racy_for + 0.01, False)]:
+        folder = JobsFolder(jobs_dir, clock=lambda: mtime_ns / 1e9 + age)  # noqa: B023 (used at once)
+        assert folder.scan()[2] == ["a.yaml"]
+        assert folder.scan()[2] == (["a.yaml"] if read_again else []), f"{age} s after its modification"
+
+
 # -- through the server ---------------------------------------------------------------
 
 
