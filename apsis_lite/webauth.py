@@ -10,6 +10,8 @@ security headers. The login and logout pages are here too.
 """
 
 import hmac
+import logging
+import math
 import secrets
 import socket
 import time
@@ -29,6 +31,9 @@ from flask import (
 
 from .auth import Identity, derived_key, is_loopback
 from .errors import ApsisError
+from .login_throttle import LoginThrottle
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "apsis_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -196,6 +201,7 @@ def start_session(identity: Identity, auth):
 
 def login_blueprint(auth):
     bp = Blueprint("auth", __name__)
+    throttle = LoginThrottle(clock=auth.clock)
 
     def form_page(error=None, status=200, name=""):
         resp = make_response(render_template("login.html", error=error, name=name,
@@ -223,9 +229,19 @@ def login_blueprint(auth):
         if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
             return form_page("The form had expired; please try again.", 403)
         name = request.form.get("name", "").strip()
+        address = request.remote_addr or "unknown"
+        wait = math.ceil(throttle.wait(name, address))
+        if wait:
+            resp = form_page(f"Too many failed logins as this user from your address: "
+                             f"try again in {wait} s.", 429, name=name)
+            resp.headers["Retry-After"] = str(wait)
+            return resp
         identity = auth.check_password(name, request.form.get("password", ""))
         if identity is None:
+            throttle.failed(name, address)
+            log.warning("failed login as %r from %s", name, address)
             return form_page("Wrong user name or password.", 401, name=name)
+        throttle.succeeded(name, address)
         start_session(identity, auth)
         return redirect(safe_next(request.form.get("next")), 303)
 

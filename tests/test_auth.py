@@ -61,6 +61,44 @@ def test_one_time_code_is_good_once_and_for_a_while(tmp_path):
         assert auth.redeem_once(junk) is None
 
 
+def test_login_throttle_doubles_the_wait_after_five_failures(monkeypatch):
+    from apsis_lite import login_throttle
+    from apsis_lite.login_throttle import FREE_FAILURES, MAX_WAIT, LoginThrottle
+
+    clock = Clock(T0)
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(FREE_FAILURES - 1):
+        throttle.failed("ann", "10.0.0.1")
+        assert throttle.wait("ann", "10.0.0.1") == 0  # people mistype
+    waits = []
+    for _ in range(14):
+        throttle.failed("ann", "10.0.0.1")
+        waits.append(throttle.wait("ann", "10.0.0.1"))
+        clock.t += waits[-1]  # the next attempt as soon as allowed
+    assert waits[:4] == [1, 2, 4, 8] and waits[-1] == MAX_WAIT
+    assert throttle.wait("ann", "10.0.0.2") == 0  # another address
+    assert throttle.wait("bob", "10.0.0.1") == 0  # another name
+    throttle.failed("ann", "10.0.0.1")
+    clock.t += MAX_WAIT / 2
+    assert throttle.wait("ann", "10.0.0.1") == MAX_WAIT / 2
+    throttle.succeeded("ann", "10.0.0.1")
+    assert throttle.wait("ann", "10.0.0.1") == 0
+    # A day without failures starts again from nothing.
+    for _ in range(FREE_FAILURES):
+        throttle.failed("cy", "10.0.0.1")
+    clock.t += login_throttle.FORGET_AFTER + 1
+    throttle.failed("cy", "10.0.0.1")
+    assert throttle.wait("cy", "10.0.0.1") == 0
+    # Memory stays bounded; the pairs still throttled are kept.
+    monkeypatch.setattr(login_throttle, "MAX_TRACKED", 100)
+    for _ in range(FREE_FAILURES):
+        throttle.failed("dan", "10.0.0.9")
+    for i in range(300):
+        throttle.failed(f"name{i}", "10.0.0.3")
+    assert len(throttle._failures) <= 100
+    assert throttle.wait("dan", "10.0.0.9") > 0
+
+
 def test_users_file_passwords_tokens_and_sessions(tmp_path):
     path = tmp_path / "users.json"
     users = UsersFile(str(path))

@@ -3,6 +3,7 @@
 import http.client
 import json
 import re
+import time
 import urllib.parse
 
 import pytest
@@ -203,6 +204,27 @@ def test_login_form_viewer_session_and_logout(srv):
     c = logged_in(srv)
     assert c.request("POST", "/logout", form={"csrf_token": c.csrf()})[0] == 303
     assert c.request("GET", "/")[0] == 303
+
+
+def test_repeated_failed_logins_are_slowed_down(srv):
+    from apsis_lite.login_throttle import FREE_FAILURES
+    add_user(srv, "olga", "operator", password="the right one")
+    b = Browser(srv)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', b.request("GET", "/login")[1]).group(1)
+
+    def attempt(password, name="olga"):
+        return b.request("POST", "/login", form={"name": name, "password": password, "csrf_token": csrf})
+
+    for _ in range(FREE_FAILURES):
+        assert attempt("guess")[0] == 401
+    status, body, resp = attempt("the right one")  # even the right password must wait now
+    assert status == 429 and "Too many failed logins" in body
+    assert 1 <= int(resp.getheader("Retry-After")) <= 2
+    assert attempt("guess", name="someone else")[0] == 401  # other names are not held up
+    assert "failed login as 'olga' from 127.0.0.1" in srv.log()
+    time.sleep(int(resp.getheader("Retry-After")) + 0.1)
+    status, _, resp = attempt("the right one")
+    assert status == 303 and resp.getheader("Location") == "/"
 
 
 # -- hosts and headers -----------------------------------------------------------------------
