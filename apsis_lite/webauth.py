@@ -52,6 +52,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+# Sent over HTTPS (tls_cert, or secure_cookies behind a TLS proxy), except to
+# loopback names: browsers apply it to every port of a host, and forcing
+# HTTPS on all of a workstation's "localhost" for a year would break others.
+HSTS = "max-age=31536000"
 
 
 class BadHost(ApsisError):
@@ -111,9 +115,10 @@ def safe_next(target) -> str:
 def install(app, config, auth):
     """Put ``auth`` in front of every request of ``app``; add the login pages."""
     app.secret_key = derived_key(auth.local_token, "session")
+    https = bool(config.tls_cert) or config.secure_cookies
     app.config.update(
         SESSION_COOKIE_NAME=SESSION_COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=bool(config.tls_cert) or config.secure_cookies,
+        SESSION_COOKIE_SECURE=https,
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=config.session_lifetime))
     app.extensions["apsis_auth"] = auth
     hosts = allowed_hosts(config)
@@ -179,6 +184,8 @@ def install(app, config, auth):
     def security_headers(resp):
         for name, value in SECURITY_HEADERS.items():
             resp.headers.setdefault(name, value)
+        if https and not is_loopback(host_name(request.host)):
+            resp.headers.setdefault("Strict-Transport-Security", HSTS)
         if request.path.startswith("/api/") or "user" in session:
             resp.headers.setdefault("Cache-Control", "no-store")
         return resp

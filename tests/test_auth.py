@@ -230,7 +230,7 @@ def test_built_in_tls_serves_https_with_a_secure_cookie(jobs_dir, data_dir, tmp_
                     "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
                     "-out", str(cert)], check=True, capture_output=True)
     config = tmp_path / "apsis-lite.yaml"
-    config.write_text(f"tls_cert: {cert}\ntls_key: {key}\n")
+    config.write_text(f"tls_cert: {cert}\ntls_key: {key}\nallowed_hosts: [sched.example]\n")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the test certificate, here and in the CLI
     server = Server(jobs_dir, data_dir, extra_args=["--config", str(config)]).start()
     try:
@@ -249,8 +249,16 @@ def test_built_in_tls_serves_https_with_a_secure_cookie(jobs_dir, data_dir, tmp_
         conn = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=str(cert)))
         conn.request("GET", server.login_link()[len(server.url):])
         resp = conn.getresponse()
+        resp.read()
         cookie = resp.getheader("Set-Cookie")
         assert resp.status == 303 and "Secure" in cookie and "HttpOnly" in cookie
+        # HSTS for a real host name, never for loopback (it would hold for every port of it).
+        assert resp.getheader("Strict-Transport-Security") is None
+        for host, hsts in ((f"sched.example:{port}", "max-age=31536000"), (f"localhost:{port}", None)):
+            conn.request("GET", "/api/v1/alive", headers={"Host": host})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200 and resp.getheader("Strict-Transport-Security") == hsts, host
     finally:
         server.stop()
 
