@@ -38,6 +38,8 @@ ONCE_TTL = 120  # seconds a one-time login link stays good
 MIN_PASSWORD = 8
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 API_TOKEN_PREFIX = "alt_"
+#: Hex digits of a token's hash shown as its id (``user tokens``, ``user revoke``).
+TOKEN_ID_LENGTH = 10
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,34 @@ class UsersFile:
             "label": label, "created": int(time.time() if now is None else now)}
         self.save(users)
         return token
+
+    def tokens(self, name) -> list:
+        """``name``'s API tokens as (id, label, created): the id is the start of
+        the token's hash, which tells nothing about the token itself."""
+        user = self._get(self.load(), name)
+        return sorted(((digest[:TOKEN_ID_LENGTH], info.get("label", ""), info.get("created"))
+                       for digest, info in (user.get("tokens") or {}).items()), key=lambda t: t[2] or 0)
+
+    def revoke_token(self, name, which) -> str:
+        """Revoke one of ``name``'s API tokens, given as its id (or the start of
+        one) or as the token itself; returns its id."""
+        users = self.load()
+        tokens = self._get(users, name).get("tokens") or {}
+        which = (which or "").strip()
+        if which.startswith(API_TOKEN_PREFIX):
+            found = [hash_api_token(which)] if hash_api_token(which) in tokens else []
+        elif len(which) >= 4 and all(c in "0123456789abcdef" for c in which):
+            found = [digest for digest in tokens if digest.startswith(which)]
+        else:
+            raise ConfigError(f"not a token id: {which!r} (see 'apsis-lite user tokens {name}')")
+        if not found:
+            raise ConfigError(f"{name} has no token {which[:TOKEN_ID_LENGTH]!r}"
+                              f" (see 'apsis-lite user tokens {name}')")
+        if len(found) > 1:
+            raise ConfigError(f"{which!r} is the start of {len(found)} of {name}'s token ids: give more of it")
+        del tokens[found[0]]
+        self.save(users)
+        return found[0][:TOKEN_ID_LENGTH]
 
 
 def hash_password(password) -> str:

@@ -492,7 +492,38 @@ def user_token(name, label, config_file, data_dir):
 
     Only its hash is kept: it is printed once, now.
     """
-    click.echo(_users_call(_users_file(config_file, data_dir).issue_token, name, label))
+    users = _users_file(config_file, data_dir)
+    token = _users_call(users.issue_token, name, label)
+    click.echo(token)
+    from .auth import TOKEN_ID_LENGTH, hash_api_token
+    token_id = hash_api_token(token)[:TOKEN_ID_LENGTH]
+    click.echo(f"token id {token_id}: revoke it with 'apsis-lite user revoke {name} {token_id}'", err=True)
+
+
+@user_group.command("tokens")
+@click.argument("name")
+@_users_options
+def user_tokens(name, config_file, data_dir):
+    """List NAME's API tokens: id, created, label (the tokens themselves are not kept)."""
+    from .timeutil import to_iso
+    tokens = _users_call(_users_file(config_file, data_dir).tokens, name)
+    if not tokens:
+        click.echo(f"{name} has no API tokens (issue one with 'apsis-lite user token {name}')")
+    for token_id, label, created in tokens:
+        click.echo(f"{token_id}\t{to_iso(created) if created else '-'}\t{label}")
+
+
+@user_group.command("revoke")
+@click.argument("name")
+@click.argument("token")
+@_users_options
+def user_revoke(name, token, config_file, data_dir):
+    """Revoke one of NAME's API tokens: TOKEN is its id (from 'user tokens') or the token itself.
+
+    A running server refuses it from its next request on.
+    """
+    token_id = _users_call(_users_file(config_file, data_dir).revoke_token, name, token)
+    click.echo(f"revoked {name}'s token {token_id}")
 
 
 @cli.command(hidden=True)

@@ -128,6 +128,29 @@ def test_users_file_passwords_tokens_and_sessions(tmp_path):
         users.load()
 
 
+def test_api_tokens_are_listed_and_revoked_one_at_a_time(tmp_path):
+    path = tmp_path / "users.json"
+    users = UsersFile(str(path))
+    users.add("ann", "operator", "long enough")
+    auth = Auth("local", str(path), local_name="me")
+    nightly = users.issue_token("ann", "nightly script", now=T0)
+    backup = users.issue_token("ann", "backup", now=T0 + 60)
+    listed = users.tokens("ann")
+    assert [(label, created) for _, label, created in listed] == [("nightly script", T0), ("backup", T0 + 60)]
+    nightly_id, backup_id = listed[0][0], listed[1][0]
+    assert len(nightly_id) == 10 and nightly_id not in nightly  # the id is no part of the token
+    assert users.revoke_token("ann", nightly_id[:6]) == nightly_id
+    assert auth.from_bearer(nightly) is None and auth.from_bearer(backup).name == "ann"
+    assert users.revoke_token("ann", backup) == backup_id  # the token itself will do too
+    assert auth.from_bearer(backup) is None and users.tokens("ann") == []
+    for which, message in [(backup_id, "ann has no token"), ("zz", "not a token id"),
+                           ("alt_unknown", "ann has no token")]:
+        with pytest.raises(ConfigError, match=message):
+            users.revoke_token("ann", which)
+    with pytest.raises(ConfigError, match="no user 'bob'"):
+        users.tokens("bob")
+
+
 def test_loopback_hosts():
     assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.10", "example.com", ""))
@@ -164,6 +187,15 @@ def test_user_token_then_bearer_and_waitress(jobs_dir, data_dir):
         assert status == 201, body
         listing = server.cli("user", "list", "--data", str(data_dir)).stdout
         assert listing == "ann\toperator\t1 token(s)\n"
+        # Revoked: refused from the next request on, without a restart.
+        tokens = server.cli("user", "tokens", "ann", "--data", str(data_dir)).stdout
+        token_id = tokens.split("\t")[0]
+        revoked = server.cli("user", "revoke", "ann", token_id, "--data", str(data_dir))
+        assert revoked.returncode == 0 and revoked.stdout == f"revoked ann's token {token_id}\n"
+        assert server.request("POST", "/api/v1/runs", {"job_id": "hi"}, token=token)[0] == 401
+        again = server.cli("user", "revoke", "ann", token_id, "--data", str(data_dir))
+        assert again.returncode == 1 and f"ann has no token '{token_id}'" in again.stderr
+        assert "Traceback" not in again.stderr
     finally:
         server.stop()
 
