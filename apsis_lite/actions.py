@@ -6,14 +6,19 @@ Every action may have ``if: {states: [...], labels: [...]}``; without
 ``successors:`` in a job file is shorthand for ``schedule`` actions with
 ``if: {states: [success]}``.
 
-``ActionRunner`` listens to the store's committed transitions. It never acts
-on the engine's path: matching transitions are queued, a dispatcher thread
-does ``schedule`` actions (they only insert a run) and hands the others
-(command, webhook, e-mail), which can be slow or hang, to worker threads, at
-most ``action_workers`` at a time, each under a timeout. Under gevent (the
-server) these threads are greenlets. Every outcome, good or bad, goes into
-the run's log. Actions are not durable: those still queued when the server
-stops are not done after it restarts.
+``ActionRunner`` never acts on the engine's path. Each action a transition
+makes due is written to the database (``pending_actions``) in the
+transition's own transaction; a dispatcher thread reads them after the
+commit, does ``schedule`` actions (they only insert a run) itself and hands
+the others (command, webhook, e-mail), which can be slow or hang, to worker
+threads, at most ``action_workers`` at a time, each under a timeout, and
+deletes each once done. Under gevent (the server) these threads are
+greenlets. Every outcome, good or bad, goes into the run's log.
+
+So actions are durable: one due when the server stopped or crashed is done
+after it starts again. They are done at least once, not exactly once: one
+that was under way when the server died (not when it stopped: a stop waits
+up to STOP_WAIT for those under way) is done again.
 """
 
 from __future__ import annotations
@@ -29,13 +34,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import ClassVar
 from urllib.parse import urlsplit
 
 from .conditions import parse_typed, state_list
+from .errors import NotFound
 from .registry import ACTIONS
 from .schedules import (Fields, SpecError, _kind, nonempty_text, positive_duration, string_list,
                         string_map)
@@ -54,6 +59,10 @@ MAX_RETRY_DELAY = 60.0
 # Runs whose bound actions are remembered, so that a transition of a run
 # without actions costs no database read; cleared when it grows past this.
 ACTIONS_CACHE_SIZE = 100_000
+#: Pending actions read from the database at a time.
+PENDING_PAGE = 100
+#: How long a stopping server waits for actions under way to finish.
+STOP_WAIT = 5.0
 
 
 # How the run's log names an alarm an action was done for.
@@ -456,6 +465,7 @@ class ActionEvent:
     time: float
     # A missed deadline or max_duration: {"kind", "message"}; the run did not change state.
     alarm: dict | None = None
+    after_restart: bool = False  # due before the server (re)started, and done only now
 
     @property
     def run_id(self) -> str:
@@ -519,31 +529,45 @@ class ActionRunner:
         self.engine = engine
         self.clock = clock
         self.sleep = sleep
-        self._actions = {}      # run_id -> (job_id, parsed actions), for runs not finished
-        self._queue = deque()
+        self._actions = {}      # run_id -> (job_id, ((action, its JSON), ...)), for runs not finished
+        self._next_id = 0       # the first pending action not handed out yet
+        self._restarted_below = 0  # pending actions with smaller ids were due before this start
         self._ready = threading.Event()
         self._workers = threading.BoundedSemaphore(config.action_workers)
+        self._under_way = set()  # worker threads
         self._stopping = False
         self._thread = None
 
     def start(self):
-        """Listen to the store and start the dispatcher."""
-        self.store.add_listener(self.on_transition)
+        """Listen to the store and start the dispatcher (which first does the
+        actions left pending by the last run of the server)."""
+        self._restarted_below = self.store.last_pending_action_id() + 1
+        self.store.add_transaction_listener(self.on_transition)
         self.engine.add_alarm_listener(self.on_alarm)
         self._thread = threading.Thread(target=self._dispatch, name="actions", daemon=True)
         self._thread.start()
-
-    def stop(self):
-        """Stop taking actions off the queue; those running finish or die with the process."""
-        self._stopping = True
         self._ready.set()
 
-    # -- listening (on the engine's path: quick, no waiting) ---------------------
+    def stop(self, wait=STOP_WAIT):
+        """Stop handing out actions; wait up to ``wait`` s for those under way
+        (the others are done after a restart)."""
+        self._stopping = True
+        self._ready.set()
+        deadline = time.monotonic() + wait
+        for thread in list(self._under_way):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- listening (inside the engine's transactions: quick, no waiting) ---------
 
     def on_transition(self, run_id, old, new):
-        """Queue the run's actions that apply to entering ``new``."""
+        """Record the run's actions that apply to entering ``new``."""
+        try:
+            self._record(run_id, old, new)
+        except Exception:  # never the reason a transition fails
+            log.exception("could not record the actions of run r%s on %s", run_id, new)
+
+    def _record(self, run_id, old, new):
         cached = self._actions.get(run_id)
-        run = None
         if cached is None:
             run = self.store.get_run(run_id)
             cached = (run.job_id, self._parse(run))
@@ -557,34 +581,36 @@ class ActionRunner:
         if not actions:
             return
         labels = self._labels(job_id)
-        due = [a for a in actions if a.applies(new, labels)]
+        due = [jso for action, jso in actions if action.applies(new, labels)]
         if not due:
             return
-        run = self.store.get_run(run_id)  # as it is now, with the new state's time
-        when = run.times.get(new) or self.clock()
-        for action in due:
-            self._queue.append(ActionEvent(action, run, old, new, when))
-        self._ready.set()
+        when = self.store.get_run(run_id).times.get(new) or self.clock()
+        for jso in due:
+            self.store.add_pending_action(run_id, jso, old, new, when)
+        self.store.after_commit(self._ready.set)
 
     def on_alarm(self, run_id, kind, message):
-        """Queue a run's failure actions for a missed deadline or max_duration.
+        """Record a run's failure actions for a missed deadline or max_duration.
 
         The actions due are those that would be done if the run failed
         (``if:`` states include failure, or no states at all).
         """
         run = self.store.get_run(run_id)
-        due = [a for a in self._parse(run) if a.applies("failure", self._labels(run.job_id))]
-        for action in due:
-            self._queue.append(ActionEvent(action, run, run.state, run.state, self.clock(),
-                                           alarm={"kind": kind, "message": message}))
-        if due:
-            self._ready.set()
+        labels = self._labels(run.job_id)
+        due = [jso for action, jso in self._parse(run) if action.applies("failure", labels)]
+        if not due:
+            return
+        with self.store.write():
+            for jso in due:
+                self.store.add_pending_action(run_id, jso, run.state, run.state, self.clock(),
+                                              alarm={"kind": kind, "message": message})
+            self.store.after_commit(self._ready.set)
 
     def _parse(self, run) -> tuple:
         parsed = []
         for i, jso in enumerate(run.actions or ()):
             try:
-                parsed.append(parse_action(jso))
+                parsed.append((parse_action(jso), jso))
             except SpecError as exc:
                 why = "; ".join(f"{k}: {m}" if k else m for k, m in exc.problems)
                 self._log(run.run_id, f"action[{i}] cannot be done: {why}")
@@ -601,25 +627,61 @@ class ActionRunner:
         while not self._stopping:
             self._ready.wait()
             self._ready.clear()
-            while self._queue and not self._stopping:
-                event = self._queue.popleft()
-                if not event.action.slow:
-                    self._do(event)
-                    continue
-                # Waits here, not on the engine, when every worker is busy.
-                self._workers.acquire()
-                threading.Thread(target=self._do_slow, args=(event,), daemon=True,
-                                 name=f"action {event.run_id}").start()
+            while not self._stopping:
+                try:
+                    pending = self.store.pending_actions(self._next_id, PENDING_PAGE)
+                except Exception:  # the database is busy or closing: the next wake-up tries again
+                    log.exception("could not read the pending actions")
+                    break
+                if not pending:
+                    break
+                for row in pending:
+                    if self._stopping:
+                        return
+                    self._next_id = row[0] + 1
+                    self._hand_out(row)
 
-    def _do_slow(self, event):
+    def _hand_out(self, row):
+        action_id, run_id, jso, old, new, when, alarm = row
+        try:
+            run = self.store.get_run(run_id)
+            action = parse_action(jso)
+        except (NotFound, SpecError) as exc:  # the run was deleted, or an extension is gone
+            log.warning("dropped an action of run r%s: %s", run_id, exc)
+            self._done(action_id)
+            return
+        event = ActionEvent(action, run, old, new, when, alarm=alarm,
+                            after_restart=action_id < self._restarted_below)
+        if not action.slow:
+            self._do(event)
+            self._done(action_id)
+            return
+        # Waits here, not on the engine, when every worker is busy.
+        self._workers.acquire()
+        thread = threading.Thread(target=self._do_slow, args=(event, action_id), daemon=True,
+                                  name=f"action {event.run_id}")
+        self._under_way.add(thread)
+        thread.start()
+
+    def _do_slow(self, event, action_id):
         try:
             self._do(event)
+            self._done(action_id)
         finally:
+            self._under_way.discard(threading.current_thread())
             self._workers.release()
+
+    def _done(self, action_id):
+        try:
+            self.store.remove_pending_action(action_id)
+        except Exception:  # the store closed under a late action: it is done again after a restart
+            log.exception("could not mark action %s done", action_id)
 
     def _do(self, event):
         what = f"action {event.action.describe()} on " + (
             ALARM_WORDS.get(event.alarm["kind"], event.alarm["kind"]) if event.alarm else event.new)
+        if event.after_restart:
+            what += " (due before the server restarted)"
         try:
             outcome = event.action.perform(event, self)
         except ActionFailed as exc:

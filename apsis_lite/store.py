@@ -138,6 +138,19 @@ MIGRATIONS = [
         what   TEXT NOT NULL
     );
     """,
+    # Actions due and not yet done, written in the transaction of the change
+    # that made them due, so that a restart still does them (see actions.py).
+    """
+    CREATE TABLE pending_actions (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the dispatcher reads on from an id
+        run_id INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        old    TEXT,
+        new    TEXT NOT NULL,
+        time   REAL NOT NULL,
+        alarm  TEXT
+    );
+    """,
 ]
 
 RUN_COLUMNS = (
@@ -199,6 +212,7 @@ class Store:
         self._depth = 0
         self._after_commit = []
         self._listeners = []
+        self._tx_listeners = []
         if not readonly:
             self._exec("PRAGMA journal_mode=WAL")
             self._exec("PRAGMA synchronous=FULL")
@@ -353,7 +367,14 @@ class Store:
         """
         self._listeners.append(fn)
 
+    def add_transaction_listener(self, fn):
+        """Call ``fn(run_id, old, new)`` on each state change, inside its
+        transaction: what ``fn`` writes commits or rolls back with it."""
+        self._tx_listeners.append(fn)
+
     def _announce(self, run_id, old, new):
+        for fn in self._tx_listeners:
+            fn(run_id, old, new)
         for fn in self._listeners:
             self.after_commit(functools.partial(_call_listener, fn, run_id, old, new))
 
@@ -529,6 +550,30 @@ class Store:
             sql += " LIMIT ?"
             params.append(limit)
         return [(rid, state) for rid, state in self._all(sql, params)]
+
+    # -- actions due (see actions.py) --------------------------------------------
+
+    def add_pending_action(self, run_id, action, old, new, time, alarm=None):
+        with self.write():
+            self._exec("INSERT INTO pending_actions (run_id, action, old, new, time, alarm)"
+                       " VALUES (?,?,?,?,?,?)",
+                       (run_id, dumps(action), old, new, time, dumps(alarm) if alarm else None))
+
+    def pending_actions(self, from_id, limit=100):
+        """Up to ``limit`` pending actions with ids from ``from_id``, oldest first:
+        (id, run_id, action, old, new, time, alarm) each."""
+        rows = self._all("SELECT id, run_id, action, old, new, time, alarm FROM pending_actions"
+                         " WHERE id >= ? ORDER BY id LIMIT ?", (from_id, limit))
+        return [(i, rid, json.loads(action), old, new, t, json.loads(alarm) if alarm else None)
+                for i, rid, action, old, new, t, alarm in rows]
+
+    def last_pending_action_id(self):
+        """The id of the newest pending action; 0 if there is none."""
+        return self._one("SELECT coalesce(max(id), 0) FROM pending_actions")[0]
+
+    def remove_pending_action(self, action_id):
+        with self.write():
+            self._exec("DELETE FROM pending_actions WHERE id=?", (action_id,))
 
     def run_state(self, run_id):
         """A run's state, or None if there is no such run."""

@@ -331,3 +331,31 @@ def test_email_action_is_delivered_through_the_configured_smtp_server(jobs_dir, 
         assert "disk full on 2026-11-25" in text  # the end of its output
     finally:
         smtp.stop()
+
+
+def test_actions_due_when_the_server_dies_are_done_after_it_restarts(jobs_dir, data_dir, running):
+    """Actions are written with the transition that makes them due: one still
+    waiting for a worker when the server is killed is done after the restart,
+    and says so; one under way is done again (at least once)."""
+    out = data_dir / "action-out"
+    write_job(jobs_dir, "slow", f"""
+        program: {{type: no-op}}
+        action: {{type: command, command: "echo slow $APSIS_RUN_ID >> '{out}'; sleep 2"}}
+    """)
+    write_job(jobs_dir, "quick", f"""
+        program: {{type: no-op}}
+        action: {{type: command, command: "echo quick $APSIS_RUN_ID >> '{out}'", if: {{states: [success]}}}}
+    """)
+    server = running(action_workers=1)
+    slow = server.post("/api/v1/runs", {"job_id": "slow"})["run_id"]
+    server.wait_for(lambda: out.exists(), what="the slow action under way")
+    quick = server.post("/api/v1/runs", {"job_id": "quick"})["run_id"]
+    assert server.wait_run(quick)["state"] == "success"
+    server.kill()  # the quick action still waits for the one worker
+    assert out.read_text().count("quick") == 0
+    server = running(action_workers=1)
+    line = wait_log(server, quick, "action command")
+    assert line.startswith("action command") and line.endswith("on success (due before the server restarted): exit code 0")
+    lines = out.read_text().splitlines()
+    assert lines.count(f"quick {quick}") == 1
+    assert lines.count(f"slow {slow}") >= 2  # under way when the server died: done again
