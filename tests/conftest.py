@@ -183,6 +183,25 @@ def server(jobs_dir, data_dir):
         srv.kill()
 
 
+@pytest.fixture
+def running(jobs_dir, data_dir):
+    """A factory: ``running(**settings)`` starts a server with those config
+    settings (written to a config file in the data folder); all are stopped
+    at the end. Called again, it starts a server on the same folders."""
+    servers = []
+
+    def start(**settings):
+        import yaml
+        config = data_dir / "test-config.yaml"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config.write_text(yaml.safe_dump(settings))
+        servers.append(Server(jobs_dir, data_dir, ["--config", str(config)]).start())
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.stop()
+
+
 class Clock:
     """The engine's clock in in-process tests: it stands still unless a test sets ``t``."""
 

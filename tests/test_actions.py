@@ -8,12 +8,11 @@ from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import yaml
 
 from apsis_lite.actions import parse_action
 from apsis_lite.schedules import SpecError
 
-from conftest import Server, write_job
+from conftest import write_job
 
 
 class HookServer:
@@ -71,13 +70,6 @@ def hooks():
         h.close()
 
 
-def start_server(jobs_dir, data_dir, **settings):
-    config = data_dir / "test-config.yaml"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config.write_text(yaml.safe_dump(settings))
-    return Server(jobs_dir, data_dir, ["--config", str(config)]).start()
-
-
 def log_lines(server, run_id):
     return [e["message"] for e in server.get(f"/api/v1/runs/{run_id}/log")["items"]]
 
@@ -86,18 +78,6 @@ def wait_log(server, run_id, text, timeout=20):
     return server.wait_for(
         lambda: next((m for m in log_lines(server, run_id) if text in m), None),
         timeout=timeout, what=f"{text!r} in the log of {run_id}")
-
-
-@pytest.fixture
-def running(jobs_dir, data_dir):
-    servers = []
-
-    def start(**settings):
-        servers.append(start_server(jobs_dir, data_dir, **settings))
-        return servers[-1]
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def test_if_accepts_states_and_labels_and_rejects_unknown_keys():

@@ -5,12 +5,11 @@ import time
 from collections import Counter
 
 import pytest
-import yaml
 
 from apsis_lite.reload import KEEPING_LAST_GOOD, JobsFolder
 from apsis_lite.timeutil import parse_time
 
-from conftest import Server, write_job
+from conftest import write_job
 
 
 # -- the folder loader -----------------------------------------------------------
@@ -82,20 +81,6 @@ def test_how_long_a_file_counts_as_recently_written(jobs_dir, fraction_ns, racy_
 # -- through the server ---------------------------------------------------------------
 
 
-@pytest.fixture
-def serve(jobs_dir, data_dir):
-    servers = []
-
-    def start(**settings):
-        config = data_dir / "test-config.yaml"
-        config.write_text(yaml.safe_dump(settings))
-        servers.append(Server(jobs_dir, data_dir, ["--config", str(config)]).start())
-        return servers[-1]
-    yield start
-    for s in servers:
-        s.stop()
-
-
 def epoch(iso):
     return parse_time(iso).timestamp()
 
@@ -104,7 +89,7 @@ def scheduled_times(server, job_id):
     return sorted(epoch(r["times"]["schedule"]) for r in server.runs(f"job:{job_id} state:scheduled"))
 
 
-def test_an_edited_job_file_is_re_planned_within_seconds(jobs_dir, serve):
+def test_an_edited_job_file_is_re_planned_within_seconds(jobs_dir, running):
     # Each schedule's phase puts its first slot 30 s (then 20 s) from now: no slot
     # comes due while the test counts them, however slowly a busy machine runs it.
     old_phase = int(time.time() + 30) % 60
@@ -112,7 +97,7 @@ def test_an_edited_job_file_is_re_planned_within_seconds(jobs_dir, serve):
         program: "echo old"
         schedule: {{type: interval, interval: 60s, phase: {old_phase}s}}
     """)
-    server = serve(horizon="4 min")
+    server = running(horizon="4 min")
     before = scheduled_times(server, "tick")
     assert len(before) == 4 and all(t % 60 == old_phase for t in before)  # a 4 minute horizon
 
@@ -166,12 +151,12 @@ def test_an_edited_job_file_is_re_planned_within_seconds(jobs_dir, serve):
     assert scheduled_times(server, "tick")[:5] == times[:5]
 
 
-def test_a_broken_edit_keeps_the_old_job_running_and_shows_the_error(jobs_dir, serve):
+def test_a_broken_edit_keeps_the_old_job_running_and_shows_the_error(jobs_dir, running):
     path = write_job(jobs_dir, "beat", """
         program: "echo v1"
         schedule: {type: interval, interval: 1s}
     """)
-    server = serve()
+    server = running()
     write_job(jobs_dir, "beat", """
         program: "echo v2"
         schedule: {type: interval, interval: 1s
@@ -199,12 +184,12 @@ def test_a_broken_edit_keeps_the_old_job_running_and_shows_the_error(jobs_dir, s
     assert server.get(f"/api/v1/runs/{ran[0]['run_id']}")["program"]["command"] == "echo v3"
 
 
-def test_deleting_a_job_file_stops_new_runs(jobs_dir, serve):
+def test_deleting_a_job_file_stops_new_runs(jobs_dir, running):
     path = write_job(jobs_dir, "gone", """
         program: "true"
         schedule: {type: interval, interval: 1s}
     """)
-    server = serve(jobs_watch="poll", jobs_poll_interval=0.3)  # the polling fallback
+    server = running(jobs_watch="poll", jobs_poll_interval=0.3)  # the polling fallback
     server.wait_for(lambda: server.runs("job:gone state:success"), what="a first run")
     path.unlink()
     server.wait_for(lambda: server.request("GET", "/api/v1/jobs/gone")[0] == 404,
@@ -218,11 +203,11 @@ def test_deleting_a_job_file_stops_new_runs(jobs_dir, serve):
     assert len(server.runs("job:gone")) == count
 
 
-def test_reload_command_reports_what_changed(jobs_dir, serve):
+def test_reload_command_reports_what_changed(jobs_dir, running):
     write_job(jobs_dir, "keep", "program: 'true'\n")
     write_job(jobs_dir, "edit", "program: 'true'\nschedule: {type: interval, interval: 1 min}\n")
     write_job(jobs_dir, "drop", "program: 'true'\n")
-    server = serve(jobs_watch="off")
+    server = running(jobs_watch="off")
     write_job(jobs_dir, "edit", "program: 'false'\nschedule: {type: interval, interval: 1 min}\n")
     write_job(jobs_dir, "new", "program: 'true'\n")
     (jobs_dir / "drop.yaml").unlink()

@@ -240,45 +240,31 @@ def test_broken_job_file_reported_while_others_run(server, jobs_dir):
     assert "Traceback" not in check.stderr
 
 
-def test_huge_output_is_capped(jobs_dir, data_dir):
-    from conftest import Server
-    cfg = data_dir / "config.yaml"
-    cfg.write_text("output_head: 100000\noutput_tail: 100000\n")
-    srv = Server(jobs_dir, data_dir, extra_args=["--config", str(cfg)])
-    srv.start()
-    try:
-        rid = srv.post("/api/v1/runs", {"program": "head -c 300000000 /dev/zero | tr '\\0' x; echo; echo THE END"})["run_id"]
-        run = srv.wait_run(rid, timeout=60)
-        assert run["state"] == "success"
-        out = run["output"]
-        assert out["bytes_total"] == 300000000 + 1 + 8
-        assert out["bytes_dropped"] == out["bytes_total"] - 200000
-        _, body, _ = srv.request("GET", f"/api/v1/runs/{rid}/output")
-        assert body.startswith(b"x" * 100000)
-        assert b"bytes of output dropped" in body
-        assert body.endswith(b"x\nTHE END\n")
-        assert len(body) < 210000
-    finally:
-        srv.stop()
+def test_huge_output_is_capped(running):
+    srv = running(output_head=100000, output_tail=100000)
+    rid = srv.post("/api/v1/runs", {"program": "head -c 300000000 /dev/zero | tr '\\0' x; echo; echo THE END"})["run_id"]
+    run = srv.wait_run(rid, timeout=60)
+    assert run["state"] == "success"
+    out = run["output"]
+    assert out["bytes_total"] == 300000000 + 1 + 8
+    assert out["bytes_dropped"] == out["bytes_total"] - 200000
+    _, body, _ = srv.request("GET", f"/api/v1/runs/{rid}/output")
+    assert body.startswith(b"x" * 100000)
+    assert b"bytes of output dropped" in body
+    assert body.endswith(b"x\nTHE END\n")
+    assert len(body) < 210000
 
 
-def test_runs_are_recorded_through_the_shepherds_notices(jobs_dir, data_dir):
+def test_runs_are_recorded_through_the_shepherds_notices(running):
     """With the periodic sweep an hour away, only a shepherd's notices can tell
     the server that a run is running and then done."""
-    from conftest import Server
-    cfg = data_dir / "config.yaml"
-    cfg.write_text("sweep_interval: 1h\n")
-    srv = Server(jobs_dir, data_dir, extra_args=["--config", str(cfg)])
-    srv.start()
-    try:
-        rid = srv.post("/api/v1/runs", {"program": "sleep 1; echo slept"})["run_id"]
-        srv.wait_for(lambda: srv.get(f"/api/v1/runs/{rid}")["state"] == "running", timeout=5,
-                     what="the run to be running")
-        run = srv.wait_run(rid, timeout=10)
-        assert run["state"] == "success"
-        assert srv.request("GET", f"/api/v1/runs/{rid}/output")[1] == b"slept\n"
-    finally:
-        srv.stop()
+    srv = running(sweep_interval="1h")
+    rid = srv.post("/api/v1/runs", {"program": "sleep 1; echo slept"})["run_id"]
+    srv.wait_for(lambda: srv.get(f"/api/v1/runs/{rid}")["state"] == "running", timeout=5,
+                 what="the run to be running")
+    run = srv.wait_run(rid, timeout=10)
+    assert run["state"] == "success"
+    assert srv.request("GET", f"/api/v1/runs/{rid}/output")[1] == b"slept\n"
 
 
 def test_run_folders_are_recycled_without_carrying_anything_over(server, data_dir):
