@@ -8,8 +8,7 @@ Every matching job's due times are shown; the work stays bounded by
 counting at most PER_DAY_CAP (in a grid cell GRID_DAY_CAP) due times per job
 and day, and by per-day summaries cached per window (``due_summary``), kept
 warm in the background once the calendar has been looked at. At most RUN_CAP
-runs are read per window; the page
-says when that cut something off.
+runs are read per window; the page says when that cut something off.
 """
 
 import heapq
