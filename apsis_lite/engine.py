@@ -8,6 +8,8 @@ and CLI (``submit``, ``start``, ``skip``, ``stop``, ``signal``, ``rerun``,
 compare-and-set store transition, committed before it is acted on.
 """
 
+import contextlib
+import errno
 import functools
 import heapq
 import itertools
@@ -19,7 +21,8 @@ import time
 from collections import deque
 
 from . import jobs as jobs_mod
-from .errors import ApsisError, BadRequest, NotFound, TransitionError
+from .errors import ApsisError, BadRequest, JobFileError, NotFound, StoreUnavailable, TransitionError
+from .health import Backoff, Health
 from .pauses import GLOBAL, Pause, pausable, pause_of
 from .programs import parse_program
 from .runs import ACTIVE, FINISHED, dumps, format_run_id, parse_state
@@ -60,6 +63,32 @@ PREPARE_AHEAD = 3.0
 LAUNCH_CHUNK = 16
 
 
+# Errors of the data folder's disk: like a failed commit, they say nothing
+# about the run at hand, so the engine waits and tries again.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
+def disk_fault(exc):
+    """StoreUnavailable for an OSError of the disk itself (full, read-only, failing); else None."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        return StoreUnavailable(f"the data folder cannot be written: {exc.strerror}"
+                                + (f" ({exc.filename})" if exc.filename else ""))
+    return None
+
+
+def raise_if_fault(exc):
+    """Re-raise ``exc`` (as StoreUnavailable) if the database or its disk failed.
+
+    Such a failure says nothing about the run or job at hand: it fails the
+    whole pass, which is tried again. Any other error is that item's own.
+    """
+    if isinstance(exc, StoreUnavailable):
+        raise exc
+    fault = disk_fault(exc)
+    if fault is not None:
+        raise fault from exc
+
+
 def slot_key(t: float, args: dict) -> str:
     """The identity of a scheduled slot within its job: instant and args."""
     return f"{round(t * 1_000_000)}|{dumps(args)}"
@@ -75,7 +104,8 @@ class Engine:
         self.clock = clock
         self.since_now = since_now
         self.jobs = {}
-        self.job_errors = []
+        self._load_errors = []  # job files that failed to load
+        self._broken = {}       # job_id -> why its planning failed; not planned until its file changes
         self.calendars = None  # the calendar library job files were loaded with (for ad hoc jobs)
         self._job_errors_by_id = {}
         self._due = []          # heap of (time_schedule, run_id) for runs in 'scheduled'
@@ -110,6 +140,13 @@ class Engine:
         self._alarm_listeners = []
         self._alarmed = set()       # run ids whose max_duration alarm was reported; dropped when they finish
         self._any_max_duration = False
+        # Health, and what a failed transaction left to do: memory may be
+        # ahead of the database until it is read again (see _resync).
+        self.health = Health()
+        self._backoff = Backoff()
+        self._resync_pending = False
+        self._faults_seen = store.faults
+        self._boot = None
         self._load_pauses()
         store.add_listener(self._on_change)
 
@@ -128,14 +165,16 @@ class Engine:
         old = self.jobs
         self.jobs = dict(jobs)
         self._any_max_duration = any(j.max_duration for j in self.jobs.values())
-        self.job_errors = list(errors)
+        self._load_errors = list(errors)
         self._job_errors_by_id = {}
-        for err in self.job_errors:
+        for err in self._load_errors:
             self._job_errors_by_id.setdefault(self._job_id_of(err.path), []).append(err)
         added = sorted(j for j in self.jobs if j not in old)
         removed = sorted(j for j in old if j not in self.jobs)
         changed = sorted(j for j in self.jobs if j in old and self.jobs[j] is not old[j]
                          and _planning_form(self.jobs[j]) != _planning_form(old[j]))
+        for job_id in (*added, *removed, *changed):
+            self._broken.pop(job_id, None)  # a new file gets a new chance
         summary = {"added": added, "changed": changed, "removed": removed, "skipped_runs": 0}
         if not self.started:
             self._plan = []  # recover() plans every job
@@ -181,6 +220,23 @@ class Engine:
         self.store.set_horizon(job_id, start)
         return count
 
+    @property
+    def job_errors(self) -> list:
+        """Job files that failed to load, then jobs whose planning failed (broken until their file changes)."""
+        broken = [JobFileError(self.jobs[j].path or j, "schedule",
+                               f"cannot be scheduled: {why}; no runs are planned until the file changes")
+                  for j, why in sorted(self._broken.items()) if j in self.jobs]
+        return self._load_errors + broken
+
+    def broken(self, job_id):
+        """Why a job cannot be scheduled (its planning failed), or None."""
+        return self._broken.get(job_id)
+
+    def _break_job(self, job_id, why):
+        """Stop planning a job whose planning raised; the rest of the jobs go on."""
+        self._broken[job_id] = why
+        log.error("job %s cannot be scheduled: %s; no runs are planned until its file changes", job_id, why)
+
     def _job_id_of(self, path):
         rel = os.path.relpath(path, self.config.jobs_dir)
         return os.path.splitext(rel)[0].replace(os.sep, "/")
@@ -216,15 +272,46 @@ class Engine:
         self.wake()
 
     def serve_forever(self, stop_event):
-        """Recover, then tick until ``stop_event`` is set."""
-        self.recover()
-        while not stop_event.is_set():
-            try:
-                wake_at = self.tick(self.clock())
-            except Exception:  # one bad pass must not stop the scheduler
-                log.exception("engine pass failed")
-                wake_at = self.clock() + 1.0
-            self._sleep_until(wake_at)
+        """Recover, then pass until ``stop_event`` is set.
+
+        A pass that fails is tried again after a delay that doubles up to a
+        cap, never in a tight loop; one that fails because the database
+        cannot be written (a full disk) first reads the engine's state back
+        from the database, since the failed transaction was rolled back.
+        """
+        self.health.engine_started()
+        reason = "the server is stopping"
+        try:
+            while not stop_event.is_set():
+                self._sleep_until(self._guarded_pass())
+        except BaseException as exc:
+            reason = f"it failed: {type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.health.engine_stopped(reason)
+
+    def _guarded_pass(self):
+        """Recover or resync if needed, then one pass; returns when to wake next."""
+        now = self.clock()
+        try:
+            if not self.started:
+                self.recover()
+            elif self._resync_pending or self.store.faults != self._faults_seen:
+                self._resync()
+            wake_at = self.tick(self.clock())
+        except StoreUnavailable as exc:
+            self._resync_pending = True
+            delay = self._backoff.next()
+            self.health.storage_failed(str(exc), delay)
+            return now + delay
+        except Exception as exc:  # a fault confined to nothing smaller: the whole pass
+            delay = self._backoff.next()
+            log.exception("engine pass failed; trying again in %s", format_duration(delay))
+            self.health.pass_failed(f"{type(exc).__name__}: {exc}", delay)
+            return now + delay
+        self._backoff.reset()
+        self.health.pass_done()
+        return wake_at
 
     def _sleep_until(self, wake_at):
         """Wait until ``wake_at`` or a wake-up, to well under a millisecond.
@@ -275,7 +362,10 @@ class Engine:
         save_low_water = now >= self._next_checkpoint
         if save_low_water:
             if self._next_checkpoint:
-                self.store.checkpoint()
+                try:
+                    self.store.checkpoint()
+                except StoreUnavailable as exc:  # the WAL grows meanwhile; commits still work
+                    log.warning("%s; trying again in %s", exc, format_duration(self.config.checkpoint_interval))
             self._next_checkpoint = now + self.config.checkpoint_interval
         # What this pass changed (a finished run frees its resources, ...).
         self._process_changes(now)
@@ -301,17 +391,61 @@ class Engine:
     # -- start-up ------------------------------------------------------------------
 
     def recover(self):
-        """Re-attach to the world as the database and run folders describe it."""
-        now = self.clock()
-        boot = self.launcher.boot_id()
-        self._rebooted = boot is None or self.store.get_meta(BOOT_KEY) != boot
-        self.store.set_meta(BOOT_KEY, boot)
-        self._horizons = {} if self.since_now else self.store.get_horizons()
+        """Re-attach to the world as the database and run folders describe it (at start-up).
+
+        Tried again until it succeeds if the database cannot be written.
+        """
+        if self._boot is None:
+            # Read once: a retry must not see the boot id its first try saved.
+            self._boot = self.launcher.boot_id() or ""
+            self._rebooted = not self._boot or self.store.get_meta(BOOT_KEY) != self._boot
+        self._reset_memory()
+        self._load(self.clock(), "restart")
+        self.store.set_meta(BOOT_KEY, self._boot)
+        self._boot = None  # saved: a later recover() compares with it
+        self.started = True
+        self._resync_pending = False
+
+    def _resync(self):
+        """Read the engine's state back from the database after a failed transaction.
+
+        A transaction that failed (a full disk, an I/O error) was rolled
+        back, but what the engine did in memory meanwhile was not: a due run
+        popped from its heap, a horizon moved on, a resource taken. So all of
+        it is read again, as at start-up, and runs in flight are re-attached.
+        A small write comes first: until it commits, nothing else would.
+        """
+        self._faults_seen = self.store.faults
+        self.store.set_meta("engine_resync", to_iso(self.clock()))
+        log.info("reading the engine's state back from the database")
+        self._reset_memory()
+        self._load(self.clock(), "resync")
+        self._resync_pending = False
+
+    def _reset_memory(self):
+        """Forget what is kept in memory of runs and planning; ``_load`` reads it again."""
+        self._due, self._unprepared, self._prepared = [], [], set()
+        self._plan, self._horizons = [], {}
+        self._waits = WaitIndex()
+        self._resources = Resources(self.config.resources)
+        self._wait_deadlines, self._has_deadline = [], set()
+        self._stops, self._alarms = [], []
+        self._load_pauses()
+
+    def _load(self, now, after):
+        """Fill the engine's memory from the database and run folders.
+
+        ``after``: ``restart`` (the server started) or ``resync`` (the
+        database failed a write). Missed slots are caught up after either.
+        """
+        fresh = self.since_now and after == "restart"
+        self._horizons = {} if fresh else self.store.get_horizons()
         for job_id in self.jobs:
-            self._queue_plan(job_id, self._horizons.get(job_id, now))
+            if job_id not in self._broken:
+                self._queue_plan(job_id, self._horizons.get(job_id, now))
         with self.store.write():
             for run in self.store.runs_in_states(["scheduled"]):
-                if self.since_now and run.slot is not None and run.time_schedule < now:
+                if fresh and run.slot is not None and run.time_schedule < now:
                     self.store.transition(
                         run.run_id, "scheduled", "skipped", now,
                         f"missed: due at {to_iso(run.time_schedule)} while the server was down; "
@@ -319,8 +453,9 @@ class Engine:
                     continue
                 self._push_due(run.time_schedule, run.run_id)
                 self._push_stop(run)
-            if not self.since_now:
-                self._catch_up(now)
+            if not fresh:
+                self._catch_up(now, "while the server was down" if after == "restart"
+                               else "while the database could not be written")
         for run in self.store.runs_in_states(["waiting"]):
             self._push_due(run.time_schedule, run.run_id)
             self._push_stop(run)
@@ -330,12 +465,12 @@ class Engine:
             self._push_stop(run)
             self._arm_max_duration(run)
             self._resources.take(run.run_id, resource_wants(run.conditions))
-            self._reconcile(run, now, restarted=True)
+            with self._item(now, run.run_id, "re-attaching to it"):
+                self._reconcile(run, now, after=after)
         self._retire_idle_folders()
         with self.store.write():
             self._recover_reruns(now)
             self._save_low_water()
-        self.started = True
 
     def _retire_idle_folders(self):
         """Retire the run folders of runs not in flight.
@@ -371,9 +506,11 @@ class Engine:
             if self.store.has_rerun_of(run.rerun_group or run.run_id, run.run_id):
                 continue
             try:
-                self._maybe_rerun(run.run_id, run.job_id, run.state, now,
-                                  finished=run.times.get(run.state, run.time_updated), quiet=True)
-            except Exception:  # a bad job must not stop the others' reruns
+                with self.store.atomic():
+                    self._maybe_rerun(run.run_id, run.job_id, run.state, now,
+                                      finished=run.times.get(run.state, run.time_updated), quiet=True)
+            except Exception as exc:  # a bad job must not stop the others' reruns
+                raise_if_fault(exc)
                 log.exception("recovering the rerun of run %s failed", run.run_id)
 
     def _save_low_water(self):
@@ -382,12 +519,13 @@ class Engine:
         pending = [rid for rid, _, _ in self._changes]  # finished, not reacted to yet
         self.store.set_meta(LOW_WATER_KEY, min([low, *pending]))
 
-    def _reconcile(self, run, now, restarted=False):
+    def _reconcile(self, run, now, after=None):
         """Bring a run in starting, running or stopping in line with its run folder.
 
-        Used after a restart, by the periodic sweep (for a lost notice), and
-        when a stop finds no shepherd to ask.
+        Used after a restart or a resync (``after``), by the periodic sweep
+        (for a lost notice), and when a stop finds no shepherd to ask.
         """
+        restarted = after == "restart"
         rid = run.run_id
         # Liveness before the result: a shepherd writes its result, then
         # releases its lock, so "not alive and no result" is never a race.
@@ -409,7 +547,7 @@ class Engine:
             # No shepherd has claimed it: the request was lost (a restart, an
             # agent that died) or the agent has not got to it yet.
             pending = self.launcher.spec_pending_since(rid)
-            if (restarted or pending is None or now - pending > RELAUNCH_AFTER) and self.launcher.revoke(rid):
+            if (after or pending is None or now - pending > RELAUNCH_AFTER) and self.launcher.revoke(rid):
                 self.store.log(rid, now, "had provably not started (no shepherd claimed it); starting it now")
                 self._launch([self.store.get_run(rid)])
         else:
@@ -422,6 +560,44 @@ class Engine:
                 why = "its supervisor vanished without recording a result"
             self.store.transition(rid, run.state, "error", now, why)
             self.launcher.remove(rid)
+
+    # -- fault containment --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _item(self, now, run_id, what):
+        """One run's share of a pass, in a savepoint of its own.
+
+        If it raises, its changes are undone and the run goes to error with
+        the message; the rest of the pass goes on. A failure of the database
+        or its disk says nothing about the run: it fails the whole pass, to
+        be tried again (see serve_forever).
+        """
+        try:
+            with self.store.atomic():
+                yield
+        except Exception as exc:
+            raise_if_fault(exc)
+            if isinstance(exc, NotFound) and self.store.run_state(run_id) is None:
+                return  # the run is gone: nothing to do for it
+            log.exception("run %s: %s failed", format_run_id(run_id), what)
+            self._fail_run(run_id, now, f"{what} failed: {type(exc).__name__}: {exc}")
+
+    def _fail_run(self, rid, now, message):
+        """Send an unfinished run to error with ``message``."""
+        self._waits.remove(rid)
+        try:
+            with self.store.atomic():
+                state = self.store.run_state(rid)
+                if state is not None and state not in FINISHED and \
+                        self.store.transition(rid, state, "error", now, message):
+                    self._discard_prepared(rid)
+        except Exception as exc:  # nothing more can be done for it in this pass
+            raise_if_fault(exc)
+            log.exception("run %s: could not record its error", format_run_id(rid))
+
+    def _on_commit(self, fn, *args):
+        """Change the engine's memory only once the change it follows is on disk."""
+        self.store.after_commit(functools.partial(fn, *args))
 
     # -- planning --------------------------------------------------------------------
 
@@ -447,10 +623,10 @@ class Engine:
             while self._plan and self._plan[0][0] <= now:
                 _, _, job_id = heapq.heappop(self._plan)
                 job = self.jobs.get(job_id)
-                if job is not None:
+                if job is not None and job_id not in self._broken:
                     start = self._horizons.get(job_id, now)
                     end = min(target, max(start, now) + PLAN_STEP)
-                    nxt = self._plan_job(job, start, end, now, target)
+                    nxt = self._plan_job_confined(job, start, end, now, target)
                     if nxt is not None:
                         # Short of the target: again in this pass, after the
                         # jobs planned less far. Otherwise: when its next slot
@@ -462,6 +638,18 @@ class Engine:
                 if time.monotonic() > deadline:
                     return not (self._plan and self._plan[0][0] <= now)
         return True
+
+    def _plan_job_confined(self, job, start, end, now, limit):
+        """``_plan_job`` in a savepoint: a job whose planning raises is marked
+        broken (its changes undone) and the other jobs go on; returns None for it."""
+        try:
+            with self.store.atomic():
+                return self._plan_job(job, start, end, now, limit)
+        except Exception as exc:
+            raise_if_fault(exc)
+            log.debug("planning %s failed", job.job_id, exc_info=True)
+            self._break_job(job.job_id, f"planning its runs failed: {type(exc).__name__}: {exc}")
+            return None
 
     def _plan_job(self, job, start, end, now, limit):
         """Insert runs for the job's slots in [start, end); returns its next slot time after that.
@@ -524,8 +712,8 @@ class Engine:
         due = te + meta.get("jitter", 0.0)
         run = self.store.insert_run(job.job_id, args, "scheduled", due, now, slot=slot, meta=meta, **bound)
         if run is not None:
-            self._push_due(due, run.run_id)
-            self._push_stop(run)
+            self._on_commit(self._push_due, due, run.run_id)
+            self._on_commit(self._push_stop, run)
             self._arm_deadline(job, run, now)
 
     # -- starting ------------------------------------------------------------------------
@@ -560,7 +748,11 @@ class Engine:
                 if program.is_noop or program.host:
                     continue
                 self.launcher.prepare(run, program, ahead=True)
+            except StoreUnavailable:
+                raise
             except Exception as exc:  # it will be prepared again when due, and fail there
+                if disk_fault(exc) is not None:
+                    break  # a full disk: not ahead of time, then
                 log.warning("could not prepare run %s ahead of time: %s", rid, exc)
                 continue
             self._prepared.add(rid)
@@ -579,17 +771,16 @@ class Engine:
         starting = []
         with self.store.write():
             for rid in run_ids:
-                try:
+                with self._item(now, rid, "starting it"):
                     run = self.store.get_run(rid)
-                except NotFound:
-                    continue
-                if run.state == "scheduled" and due:
-                    if not self._make_waiting(run, now):
+                    if run.state == "scheduled" and due:
+                        # A stale entry (its run's time moved) must not start it early.
+                        if run.time_schedule > now or not self._make_waiting(run, now):
+                            continue
+                    elif run.state != "waiting":
                         continue
-                elif run.state != "waiting":
-                    continue
-                if self._may_start(run, now) and self._start_waiting(run, now, why):
-                    starting.append(run)  # read before its transitions; _launch needs none of them
+                    if self._may_start(run, now) and self._start_waiting(run, now, why):
+                        starting.append(run)  # read before its transitions; _launch needs none of them
         self._launch(starting)
 
     def _make_waiting(self, run, now):
@@ -637,30 +828,18 @@ class Engine:
         with self.store.write():
             for run in runs:
                 now = self.clock()
-                try:
-                    program = parse_program(run.program)
-                except Exception as exc:
-                    self.store.transition(run.run_id, "starting", "error", now, f"bad program: {exc}")
-                    continue
-                if program.is_noop:
-                    self.store.transition(run.run_id, "starting", "success", now, "no-op: nothing to run")
-                    continue
-                if program.host:
-                    self.store.transition(run.run_id, "starting", "error", now,
-                                          f"remote hosts are not supported yet (host: {program.host})")
-                    continue
-                try:
-                    if run.run_id not in self._prepared:
-                        self.launcher.prepare(run, program)
-                    self._prepared.discard(run.run_id)
-                except OSError as exc:
-                    self.store.transition(run.run_id, "starting", "error", now,
-                                          f"could not prepare the run folder: {exc}")
-                    continue
-                local.append(run.run_id)
+                with self._item(now, run.run_id, "starting it"):
+                    if self._hand_over(run, now):
+                        local.append(run.run_id)
         if not local:
             return
-        failures = self.launcher.start(local)
+        try:
+            failures = self.launcher.start(local)
+        except Exception as exc:
+            # Nothing was claimed that the sweep will not find: it asks again
+            # for specs left unclaimed (RELAUNCH_AFTER), or records them.
+            log.error("could not hand %d runs to the agent: %s; asking again shortly", len(local), exc)
+            return
         if not failures:
             return
         with self.store.write():
@@ -669,6 +848,33 @@ class Engine:
                 if self.launcher.revoke(rid):
                     self.store.transition(rid, "starting", "error", self.clock(), f"could not start: {message}")
                     self.launcher.remove(rid)
+
+    def _hand_over(self, run, now):
+        """Start one run in 'starting': a no-op finishes, a local program gets its
+        folder written; True if the agent is to be asked for it."""
+        try:
+            program = parse_program(run.program)
+        except Exception as exc:
+            self.store.transition(run.run_id, "starting", "error", now, f"bad program: {exc}")
+            return False
+        if program.is_noop:
+            self.store.transition(run.run_id, "starting", "success", now, "no-op: nothing to run")
+            return False
+        if program.host:
+            self.store.transition(run.run_id, "starting", "error", now,
+                                  f"remote hosts are not supported yet (host: {program.host})")
+            return False
+        try:
+            if run.run_id not in self._prepared:
+                self.launcher.prepare(run, program)
+            self._prepared.discard(run.run_id)
+        except OSError as exc:
+            if disk_fault(exc) is not None:
+                raise
+            self.store.transition(run.run_id, "starting", "error", now,
+                                  f"could not prepare the run folder: {exc}")
+            return False
+        return True
 
     # -- running and finishing ----------------------------------------------------------------
 
@@ -681,15 +887,11 @@ class Engine:
     def _handle_notices_in_tx(self):
         while self._notices:
             kind, rid = self._notices.popleft()
-            try:
+            with self._item(self.clock(), rid, f"recording that it is {kind}"):
                 if kind == "running":
                     self._mark_running(rid)
                 elif kind == "done":
                     self._collect(rid)
-            except NotFound:
-                pass
-            except Exception:
-                log.exception("handling %s notice for run %s failed", kind, rid)
 
     def _mark_running(self, rid):
         info = self.launcher.pid_info(rid)
@@ -730,7 +932,8 @@ class Engine:
     def _sweep(self, now):
         """Catch completions whose notice was lost, and specs nobody claimed."""
         for run in self.store.runs_in_states(sorted(ACTIVE)):
-            self._reconcile(run, now)
+            with self._item(now, run.run_id, "checking on it"):
+                self._reconcile(run, now)
 
     # -- catch-up and stop schedules -------------------------------------------------------------
 
@@ -738,8 +941,8 @@ class Engine:
         job = self.jobs.get(job_id)
         return job.catch_up if job is not None else None
 
-    def _catch_up(self, now):
-        """Apply each job's ``catch_up`` to the slots it missed while the server was down.
+    def _catch_up(self, now, when="while the server was down"):
+        """Apply each job's ``catch_up`` to the slots it missed (``when``: while what).
 
         Plans every missed slot (so each is recorded), then keeps the
         latest ones the job asks for due now and skips the rest, saying why.
@@ -748,10 +951,12 @@ class Engine:
         for job_id, job in self.jobs.items():
             policy = job.catch_up
             horizon = self._horizons.get(job_id)
-            if policy is None or horizon is None:
+            if policy is None or horizon is None or job_id in self._broken:
                 continue
             if horizon < now:
-                self._plan_job(job, horizon, now, now, now)
+                self._plan_job_confined(job, horizon, now, now, now)
+                if job_id in self._broken:
+                    continue
             missed = self.store.missed_slot_runs(job_id, now)
             if not missed:
                 continue
@@ -763,9 +968,9 @@ class Engine:
             for run in skip:
                 self.store.transition(
                     run.run_id, "scheduled", "skipped", now,
-                    f"missed: due at {to_iso(run.time_schedule)} while the server was down; {rule}")
+                    f"missed: due at {to_iso(run.time_schedule)} {when}; {rule}")
             for run in missed[len(skip):]:
-                self.store.log(run.run_id, now, f"missed while the server was down; running it now ({rule})")
+                self.store.log(run.run_id, now, f"missed {when}; running it now ({rule})")
 
     def _push_stop(self, run):
         stop_at = (run.meta or {}).get("stop_at")
@@ -792,7 +997,8 @@ class Engine:
                     heapq.heappush(self._stops, (now + 0.5, rid))
             except (NotFound, TransitionError):
                 continue
-            except Exception:
+            except Exception as exc:
+                raise_if_fault(exc)
                 log.exception("stopping run %s on its stop schedule failed", rid)
 
     # -- operations (API, pages, CLI) ----------------------------------------------------------
@@ -1016,8 +1222,10 @@ class Engine:
                 self._has_deadline.discard(rid)
                 self._alarmed.discard(rid)  # its max_duration alarm can no longer come
                 try:
-                    self._maybe_rerun(rid, key[0], new, now)
-                except Exception:  # a bad job must not stop the others' reruns
+                    with self.store.atomic():
+                        self._maybe_rerun(rid, key[0], new, now)
+                except Exception as exc:  # a bad job must not stop the others' reruns
+                    raise_if_fault(exc)
                     log.exception("scheduling a rerun of run %s failed", rid)
             if len(self._waits):
                 woken |= self._waits.pop(("runs", *key))
@@ -1217,7 +1425,7 @@ class Engine:
         if t <= now:
             return  # created after its deadline (a catch-up, a late rerun): nothing to warn of
         self.store.add_deadline(run.run_id, t, deadline.describe())
-        heapq.heappush(self._alarms, (t, "deadline", run.run_id))
+        self._on_commit(heapq.heappush, self._alarms, (t, "deadline", run.run_id))
 
     def _arm_max_duration(self, run):
         job = self.jobs.get(run.job_id)
@@ -1244,7 +1452,8 @@ class Engine:
                     self.stop(rid, why=f"max_duration {limit.describe()} exceeded")
             except (NotFound, TransitionError):
                 continue
-            except Exception:  # one bad alarm must not stop the others
+            except Exception as exc:  # one bad alarm must not stop the others
+                raise_if_fault(exc)
                 log.exception("checking the %s of run %s failed", kind, rid)
 
     def _check_deadline(self, rid, t, now, reported):

@@ -29,6 +29,16 @@ class TransitionError(ApsisError):
     status = 409
 
 
+class StoreUnavailable(ApsisError):
+    """The database cannot be written or read now (a full disk, an I/O error).
+
+    Nothing was changed: the transaction that met it was rolled back. The
+    engine waits and tries again; a request gets 503 and may be retried.
+    """
+
+    status = 503
+
+
 class ConfigError(ApsisError):
     """A bad configuration file or setting."""
 

@@ -18,7 +18,7 @@ import threading
 
 import apsw
 
-from .errors import NotFound
+from .errors import NotFound, StoreUnavailable
 from .runs import Run, check_transition, dumps, format_run_id
 from .timeutil import to_iso
 
@@ -171,6 +171,24 @@ UNFINISHED = ("scheduled", "waiting", "starting", "running", "stopping")
 
 log = logging.getLogger(__name__)
 
+# apsw errors that say the storage failed rather than the statement: a full
+# disk, an I/O error, a file gone read-only or locked by another program.
+# They become StoreUnavailable: the caller waits and tries again, and no run
+# is judged by them.
+STORAGE_FAULTS = (apsw.FullError, apsw.IOError, apsw.CantOpenError, apsw.ReadOnlyError,
+                  apsw.BusyError, apsw.LockedError, apsw.CorruptError, apsw.NotADBError,
+                  apsw.NoMemError, apsw.ProtocolError, apsw.PermissionsError)
+
+
+def _fault_words(exc):
+    if isinstance(exc, apsw.FullError):
+        return "the disk is full"
+    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+        return f"the database file is damaged ({exc})"
+    if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
+        return f"it is locked by another program ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
 
 def _call_listener(fn, run_id, old, new):
     try:
@@ -196,7 +214,7 @@ def _row_to_run(row) -> Run:
 class Store:
     """A connection to the apsis-lite database; ``readonly`` for readers."""
 
-    def __init__(self, path, readonly=False):
+    def __init__(self, path, readonly=False, vfs=None):
         self.path = str(path)
         self.readonly = readonly
         if readonly:
@@ -204,42 +222,78 @@ class Store:
         else:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
-        self.conn = apsw.Connection(self.path, flags=flags)
+        # ``vfs``: an SQLite VFS by name (the tests inject disk faults through one).
+        self.conn = apsw.Connection(self.path, flags=flags, vfs=vfs)
         self.conn.set_busy_timeout(10_000)
         # Serializes use of this one connection among threads (waitress) or
         # greenlets; re-entrant so that a batch can wrap several writes.
         self._lock = threading.RLock()
         self._depth = 0
         self._after_commit = []
+        # A reader's write is a bug, not a failure of the disk: it is not caught.
+        self._storage_faults = tuple(e for e in STORAGE_FAULTS if not (readonly and e is apsw.ReadOnlyError))
+        self.faults = 0         # storage failures met so far (see _fault)
+        self.last_fault = None
         self._listeners = []
         self._tx_listeners = []
-        if not readonly:
-            self._exec("PRAGMA journal_mode=WAL")
-            self._exec("PRAGMA synchronous=FULL")
-            # Keep the WAL file from staying huge after a burst.
-            self._exec("PRAGMA journal_size_limit=67108864")
-            self._migrate()
-        else:
-            self._exec("PRAGMA query_only=1")
+        try:
+            if not readonly:
+                self._exec("PRAGMA journal_mode=WAL")
+                self._exec("PRAGMA synchronous=FULL")
+                # Keep the WAL file from staying huge after a burst.
+                self._exec("PRAGMA journal_size_limit=67108864")
+                self._migrate()
+            else:
+                self._exec("PRAGMA query_only=1")
+        except BaseException:
+            self.conn.close()  # a full disk at start-up is waited out: no connection may leak per try
+            raise
 
     # -- plumbing ----------------------------------------------------------
 
+    def _fault(self, exc):
+        """The StoreUnavailable for an apsw error that says the storage failed;
+        counted, so that the engine knows its memory may be ahead of the disk."""
+        self.faults += 1
+        self.last_fault = f"{type(exc).__name__}: {exc}"
+        return StoreUnavailable(f"the database cannot be {'read' if self.readonly else 'written'}: "
+                                f"{_fault_words(exc)}")
+
     def _exec(self, sql, params=()):
-        return self.conn.execute(sql, params)
+        try:
+            return self.conn.execute(sql, params)
+        except self._storage_faults as exc:
+            raise self._fault(exc) from exc
+
+    def _exec_many(self, sql, rows):
+        try:
+            return self.conn.executemany(sql, rows)
+        except self._storage_faults as exc:
+            raise self._fault(exc) from exc
 
     def _all(self, sql, params=()):
         with self._lock:
-            return self.conn.execute(sql, params).fetchall()
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except self._storage_faults as exc:
+                raise self._fault(exc) from exc
 
     def _one(self, sql, params=()):
         with self._lock:
-            return self.conn.execute(sql, params).fetchone()
+            try:
+                return self.conn.execute(sql, params).fetchone()
+            except self._storage_faults as exc:
+                raise self._fault(exc) from exc
 
     @contextlib.contextmanager
     def write(self):
         """One IMMEDIATE write transaction; nested uses join the outer one.
 
-        Never yield to other greenlets (no network I/O) inside it.
+        A transaction that fails, in its body or at its COMMIT, is rolled
+        back whole and its after-commit callbacks are dropped: nothing is
+        ever acted on that is not on disk. Storage failures (a full disk,
+        an I/O error) surface as StoreUnavailable. Never yield to other
+        greenlets (no network I/O) inside it.
         """
         with self._lock:
             if self._depth:
@@ -253,22 +307,60 @@ class Store:
             self._depth = 1
             try:
                 yield self
-            except BaseException:
+                self._depth = 0
+                self._exec("COMMIT")
+            except BaseException as exc:
                 self._depth = 0
                 self._after_commit.clear()
-                self._exec("ROLLBACK")
+                self._rollback()
+                if isinstance(exc, self._storage_faults):
+                    raise self._fault(exc) from exc
                 raise
-            self._depth = 0
-            self._exec("COMMIT")
             callbacks, self._after_commit = self._after_commit, []
         for fn in callbacks:
             fn()
+
+    def _rollback(self):
+        # SQLite may already have rolled back on its own (some SQLITE_FULL and
+        # I/O errors do); a ROLLBACK then would fail.
+        if self.conn.getautocommit():
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except apsw.Error as exc:
+            self.faults += 1
+            log.error("rolling back a failed transaction failed too: %s", exc)
+
+    @contextlib.contextmanager
+    def atomic(self):
+        """A savepoint in the current write transaction (one is begun if there is none).
+
+        If the block raises, its writes and the after-commit callbacks it
+        added are undone and the exception goes on; the transaction around
+        it stays usable, so one bad run or job in a batch costs only its own
+        changes. A storage failure is not confined: it fails the transaction.
+        """
+        with self.write():
+            name = f"item{self._depth}"
+            self._exec(f"SAVEPOINT {name}")
+            mark = len(self._after_commit)
+            try:
+                yield self
+            except StoreUnavailable:
+                raise
+            except BaseException:
+                del self._after_commit[mark:]
+                self._exec(f"ROLLBACK TO {name}")
+                self._exec(f"RELEASE {name}")
+                raise
+            self._exec(f"RELEASE {name}")
 
     def after_commit(self, fn):
         """Call ``fn`` once the current transaction has committed (now, if there is none).
 
         For acting on a state change only once it is durable, e.g. removing
-        a run folder whose result has just been recorded.
+        a run folder whose result has just been recorded. Dropped if the
+        transaction (or the ``atomic`` block it was added in) rolls back.
         """
         with self._lock:
             if self._depth:
@@ -291,9 +383,16 @@ class Store:
         self.conn.close()
 
     def checkpoint(self):
-        """Checkpoint and truncate the WAL so it cannot grow without bound."""
+        """Checkpoint and truncate the WAL so it cannot grow without bound.
+
+        StoreUnavailable if the disk refuses it (full, say); that alone leaves
+        nothing half-done, so it is not counted as a fault of the engine's writes.
+        """
         with self._lock:
-            return self._exec("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            try:
+                return self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except self._storage_faults as exc:
+                raise StoreUnavailable(f"cannot checkpoint the database: {_fault_words(exc)}") from exc
 
     # -- runs: writes ------------------------------------------------------------
 
@@ -317,8 +416,9 @@ class Store:
             if row is None:
                 return None
             run_id = row[0]
-            self.conn.executemany("INSERT INTO run_args (name, value, run_id) VALUES (?, ?, ?)",
-                                  [(name, value, run_id) for name, value in args.items()])
+            if args:
+                self._exec_many("INSERT INTO run_args (name, value, run_id) VALUES (?, ?, ?)",
+                                [(name, value, run_id) for name, value in args.items()])
             self._exec("INSERT OR IGNORE INTO job_ids (job_id) VALUES (?)", (job_id,))
             text = message or f"created as {state} for {to_iso(time_schedule)}"
             self._log(run_id, now, state, text, user)
@@ -481,13 +581,16 @@ class Store:
             self._exec("INSERT OR REPLACE INTO outputs (run_id, data, bytes_total, bytes_dropped)"
                        " VALUES (?, zeroblob(?), ?, ?)", (run_id, size, bytes_total, bytes_dropped))
             if size:
-                blob = self.conn.blob_open("main", "outputs", "data", run_id, True)
                 try:
-                    with open(path, "rb") as f:
-                        while data := f.read(chunk):
-                            blob.write(data)
-                finally:
-                    blob.close()
+                    blob = self.conn.blob_open("main", "outputs", "data", run_id, True)
+                    try:
+                        with open(path, "rb") as f:
+                            while data := f.read(chunk):
+                                blob.write(data)
+                    finally:
+                        blob.close()
+                except self._storage_faults as exc:
+                    raise self._fault(exc) from exc
         return size
 
     def output_length(self, run_id):
@@ -505,12 +608,15 @@ class Store:
             want = length - offset if size is None else max(0, min(size, length - offset))
             if want == 0:
                 return b""
-            blob = self.conn.blob_open("main", "outputs", "data", run_id, False)
             try:
-                blob.seek(offset)
-                return blob.read(want)
-            finally:
-                blob.close()
+                blob = self.conn.blob_open("main", "outputs", "data", run_id, False)
+                try:
+                    blob.seek(offset)
+                    return blob.read(want)
+                finally:
+                    blob.close()
+            except self._storage_faults as exc:
+                raise self._fault(exc) from exc
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -617,9 +723,9 @@ class Store:
         probe of the (state, run_id) index per pending or active state.
         """
         with self._lock:
-            lows = [self.conn.execute("SELECT min(run_id) FROM runs WHERE state=?", (state,)).fetchone()[0]
+            lows = [self._one("SELECT min(run_id) FROM runs WHERE state=?", (state,))[0]
                     for state in UNFINISHED]
-            top = self.conn.execute("SELECT max(run_id) FROM runs").fetchone()[0] or 0
+            top = self._one("SELECT max(run_id) FROM runs")[0] or 0
         return min([x for x in lows if x is not None], default=top + 1)
 
     def finished_since(self, low_water, states) -> list:
@@ -706,9 +812,9 @@ class Store:
         out = {}
         with self._lock:
             for job_id in job_ids:
-                row = self.conn.execute(
+                row = self._one(
                     f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id=? AND state NOT IN ('scheduled', 'waiting')"
-                    " ORDER BY run_id DESC LIMIT 1", (job_id,)).fetchone()
+                    " ORDER BY run_id DESC LIMIT 1", (job_id,))
                 if row is not None:
                     out[job_id] = _row_to_run(row)
         return out
