@@ -7,6 +7,8 @@ socket in the data folder.
 """
 
 import fcntl
+import html
+import json
 import logging
 import os
 import signal
@@ -21,7 +23,8 @@ from .actions import ActionRunner
 from .auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
 from .engine import Engine
 from .config import default_data_dir
-from .errors import ConfigError
+from .errors import ConfigError, StoreUnavailable
+from .health import Backoff
 from .reload import JobsWatcher
 from .launcher import LocalLauncher
 from .registry import load_extensions
@@ -83,8 +86,7 @@ def lock_data_dir(config):
             pass
         raise ConfigError(f"another apsis-lite server{pid} is already using {config.data_dir}; "
                           "two schedulers must never share one database") from None
-    with open(os.path.join(config.data_dir, "server.pid"), "w") as f:
-        f.write(str(os.getpid()))
+    _write_small_file(os.path.join(config.data_dir, "server.pid"), str(os.getpid()))
     return fd
 
 
@@ -101,6 +103,9 @@ def setup_logging(config):
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    # A log line that cannot be written (a full disk) is dropped, not printed
+    # to stderr with a traceback.
+    logging.raiseExceptions = False
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
                         handlers=[handler])
 
@@ -152,6 +157,77 @@ def bind_listener(host, port, tries=1):
                       + f": {last.strerror if last else 'no port to try'}")
 
 
+class _Switchboard:
+    """The WSGI app the web server runs: a placeholder until the real app is ready.
+
+    The web server starts before the database is opened, so that a server
+    whose disk is full answers, saying so, while it waits for space.
+    """
+
+    def __init__(self):
+        self.app = None
+        self.reason = "starting"
+
+    def __call__(self, environ, start_response):
+        if self.app is not None:
+            return self.app(environ, start_response)
+        return _unavailable(environ, start_response, self.reason)
+
+
+def _unavailable(environ, start_response, reason):
+    """503 while the database cannot be opened: JSON under /api/, else a page that reloads itself."""
+    message = f"apsis-lite is starting: {reason}"
+    headers = [("Retry-After", "5"), ("Cache-Control", "no-store")]
+    if environ.get("PATH_INFO", "").startswith("/api/"):
+        body = json.dumps({"ok": False, "error": message}).encode()
+        headers.append(("Content-Type", "application/json"))
+    else:
+        body = ("<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=5>"
+                f"<title>apsis-lite is starting</title><p>{html.escape(message)}</p>").encode()
+        headers.append(("Content-Type", "text/html; charset=utf-8"))
+    headers.append(("Content-Length", str(len(body))))
+    start_response("503 Service Unavailable", headers)
+    return [body]
+
+
+def open_stores(config, stop_event, on_wait):
+    """The writer and reader stores, once the database can be opened.
+
+    On a full disk (or another storage failure) it waits, retrying with a
+    growing delay, and tells ``on_wait(reason)``; None if stopped meanwhile.
+    """
+    backoff = Backoff(first=1.0, cap=10.0)
+    logged = None
+    while not stop_event.is_set():
+        store = None
+        try:
+            store = Store(config.db_path)
+            reader = Store(config.db_path, readonly=True)
+            if logged is not None:
+                log.warning("the database could be opened after all; starting")
+            return store, reader
+        except StoreUnavailable as exc:
+            if store is not None:
+                store.close()
+            if logged is None:
+                log.error("%s (%s); waiting for it, trying again every few seconds", exc, config.db_path)
+            logged = str(exc)
+            on_wait(f"{exc}; trying again every few seconds")
+        stop_event.wait(backoff.next())
+    return None
+
+
+def _write_small_file(path, text):
+    """Write a small file the CLI reads (server.url, server.pid); on a full disk, say so and go on."""
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+        return True
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc.strerror or exc)
+        return False
+
+
 def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     """Run the scheduler and the web server until SIGTERM or SIGINT.
 
@@ -168,8 +244,50 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
         lock_fd = lock_data_dir(config)
     auth = start_auth(config)
     listener = bind_listener(config.host, config.port, port_tries)
-    store = Store(config.db_path)
-    reader = Store(config.db_path, readonly=True)
+    switchboard = _Switchboard()
+    stop_event = gevent.event.Event()
+    engine = None
+
+    def shutdown(signum):
+        log.info("received %s; stopping (runs in flight keep running)", signal.Signals(signum).name)
+        stop_event.set()
+        if engine is not None:
+            engine.wake()
+
+    gevent.signal_handler(signal.SIGTERM, shutdown, signal.SIGTERM)
+    gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
+
+    if config.server == "waitress":
+        import waitress
+        web = waitress.create_server(switchboard, sockets=[listener], threads=config.threads)
+        web_greenlet = gevent.spawn(web.run)
+        stop_web = web.close
+        bound = web.effective_port
+    else:
+        from gevent.pywsgi import WSGIServer
+        tls = {"certfile": config.tls_cert, "keyfile": config.tls_key} if config.tls_cert else {}
+        web = WSGIServer(listener, switchboard, log=None, error_log=log, **tls)
+        web.start()
+        web_greenlet = None
+        stop_web = web.stop
+        bound = web.server_port
+    url = f"{'https' if config.tls_cert else 'http'}://{config.host}:{bound}"
+    url_path = os.path.join(config.data_dir, "server.url")
+    url_written = False
+
+    def set_reason(reason):
+        # Waiting for the database: the CLI may already find the server, to hear why.
+        nonlocal url_written
+        switchboard.reason = reason
+        if not url_written:
+            url_written = _write_small_file(url_path, url)
+            print(f"apsis-lite listening on {url}, waiting for its database: {reason}", flush=True)
+
+    stores = open_stores(config, stop_event, set_reason)
+    if stores is None:  # stopped while waiting for the database
+        _stop_all(config, lock_fd, stop_web, web_greenlet)
+        return
+    store, reader = stores
     launcher = LocalLauncher(config)
     engine = Engine(config, store, launcher, since_now=since_now)
     engine.yield_busy = gevent.idle
@@ -183,25 +301,8 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     notify.start()
 
     watcher.start()
-    app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload, auth=auth)
-    stop_event = gevent.event.Event()
-    if config.server == "waitress":
-        import waitress
-        web = waitress.create_server(app, sockets=[listener], threads=config.threads)
-        web_greenlet = gevent.spawn(web.run)
-        stop_web = web.close
-        bound = web.effective_port
-    else:
-        from gevent.pywsgi import WSGIServer
-        tls = {"certfile": config.tls_cert, "keyfile": config.tls_key} if config.tls_cert else {}
-        web = WSGIServer(listener, app, log=None, error_log=log, **tls)
-        web.start()
-        web_greenlet = None
-        stop_web = web.stop
-        bound = web.server_port
-    url = f"{'https' if config.tls_cert else 'http'}://{config.host}:{bound}"
-    with open(os.path.join(config.data_dir, "server.url"), "w") as f:
-        f.write(url)
+    switchboard.app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload, auth=auth)
+    url_written = _write_small_file(url_path, url)
     log.info("serving on %s (data %s)", url, config.data_dir)
     print(f"apsis-lite serving on {url}", flush=True)
     if is_loopback(config.host):
@@ -214,27 +315,35 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     if on_ready is not None:
         gevent.spawn(on_ready, url)
 
-    def shutdown(signum):
-        log.info("received %s; stopping (runs in flight keep running)", signal.Signals(signum).name)
-        stop_event.set()
-        engine.wake()
-
-    gevent.signal_handler(signal.SIGTERM, shutdown, signal.SIGTERM)
-    gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
-
     engine_greenlet = gevent.spawn(engine.serve_forever, stop_event)
-    stop_event.wait()
-    stop_web()
-    notify.stop()
-    actions.stop()
-    watcher.stop()
-    engine_greenlet.join(timeout=5)
+    engine_greenlet.link_exception(lambda g: log.error("the engine stopped: %r", g.exception))
+    while not stop_event.wait(5.0):
+        if not url_written:  # a full disk at start-up: the CLI finds the server once there is room
+            url_written = _write_small_file(url_path, url)
+    _stop_all(config, lock_fd, stop_web, web_greenlet, notify=notify, actions=actions, watcher=watcher,
+              engine_greenlet=engine_greenlet, launcher=launcher, stores=(store, reader))
+
+
+def _stop_all(config, lock_fd, stop_web, web_greenlet, notify=None, actions=None, watcher=None,
+              engine_greenlet=None, launcher=None, stores=()):
+    """Stop everything and remove the files that say a server runs, whatever fails on the way
+    (a full disk must not leave a traceback, nor server.url behind)."""
+    steps = [("web server", stop_web)]
+    if notify is not None:
+        steps += [("notify socket", notify.stop), ("actions", actions.stop), ("jobs watcher", watcher.stop),
+                  ("engine", lambda: engine_greenlet.join(timeout=5))]
     if web_greenlet is not None:
-        web_greenlet.kill(block=False)
-    launcher.close()
-    store.checkpoint()
-    reader.close()
-    store.close()
+        steps.append(("web server", lambda: web_greenlet.kill(block=False)))
+    if launcher is not None:
+        steps.append(("agent client", launcher.close))
+    if stores:
+        store, reader = stores
+        steps += [("database checkpoint", store.checkpoint), ("database", reader.close), ("database", store.close)]
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:  # the rest must still be done
+            log.warning("stopping: %s: %s", what, exc)
     for name in ("notify.sock", "server.url", "server.pid"):
         try:
             os.unlink(os.path.join(config.data_dir, name))

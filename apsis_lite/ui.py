@@ -120,7 +120,8 @@ def create_ui(config, store, engine, launcher):
     bp = Blueprint("ui", __name__)
     bp.add_app_template_filter(format_duration, "duration")
     # The banner in base.html: every page says when scheduled runs are paused.
-    bp.app_context_processor(lambda: {"active_pauses": engine.pauses, "global_pause": engine.job_pause(None)})
+    bp.app_context_processor(lambda: {"active_pauses": engine.pauses, "global_pause": engine.job_pause(None),
+                                      "health_problems": engine.health.problems()})
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -524,7 +525,8 @@ def create_ui(config, store, engine, launcher):
 
     @bp.get("/ui/ping")
     def ping():
-        return Response(status=204)
+        # The health banner, out of band: it appears and goes without a reload.
+        return render_template("_health.html", oob=True)
 
     register_calendar(bp, config, store, engine, page, zone)
     return bp

@@ -89,6 +89,10 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
 
     @api.get("/alive")
     def alive():
+        """200 while the engine passes; 503 with the reason when it is stopped, stuck or cannot write."""
+        problems = engine.health.problems()
+        if problems:
+            return {"ok": False, "error": "; ".join(problems), "problems": problems}, 503
         return {"ok": True}
 
     @api.get("/stats")
@@ -100,6 +104,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
             "pid": os.getpid(),
             "uptime": round(time.time() - started, 3),
             "pauses": [p.to_jso() for p in engine.pauses],
+            "health": engine.health.to_jso(),
         }
 
     # -- pauses ----------------------------------------------------------------
@@ -321,7 +326,11 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
 
     @app.errorhandler(ApsisError)
     def apsis_error(exc):
-        return error(str(exc), exc.status)
+        resp = error(str(exc), exc.status)
+        if exc.status == 503:  # the database cannot be written now: worth trying again soon
+            resp = app.make_response(resp)
+            resp.headers["Retry-After"] = "5"
+        return resp
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
