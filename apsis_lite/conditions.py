@@ -59,6 +59,9 @@ class Verdict:
     keys: tuple = ()
     # A finished state to send the run to at once (exist checks, skip_duplicate).
     finish: str | None = None
+    # Seconds after which to check again: for what no run's change can signal
+    # (a file, a service); see Condition.poll_interval.
+    recheck: float | None = None
 
 
 OK = Verdict(True)
@@ -84,6 +87,10 @@ class Condition:
     """Base of condition types: ``from_jso``, ``to_jso``, ``check``; subclasses register with CONDITIONS."""
 
     type_name: ClassVar[str] = ""
+    # A condition whose state changes outside apsis-lite (a file appears, a
+    # service answers) is checked again this many seconds after it last did
+    # not hold; ``check`` may also say when, in its Verdict's ``recheck``.
+    poll_interval: ClassVar[float | None] = None
 
     @classmethod
     def from_jso(cls, jso, *, allow_templates=False) -> "Condition":

@@ -117,13 +117,17 @@ def job_days(job, since, bounds, cap):
     out = {}
     if since >= bounds[-1]:
         return out
-    for s in job.schedules:
-        if not s.enabled:
-            continue
-        if type(s) is IntervalSchedule:
-            _interval_days(s, since, bounds, cap, out)
-        else:
-            _iterated_days(s, since, bounds, cap, out)
+    try:
+        for s in job.schedules:
+            if not s.enabled:
+                continue
+            if type(s) is IntervalSchedule:
+                _interval_days(s, since, bounds, cap, out)
+            else:
+                _iterated_days(s, since, bounds, cap, out)
+    except Exception:  # a schedule that raises (an extension's) shows nothing, and hides no other job
+        log.debug("the due times of %s cannot be computed", job.job_id, exc_info=True)
+        return {}
     return {i: (f, min(c, cap + 1)) for i, (f, c) in out.items()}
 
 

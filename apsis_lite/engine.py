@@ -147,6 +147,11 @@ class Engine:
         self._resync_pending = False
         self._faults_seen = store.faults
         self._boot = None
+        # In-server programs (extensions' ServerProgram types): the runner,
+        # made when first needed, and results not yet recorded.
+        self._inserver = None
+        self._inserver_results = {}
+        self._rechecks = []         # heap of (time, run_id): polled conditions to check again
         self._load_pauses()
         store.add_listener(self._on_change)
 
@@ -256,10 +261,17 @@ class Engine:
 
     def next_times(self, job, count=10, after=None):
         """The next ``count`` due times of a job, with the args each run will get (computed, not stored)."""
+        if job.job_id in self._broken and self.jobs.get(job.job_id) is job:
+            return []
         start = from_epoch(after if after is not None else self.clock())
         merged = heapq.merge(*(s.times(start) for s in job.schedules if s.enabled),
                              key=lambda ta: ta[0])
-        return [(t, jobs_mod.args_from_schedule(job, a)) for t, a in itertools.islice(merged, count)]
+        try:
+            return [(t, jobs_mod.args_from_schedule(job, a)) for t, a in itertools.islice(merged, count)]
+        except Exception as exc:  # a schedule that raises: the job cannot be planned either
+            if self.jobs.get(job.job_id) is job:
+                self._break_job(job.job_id, f"computing its due times failed: {type(exc).__name__}: {exc}")
+            return []
 
     # -- the loop ----------------------------------------------------------------
 
@@ -347,6 +359,8 @@ class Engine:
 
     def _tick(self, now):
         self._handle_notices()
+        self._record_inserver(now)
+        self._recheck_polled(now)
         self._process_changes(now)
         self._release_paused(now)
         self._expire_waiting(now)
@@ -386,6 +400,8 @@ class Engine:
             wake_at = min(wake_at, self._stops[0][0])
         if self._alarms:
             wake_at = min(wake_at, self._alarms[0][0])
+        if self._rechecks:
+            wake_at = min(wake_at, self._rechecks[0][0])
         return wake_at
 
     # -- start-up ------------------------------------------------------------------
@@ -429,7 +445,7 @@ class Engine:
         self._waits = WaitIndex()
         self._resources = Resources(self.config.resources)
         self._wait_deadlines, self._has_deadline = [], set()
-        self._stops, self._alarms = [], []
+        self._stops, self._alarms, self._rechecks = [], [], []
         self._load_pauses()
 
     def _load(self, now, after):
@@ -527,6 +543,12 @@ class Engine:
         """
         restarted = after == "restart"
         rid = run.run_id
+        if (run.meta or {}).get("in_server"):
+            if rid in self._inserver_results or (self._inserver is not None and rid in self._inserver):
+                return  # in flight here, or its result is about to be recorded
+            self.store.transition(rid, run.state, "error", now, "the server stopped while it ran "
+                                  "(a program that runs in the server does not outlive it)")
+            return
         # Liveness before the result: a shepherd writes its result, then
         # releases its lock, so "not alive and no result" is never a race.
         alive = self.launcher.is_alive(rid)
@@ -745,7 +767,7 @@ class Engine:
                 if run.state != "scheduled":
                     continue
                 program = parse_program(run.program)
-                if program.is_noop or program.host:
+                if program.is_noop or program.host or not program.runs_process:
                     continue
                 self.launcher.prepare(run, program, ahead=True)
             except StoreUnavailable:
@@ -858,7 +880,16 @@ class Engine:
             self.store.transition(run.run_id, "starting", "error", now, f"bad program: {exc}")
             return False
         if program.is_noop:
-            self.store.transition(run.run_id, "starting", "success", now, "no-op: nothing to run")
+            if getattr(program, "success", True):
+                self.store.transition(run.run_id, "starting", "success", now, "no-op: nothing to run")
+            else:
+                self.store.transition(run.run_id, "starting", "failure", now, "no-op with success: false")
+            return False
+        if not program.runs_process:
+            self.store.transition(run.run_id, "starting", "running", now,
+                                  f"running in the server ({program.type_name}; time limit "
+                                  f"{format_duration(program.time_limit)})", meta={"in_server": True})
+            self._on_commit(self.inserver.start, run, program)
             return False
         if program.host:
             self.store.transition(run.run_id, "starting", "error", now,
@@ -877,6 +908,36 @@ class Engine:
         return True
 
     # -- running and finishing ----------------------------------------------------------------
+
+    @property
+    def inserver(self):
+        """The runner of in-server programs (see inserver.py), made when first needed."""
+        if self._inserver is None:
+            from .inserver import InServerRunner
+            self._inserver = InServerRunner(self.config.data_dir, self._inserver_finished)
+        return self._inserver
+
+    def _inserver_finished(self, rid, state, message, output):
+        """An in-server program ended (called in the event loop): recorded in the next pass."""
+        self._inserver_results[rid] = (state, message, output)
+        self.wake()
+
+    def _record_inserver(self, now):
+        """Record the results of in-server programs: state, message and bounded output."""
+        if not self._inserver_results:
+            return
+        with self.store.write():
+            for rid, (state, message, output) in list(self._inserver_results.items()):
+                with self._item(now, rid, "recording its result"):
+                    current = self.store.run_state(rid)
+                    if current in ACTIVE:
+                        data, dropped = _bounded_output(output, self.config.output_head, self.config.output_tail)
+                        self.store.store_output_bytes(rid, data, len(output), dropped)
+                        out = {"bytes_total": len(output), "bytes_kept": len(output) - dropped,
+                               "bytes_dropped": dropped}
+                        self.store.transition(rid, current, state, self.clock(), message, meta={"output": out})
+                # Recorded, or the run ended otherwise meanwhile (a stop).
+                self._inserver_results.pop(rid, None)
 
     def _handle_notices(self):
         # One transaction for all pending notices: a burst of runs starting
@@ -1086,6 +1147,8 @@ class Engine:
             hint = "; skip it instead" if run.state in ("scheduled", "waiting") else ""
             raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a running run can be stopped{hint}")
         program = parse_program(run.program)
+        if not program.runs_process:
+            return self._stop_inserver(run_id, user, why)
         sig, grace = program.stop["signal"], program.stop["grace_period"]
         if not self.store.transition(run_id, "running", "stopping", self.clock(),
                                      f"{why}: {sig}, then SIGKILL after {format_duration(grace)}",
@@ -1093,6 +1156,20 @@ class Engine:
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
         if not self.launcher.request_stop(run_id, sig, grace):
             self._reconcile(self.store.get_run(run_id), self.clock())
+        return self.store.get_run(run_id)
+
+    def _stop_inserver(self, run_id, user, why):
+        """An in-server program cannot be killed: its run ends now, as stopped, and the
+        call is told to stop (``context.stopping``); whatever it returns is ignored."""
+        with self.store.write():
+            if not self.store.transition(run_id, "running", "stopping", self.clock(), why, user=user):
+                raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
+            self.store.transition(run_id, "stopping", "failure", self.clock(),
+                                  "stopped (a program that runs in the server is abandoned, not killed)",
+                                  meta={"stopped": True})
+        if self._inserver is not None:
+            self._inserver.stop(run_id)
+        self._inserver_results.pop(run_id, None)
         return self.store.get_run(run_id)
 
     def signal(self, run_id, name, user=None):
@@ -1105,6 +1182,8 @@ class Engine:
         run = self.store.get_run(run_id)
         if run.state not in ("running", "stopping"):
             raise TransitionError(f"run {format_run_id(run_id)} is {run.state}; only a running run can be signalled")
+        if (run.meta or {}).get("in_server"):
+            raise TransitionError(f"run {format_run_id(run_id)} runs in the server: it has no process to signal")
         if not self.launcher.send_signal(run_id, sig.name):
             raise TransitionError(f"run {format_run_id(run_id)}: its process is gone")
         self.store.log(run_id, self.clock(), f"sent {sig.name}", user=user)
@@ -1187,6 +1266,8 @@ class Engine:
                 self._discard_prepared(rid)
             return False
         self._waits.add(rid, verdict.keys)
+        if verdict.recheck:
+            heapq.heappush(self._rechecks, (now + max(verdict.recheck, 0.1), rid))
         self.store.set_waiting_reason(rid, verdict.reason, now)
         if rid not in self._has_deadline:
             job = self._find_job(run.job_id)
@@ -1231,6 +1312,14 @@ class Engine:
                 woken |= self._waits.pop(("runs", *key))
         if woken:
             self._recheck(sorted(woken), now)
+
+    def _recheck_polled(self, now):
+        """Check again waiting runs whose condition asked to be polled (see Verdict.recheck)."""
+        due = set()
+        while self._rechecks and self._rechecks[0][0] <= now:
+            due.add(heapq.heappop(self._rechecks)[1])
+        if due:
+            self._recheck(sorted(due), now)
 
     def _recheck(self, run_ids, now):
         """Check again waiting runs whose wait may be over, oldest first."""
@@ -1560,6 +1649,16 @@ def _planning_form(job):
     jso = job.to_jso()
     jso.pop("metadata", None)
     return jso
+
+
+def _bounded_output(data, head, tail):
+    """(kept bytes, bytes dropped): the first ``head`` and last ``tail`` bytes, as a process's output is kept."""
+    data = bytes(data)
+    if len(data) <= head + tail:
+        return data, 0
+    dropped = len(data) - head - tail
+    marker = f"\n[apsis-lite: {dropped} bytes of output dropped]\n".encode()
+    return data[:head] + marker + data[len(data) - tail:], dropped
 
 
 def outcome(res):

@@ -92,6 +92,8 @@ class Program:
 
     type_name: ClassVar[str] = ""
     is_noop: ClassVar[bool] = False
+    # A process started by the agent (argv), or else a ServerProgram.
+    runs_process: ClassVar[bool] = True
 
     host = None
     user = None
@@ -271,6 +273,63 @@ class NoOpProgram(Program):
         return "no-op"
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What an in-server program's ``run`` returns: how the run ends."""
+
+    success: bool = True
+    message: str = ""
+    output: bytes | str = b""
+
+
+class ServerContext:
+    """What an in-server program is given: the run, and a way to know it is being stopped."""
+
+    def __init__(self, run_id: str, job_id: str, args: dict, data_dir: str, stopping):
+        self.run_id = run_id
+        self.job_id = job_id
+        self.args = dict(args)
+        self.data_dir = data_dir
+        self.stopping = stopping  # a threading.Event, set when the run is stopped or times out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerProgram(Program):
+    """Base of program types that run inside the server, as apsis's internal programs do.
+
+    A subclass implements ``run(context) -> Outcome | None`` (None: success,
+    no output). It is called in one of a few worker threads, never in the
+    engine's loop; it must not block forever, but if it does, the run goes
+    to error after ``timeout`` seconds (the job file's ``timeout:``, else
+    the class's ``default_timeout``), as it does if ``run`` raises. Such
+    runs do not outlive the server: one running when the server stops is an
+    error at the next start. See docs/extensions.md.
+    """
+
+    runs_process: ClassVar[bool] = False
+    default_timeout: ClassVar[float] = 60.0
+
+    timeout: float | None = None
+
+    @classmethod
+    def _read(cls, f: Fields, allow_templates: bool) -> dict:
+        """The ``timeout:`` key; a subclass adds its own keys to what this returns."""
+        return {"timeout": f.take("timeout", _or_template(positive_duration, allow_templates), None)}
+
+    def to_jso(self) -> dict:
+        jso = {"type": self.type_name}
+        if self.timeout is not None:
+            jso["timeout"] = self.timeout
+        return jso
+
+    @property
+    def time_limit(self) -> float:
+        return float(self.timeout) if self.timeout is not None else self.default_timeout
+
+    def run(self, context: ServerContext) -> Outcome | None:
+        raise NotImplementedError
+
+
 def parse_program(jso, *, allow_templates=False) -> Program:
     """The Program for a job file's ``program:``; SpecError lists every problem.
 
@@ -297,4 +356,9 @@ def parse_program(jso, *, allow_templates=False) -> Program:
         cls = PROGRAMS.get(name)
     except KeyError as exc:
         raise SpecError("type", exc.args[0]) from None
+    if not cls.is_noop and cls.argv is Program.argv and getattr(cls, "run", ServerProgram.run) is ServerProgram.run:
+        # An extension's type that can be neither started nor run: say so now,
+        # not when its first run is due.
+        raise SpecError("type", f"program type {name!r} ({cls.__module__}.{cls.__qualname__}) defines "
+                                "neither argv() (a process) nor run() (a ServerProgram); see docs/extensions.md")
     return cls.from_jso(jso, allow_templates=allow_templates)

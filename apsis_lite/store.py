@@ -593,6 +593,12 @@ class Store:
                     raise self._fault(exc) from exc
         return size
 
+    def store_output_bytes(self, run_id, data, bytes_total, bytes_dropped):
+        """Store a run's output given in memory (an in-server program's, already bounded)."""
+        with self.write():
+            self._exec("INSERT OR REPLACE INTO outputs (run_id, data, bytes_total, bytes_dropped)"
+                       " VALUES (?, ?, ?, ?)", (run_id, bytes(data), bytes_total, bytes_dropped))
+
     def output_length(self, run_id):
         row = self._one("SELECT length(data) FROM outputs WHERE run_id=?", (run_id,))
         return None if row is None else row[0]

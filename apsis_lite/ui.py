@@ -415,7 +415,7 @@ def create_ui(config, store, engine, launcher):
                     description=render_markdown((job.metadata or {}).get("description")),
                     conditions=[program_text(c) for c in job.conditions],
                     actions=[program_text(a) for a in job.actions],
-                    next_times=engine.next_times(job, 10),
+                    next_times=engine.next_times(job, 10), broken=engine.broken(job.job_id),
                     groups=group_runs(recent), error=None, form=form,
                     poll_url=url_for("ui.runs", **form, limit=JOB_RECENT_RUNS),
                     next_url=runs_url(form) if nxt else None, first_url=None,

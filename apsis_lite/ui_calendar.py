@@ -12,6 +12,7 @@ runs are read per window; the page says when that cut something off.
 """
 
 import heapq
+import logging
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -27,6 +28,8 @@ from .runfilter import compile_filter, parse_terms
 from .runs import ACTIVE, FINISHED, PENDING
 from .schedules import IntervalSchedule
 from .timeutil import from_epoch, get_tz, parse_date
+
+log = logging.getLogger(__name__)
 
 RUN_CAP = 2000         # runs read per window, latest scheduled first
 PER_DAY_CAP = 100      # due times kept per job and day in a day timeline; more shows as "100+"
@@ -126,8 +129,11 @@ def due_times(engine, since, until, bounds, job_ok, args_ok, budget=float("inf")
         if budget <= 0:
             break
         done += 1
-        budget = job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, budget,
-                               found, more)
+        try:
+            budget = job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, budget,
+                                   found, more)
+        except Exception:  # a schedule that raises (an extension's) hides no other job
+            log.debug("the due times of %s cannot be computed", job_id, exc_info=True)
     return found, more, done, len(jobs)
 
 

@@ -6,12 +6,24 @@ condition names (``conditions.Verdict.keys``), and is checked again only
 when the engine hears that something under one of those keys changed.
 """
 
+import dataclasses
+import logging
 import threading
+import time
 from collections import defaultdict
 
 from .conditions import OK, Verdict, describe_runs, parse_condition
 from .runs import format_run_id
 from .timeutil import format_duration, to_iso
+
+log = logging.getLogger(__name__)
+
+# A condition that does not hold, names nothing to watch and sets no poll
+# interval is still checked again this often: no run waits unseen forever.
+DEFAULT_RECHECK = 60.0
+
+# A check slower than this is logged: checks run in the engine's loop.
+SLOW_CHECK = 0.5
 
 
 class WaitIndex:
@@ -153,11 +165,7 @@ def check_conditions(run, ctx, resources, all_of=False):
     for jso in run.conditions or ():
         if jso.get("type") == "resource":
             continue
-        try:
-            verdict = parse_condition(jso).check(run, ctx)
-        except Exception as exc:  # a bound condition that no longer parses or checks
-            verdict = Verdict(False, f"condition {jso.get('type')!r} cannot be checked: {exc}",
-                              finish="error")
+        verdict = check_condition(jso, run, ctx)
         if not all_of and not verdict.ok:
             return verdict
         results.append((jso, verdict))
@@ -168,6 +176,34 @@ def check_conditions(run, ctx, resources, all_of=False):
             return verdict
         results.append(({"type": "resource", "resources": wants}, verdict))
     return results if all_of else OK
+
+
+def check_condition(jso, run, ctx) -> Verdict:
+    """One bound condition's verdict; whatever the condition does, a Verdict.
+
+    One that raises or returns something else sends the run to error; one
+    that does not hold and names nothing to watch is checked again after its
+    poll interval (or DEFAULT_RECHECK).
+    """
+    kind = jso.get("type")
+    started = time.monotonic()
+    try:
+        condition = parse_condition(jso)
+        verdict = condition.check(run, ctx)
+    except Exception as exc:  # a bound condition that no longer parses or checks
+        log.warning("condition %r of run %s raised", kind, format_run_id(run.run_id), exc_info=True)
+        return Verdict(False, f"condition {kind!r} cannot be checked: {type(exc).__name__}: {exc}",
+                       finish="error")
+    took = time.monotonic() - started
+    if took > SLOW_CHECK:
+        log.warning("condition %r took %.1f s to check (checks run in the engine's loop: keep them quick)",
+                    kind, took)
+    if not isinstance(verdict, Verdict):
+        return Verdict(False, f"condition {kind!r} cannot be checked: its check returned "
+                              f"{type(verdict).__name__}, not a Verdict", finish="error")
+    if not verdict.ok and not verdict.keys and verdict.finish is None and verdict.recheck is None:
+        verdict = dataclasses.replace(verdict, recheck=condition.poll_interval or DEFAULT_RECHECK)
+    return verdict
 
 
 def describe_condition(jso) -> str:

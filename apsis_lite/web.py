@@ -171,6 +171,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
         count = int_arg("next", 10, 0, 1000)
         jso = job.to_jso()
         jso["pause"] = pause_jso(job.job_id) if not job.adhoc else None
+        jso["broken"] = engine.broken(job.job_id)
         jso["global_pause"] = pause_jso(None)
         jso["next_times"] = [
             {"time": to_iso(t), "args": {k: str(v) for k, v in args.items()}}
