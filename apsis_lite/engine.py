@@ -167,20 +167,28 @@ class Engine:
         they were bound with. Returns ``{"added", "changed", "removed"}``
         (job ids) and ``"skipped_runs"`` (how many were cancelled).
         """
-        old = self.jobs
-        self.jobs = dict(jobs)
+        old, new = self.jobs, dict(jobs)
+        added = sorted(j for j in new if j not in old)
+        removed = sorted(j for j in old if j not in new)
+        changed = sorted(j for j in new if j in old and new[j] is not old[j]
+                         and _planning_form(new[j]) != _planning_form(old[j]))
+        summary = {"added": added, "changed": changed, "removed": removed, "skipped_runs": 0}
+        now = self.clock()
+        if self.started and (changed or removed):
+            # On disk first: if this fails (a full disk), the engine keeps the
+            # jobs it had, and the next reload finds the same changes to make.
+            with self.store.write():
+                for job_id in changed + removed:
+                    why = "job file changed; re-planned" if job_id in new else "job file deleted"
+                    summary["skipped_runs"] += self._unplan(job_id, now, why)
+        self.jobs = new
         self._any_max_duration = any(j.max_duration for j in self.jobs.values())
         self._load_errors = list(errors)
         self._job_errors_by_id = {}
         for err in self._load_errors:
             self._job_errors_by_id.setdefault(self._job_id_of(err.path), []).append(err)
-        added = sorted(j for j in self.jobs if j not in old)
-        removed = sorted(j for j in old if j not in self.jobs)
-        changed = sorted(j for j in self.jobs if j in old and self.jobs[j] is not old[j]
-                         and _planning_form(self.jobs[j]) != _planning_form(old[j]))
         for job_id in (*added, *removed, *changed):
             self._broken.pop(job_id, None)  # a new file gets a new chance
-        summary = {"added": added, "changed": changed, "removed": removed, "skipped_runs": 0}
         if not self.started:
             self._plan = []  # recover() plans every job
             return summary
@@ -190,19 +198,14 @@ class Engine:
         # Drop the touched jobs' planning entries: each job keeps exactly one.
         self._plan = [e for e in self._plan if e[2] not in touched]
         heapq.heapify(self._plan)
-        now = self.clock()
-        with self.store.write():
-            for job_id in changed + removed:
-                why = "job file changed; re-planned" if job_id in self.jobs else "job file deleted"
-                summary["skipped_runs"] += self._unplan(job_id, now, why)
-            for job_id in added:
-                # A job new to this server starts from now, or from where an
-                # earlier server left its slots (their runs exist already).
-                start = max(self._horizons.get(job_id, now), now)
-                self._horizons[job_id] = start
-                self._queue_plan(job_id, start)
-            for job_id in changed:
-                self._queue_plan(job_id, self._horizons[job_id])
+        for job_id in added:
+            # A job new to this server starts from now, or from where an
+            # earlier server left its slots (their runs exist already).
+            start = max(self._horizons.get(job_id, now), now)
+            self._horizons[job_id] = start
+            self._queue_plan(job_id, start)
+        for job_id in changed:
+            self._queue_plan(job_id, self._horizons[job_id])
         self.wake()
         return summary
 

@@ -21,7 +21,7 @@ import threading
 import time
 
 from .calendars import load_calendars
-from .errors import JobFileError
+from .errors import JobFileError, StoreUnavailable
 from .jobs import JOB_FILE_SUFFIXES, Job, JobErrors, load_job_file
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ RACY_SECONDS_FINE = 0.1
 # After the first inotify event, wait this long for the rest of an edit
 # (editors and git write several files, or one file in several steps).
 SETTLE = 0.2
+
+# A reload the database refused (a full disk) is tried again after this long.
+RETRY_AFTER = 5.0
 
 # Files parsed (and five times as many stat'ed) between two yields to the
 # engine and the web server: a few milliseconds of work.
@@ -160,6 +163,7 @@ class JobsWatcher:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = None
+        self._retry_at = None  # when to try again a reload the database refused
 
     def reload(self):
         """Load what changed and install it; returns what changed, and every load error."""
@@ -216,8 +220,12 @@ class JobsWatcher:
             self._reload_logged()
 
     def _reload_logged(self):
+        self._retry_at = None
         try:
             self.reload()
+        except StoreUnavailable as exc:  # a full disk: the engine kept its jobs; try again soon
+            log.warning("reloading jobs from %s: %s; trying again in %g s", self.folder.root, exc, RETRY_AFTER)
+            self._retry_at = time.monotonic() + RETRY_AFTER
         except Exception:  # a reload that failed is tried again on the next change
             log.exception("reloading jobs from %s failed", self.folder.root)
 
@@ -250,6 +258,8 @@ class JobsWatcher:
             # select is cooperative under gevent; the timeout notices stop().
             ready, _, _ = select.select([fd], [], [], 1.0)
             if not ready:
+                if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                    self._reload_logged()
                 continue
             time.sleep(SETTLE)
             events = inotify.read(timeout=0)

@@ -203,3 +203,22 @@ def test_backoff_doubles_up_to_a_cap(world, disk):
     disk.full = False
     passes(engine)
     assert engine._backoff.next() == 0.5  # reset by a pass that succeeded
+
+
+def test_a_reload_the_disk_refuses_changes_nothing_and_applies_later(world, disk):
+    def job(command):
+        return job_from_jso({"params": ["time"], "program": command,
+                             "schedule": {"type": "interval", "interval": "10s"}}, "tick")
+    old, new = job("echo old"), job("echo new")
+    engine, store, clock = world([old])
+    passes(engine)
+    disk.full = True
+    with pytest.raises(StoreUnavailable):
+        engine.set_jobs({"tick": new}, [])
+    assert engine.jobs["tick"] is old  # kept: its runs still say 'echo old'
+    disk.full = False
+    summary = engine.set_jobs({"tick": new}, [])
+    assert summary["changed"] == ["tick"] and summary["skipped_runs"] > 0
+    passes(engine)
+    scheduled = [r for r in store.query_runs(limit=1000)[0] if r.state == "scheduled"]
+    assert scheduled and all(r.program["command"] == "echo new" for r in scheduled)
