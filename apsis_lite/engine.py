@@ -142,7 +142,8 @@ class Engine:
         self._any_max_duration = False
         # Health, and what a failed transaction left to do: memory may be
         # ahead of the database until it is read again (see _resync).
-        self.health = Health()
+        # The engine passes at least every sweep_interval, even when idle.
+        self.health = Health(max_pass_age=max(30.0, 3 * config.sweep_interval))
         self._backoff = Backoff()
         self._resync_pending = False
         self._faults_seen = store.faults

@@ -15,7 +15,7 @@ from .timeutil import format_duration, to_iso
 log = logging.getLogger("apsis_lite.engine")
 
 # The engine passes at least every sweep_interval (5 s by default) even when
-# idle; a pass older than this means it is stuck.
+# idle; a pass older than this (or three sweep intervals) means it is stuck.
 DEFAULT_MAX_PASS_AGE = 30.0
 
 # While a storage failure lasts, it is logged again at most this often.
