@@ -73,16 +73,21 @@ def _constructing(what):
     def checked(loader, node):
         try:
             return construct(loader, node)
-        except ValueError as exc:
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+            # Also explicit tags on what they cannot read: !!timestamp x, !!bool 2.
             value = node.value if isinstance(node.value, str) else ""
             hint = "; quote it to keep it as text" if what == "timestamp" else ""
+            why = f"{exc}{hint}" if isinstance(exc, ValueError) and str(exc) else hint.lstrip("; ")
             raise yaml.constructor.ConstructorError(
-                None, None, f"not a valid {_YAML_WHAT[what]}: {value[:40]!r} ({exc}{hint})",
+                None, None, f"not a valid {_YAML_WHAT[what]}: {value[:40]!r}" + (f" ({why})" if why else ""),
                 node.start_mark) from None
     return checked
 
 
-_YAML_WHAT = {"timestamp": "date or time", "int": "number", "float": "number", "binary": "base64 value"}
+_YAML_WHAT = {"timestamp": "date or time", "int": "number", "float": "number",
+              "bool": "true or false", "binary": "base64 value"}
 for _what in _YAML_WHAT:
     _Loader.add_constructor(f"tag:yaml.org,2002:{_what}", _constructing(_what))
 
@@ -724,7 +729,12 @@ def _load_yaml(data: bytes):
         if node is None:
             return None
         _check_yaml_nodes(node)
-        return loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # a constructor taken aback by an explicit tag
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read a value: {exc}") from None
     finally:
         loader.dispose()
 
@@ -740,14 +750,15 @@ def load_job_file(path, job_id: str, calendars=None, *, min_interval=DEFAULT_MIN
         return _load_job_file(path, job_id, calendars, min_interval)
     except JobErrors:
         raise
-    except RecursionError:
-        msg = "cannot load: nested too deeply"
-    except MemoryError:
-        msg = "cannot load: out of memory"
     except Exception as exc:
-        msg = f"cannot load: {type(exc).__name__}: {exc}"
-    log.warning("job file %s: %s", path, msg, exc_info=True)
-    raise JobErrors([JobFileError(path, None, msg)]) from None
+        if isinstance(exc, RecursionError):
+            msg = "cannot load: nested too deeply"
+        elif isinstance(exc, MemoryError):
+            msg = "cannot load: out of memory"
+        else:
+            msg = f"cannot load: {type(exc).__name__}: {exc}"
+        log.warning("job file %s: %s", path, msg, exc_info=True)
+        raise JobErrors([JobFileError(path, None, msg)]) from None
 
 
 def _load_job_file(path, job_id, calendars, min_interval):
