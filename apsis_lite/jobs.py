@@ -716,6 +716,31 @@ def _check_yaml_nodes(root):
         raise _YamlLimit(f"aliases expand to {added:,} more values (at most {MAX_ALIAS_NODES:,})")
 
 
+def _check_yaml_depth(root):
+    """``_check_yaml_nodes`` for a document without anchors (a tree): only its depth can be wrong."""
+    level, depth = [root], 1
+    while level:
+        if depth > MAX_YAML_DEPTH:
+            raise _YamlLimit(_at(level[0], f"nested more than {MAX_YAML_DEPTH} deep"))
+        deeper = []
+        for node in level:
+            if type(node) is yaml.MappingNode:
+                for key, value in node.value:
+                    if type(key) is not yaml.ScalarNode:
+                        deeper.append(key)
+                    if type(value) is not yaml.ScalarNode:
+                        deeper.append(value)
+            elif type(node) is yaml.SequenceNode:
+                deeper.extend(n for n in node.value if type(n) is not yaml.ScalarNode)
+        level, depth = deeper, depth + 1
+
+
+# Where an anchor (&name) may be: an '&' not inside a word. Most job files
+# have none (a shell's '&&' or '2>&1' is taken for one, which only costs the
+# full check), so they are spared walking the node graph twice.
+_MAYBE_ANCHOR = re.compile(rb"(?<![A-Za-z0-9_.\-])&")
+
+
 def _at(node, msg):
     mark = node.start_mark
     return f"line {mark.line + 1}, column {mark.column + 1}: {msg}" if mark else msg
@@ -728,7 +753,10 @@ def _load_yaml(data: bytes):
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_yaml_nodes(node)
+        if b"&" in data and _MAYBE_ANCHOR.search(data):
+            _check_yaml_nodes(node)
+        else:
+            _check_yaml_depth(node)
         try:
             return loader.construct_document(node)
         except (yaml.YAMLError, RecursionError):
@@ -764,7 +792,12 @@ def load_job_file(path, job_id: str, calendars=None, *, min_interval=DEFAULT_MIN
 def _load_job_file(path, job_id, calendars, min_interval):
     try:
         with open(path, "rb") as file:
-            data = file.read(MAX_JOB_FILE_BYTES + 1)
+            # Read what stat says is there (a read of MAX_JOB_FILE_BYTES would
+            # allocate that much for every file), then more only if it grew.
+            size = min(os.fstat(file.fileno()).st_size, MAX_JOB_FILE_BYTES)
+            data = file.read(size + 1)
+            if len(data) > size:
+                data += file.read(MAX_JOB_FILE_BYTES + 1 - len(data))
     except OSError as exc:
         raise JobErrors([JobFileError(path, None, f"cannot read: {exc.strerror}")]) from None
     if len(data) > MAX_JOB_FILE_BYTES:
