@@ -247,8 +247,6 @@ def _check_filter(name, value, args, kwargs):
         _check_percent(value, kwargs or args)
     elif name == "join":
         sep = args[0] if args else kwargs.get("d", "")
-        if not isinstance(value, (list, tuple, str)):
-            value = list(_counted(value))
         chars, _ = measure(value)
         size = chars + len(str(sep)) * max(len(value) - 1, 0)
         if size > MAX_CHARS:
@@ -272,9 +270,10 @@ def _bounded_filter(name, func):
     def filter_(*args, **kwargs):
         _step()
         if len(args) > value_at:
-            _check_filter(name, args[value_at], args[value_at + 1:], kwargs)
             if name == "join" and not isinstance(args[value_at], (list, tuple, str)):
+                # Measured before it is joined: an iterator is gone once read.
                 args = (*args[:value_at], list(_counted(args[value_at])), *args[value_at + 1:])
+            _check_filter(name, args[value_at], args[value_at + 1:], kwargs)
         return _made(func(*args, **kwargs))
 
     return filter_
@@ -339,6 +338,14 @@ def _steps(iterable):
     return _counted(iterable)
 
 
+def _range(*args):
+    """``range`` with at most MAX_ITEMS numbers."""
+    numbers = range(*args)
+    if len(numbers) > MAX_ITEMS:
+        raise TemplateLimit(f"a range of {len(numbers):,} numbers (at most {MAX_ITEMS:,})")
+    return numbers
+
+
 def _filter(node, name):
     return nodes.Filter(node, name, [], [], None, None, lineno=node.lineno)
 
@@ -390,6 +397,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.concat = _bounded_concat
         self.globals.pop("lipsum", None)  # makes as many paragraphs as asked
         self.globals["namespace"] = _BoundedNamespace
+        self.globals["range"] = _range
         self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
         self.filters.update(_steps=_internal(_steps), _value=_internal(_value),
                             _concat=_internal(_concat))
