@@ -232,6 +232,15 @@ def test_min_interval_is_a_setting(jobs_dir, running):
                     timeout=15, what="three runs of a job every 0.25 s")
 
 
+def test_min_interval_setting_is_checked(tmp_path):
+    from apsis_lite.config import load_config
+    from apsis_lite.errors import ConfigError
+    assert load_config(None).min_interval == 1.0
+    assert load_config(None, min_interval="250ms").min_interval == 0.25
+    with pytest.raises(ConfigError, match="config: min_interval: must be at least 1 ms, not 0.0001 s"):
+        load_config(None, min_interval="0.1ms")
+
+
 def test_check_jobs_reports_every_bad_file_and_exits_1(tmp_path):
     root = tmp_path / "jobs"
     write_job(root, "good", GOOD)
