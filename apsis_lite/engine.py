@@ -1216,8 +1216,8 @@ class Engine:
         if deadline is None or run is None:
             return
         t = deadline.due(run.args, run.time_schedule)
-        if t <= now:
-            return  # created after its deadline (a catch-up, a late rerun): nothing to warn of
+        if t is None or t <= now:
+            return  # created after its deadline (a catch-up, a late rerun), or none before year 9999
         self.store.add_deadline(run.run_id, t, deadline.describe())
         heapq.heappush(self._alarms, (t, "deadline", run.run_id))
 

@@ -218,7 +218,8 @@ _SECOND = timedelta(seconds=1)
 _MICRO = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The last instant a datetime holds: every schedule's times end there.
-_LAST_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICRO
+_LAST = datetime.max.replace(tzinfo=UTC)
+_LAST_MICROS = (_LAST - _EPOCH) // _MICRO
 
 # Bounds that keep every schedule's arithmetic inside the range of dates and
 # each due time cheap to compute (a calendar shift steps date by date).
@@ -366,6 +367,7 @@ class StopSchedule:
     type_name: ClassVar[str] = ""
 
     def stop_time(self, start: datetime) -> datetime:
+        """When the run is stopped; the last instant of year 9999 if that is later."""
         raise NotImplementedError
 
     def to_jso(self) -> dict:
@@ -383,7 +385,10 @@ class DurationStop(StopSchedule):
     duration: float
 
     def stop_time(self, start):
-        return _as_utc(start) + timedelta(seconds=self.duration)
+        try:
+            return _as_utc(start) + timedelta(seconds=self.duration)
+        except OverflowError:
+            return _LAST
 
     def to_jso(self):
         return {"type": "duration", "duration": self.duration}
@@ -408,12 +413,15 @@ class DaytimeStop(StopSchedule):
     def stop_time(self, start):
         start = _as_utc(start)
         zone = get_tz(self.tz)
-        day = start.astimezone(zone).date() - timedelta(days=1)
-        while True:
-            for t in localize(datetime.combine(day, self.daytime), zone, "shift", "both"):
-                if t > start:
-                    return t
-            day += timedelta(days=1)
+        try:
+            day = start.astimezone(zone).date() - timedelta(days=1)
+            while True:
+                for t in localize(datetime.combine(day, self.daytime), zone, "shift", "both"):
+                    if t > start:
+                        return t
+                day += timedelta(days=1)
+        except OverflowError:
+            return _LAST
 
     def to_jso(self):
         return {"type": "daytime", "daytime": format_daytime(self.daytime, "minimal"), "tz": self.tz}

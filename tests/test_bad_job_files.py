@@ -232,6 +232,15 @@ def test_min_interval_is_a_setting(jobs_dir, running):
                     timeout=15, what="three runs of a job every 0.25 s")
 
 
+def test_webhook_retries_are_bounded():
+    from apsis_lite.jobs import JobErrors, job_from_jso
+    with pytest.raises(JobErrors) as exc:
+        job_from_jso({"program": "true", "action": {"type": "webhook", "url": "http://x.invalid/",
+                                                      "retries": 10**30}}, "j")
+    assert [str(e) for e in exc.value.errors] == [
+        "j: action.retries: expected a whole number from 0 to 100, got int " + str(10**30)]
+
+
 def test_min_interval_setting_is_checked(tmp_path):
     from apsis_lite.config import load_config
     from apsis_lite.errors import ConfigError
