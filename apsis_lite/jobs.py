@@ -330,10 +330,14 @@ def _template_names(source: str) -> frozenset:
     # without Jinja's parser, which costs ~0.1 ms per distinct string and
     # would dominate loading 10,000 job files.
     names = _SIMPLE_EXPR.findall(source)
-    rest = _SIMPLE_EXPR.sub("", source)
-    if not is_template(rest) and _JINJA_WORDS.isdisjoint(names):
+    if _only_names(source, names):
         return frozenset(names)
     return frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(source)))
+
+
+def _only_names(source, names) -> bool:
+    """True if ``source`` does nothing but put variables (``names``) into text."""
+    return not is_template(_SIMPLE_EXPR.sub("", source)) and _JINJA_WORDS.isdisjoint(names)
 
 
 def _template_problem(source: str, params, variables) -> str | None:
@@ -360,7 +364,7 @@ def _template_problem(source: str, params, variables) -> str | None:
     if unknown:
         have = ", ".join(params) if params else "none"
         return f"template uses {', '.join(map(repr, unknown))}, not a param of this job (params: {have})"
-    if names & set(params):
+    if names & set(params) or _only_names(source, _SIMPLE_EXPR.findall(source)):
         return None
     try:
         template = _template(source)
