@@ -237,3 +237,41 @@ def start_times():
                          datetime(9999, 12, 30, tzinfo=timezone.utc),
                          datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc),
                          datetime(1970, 1, 1, tzinfo=timezone.utc)]))
+
+
+# Pieces of Jinja that multiply work or memory, put together at random.
+_EXPRS = ["x", "'ab'", "1000", "10**5", "(x * 1000)", "range(1000)", "range(99999)",
+          "[x, x, x]", "{'k': x}", "ns.v", "(x ~ x)", "'%s%s' % (x, x)", "'{:>999}'.format(x)",
+          "x | center(5000)", "x | replace('', x)", "range(500) | join(x)", "2 ** 200",
+          "calendar('Mon-Fri').dates('2000-01-01', '2100-01-01') | list | length",
+          "m(x)", "x | indent(99)", "(range(300) | list) * 300"]
+_OPS = [" * ", " + ", " ~ ", " ** ", " % "]
+
+
+@st.composite
+def greedy_templates(draw):
+    """Templates made of loops, macros, namespaces and multiplying expressions."""
+    def expr(depth=0):
+        e = draw(st.sampled_from(_EXPRS))
+        if depth < 2 and draw(st.booleans()):
+            e = f"({e}{draw(st.sampled_from(_OPS))}{expr(depth + 1)})"
+        return e
+
+    def body(depth=0):
+        parts = []
+        for _ in range(draw(st.integers(1, 3))):
+            kind = draw(st.sampled_from(["out", "loop", "set", "block"] if depth < 3 else ["out", "set"]))
+            if kind == "out":
+                parts.append("{{ " + expr() + " }}")
+            elif kind == "set":
+                parts.append("{% set ns.v = " + expr() + " %}")
+            elif kind == "loop":
+                parts.append("{% for i in " + draw(st.sampled_from(["range(1000)", "range(99999)", "[1, 2]",
+                                                                    "x"])) + " %}" + body(depth + 1)
+                             + "{% endfor %}")
+            else:
+                parts.append("{% set b %}" + body(depth + 1) + "{% endset %}{{ b }}")
+        return "".join(parts)
+
+    macro = "{% macro m(s) %}{{ s }}{{ s }}{% if s | length < 10**6 %}{{ m(s ~ s) }}{% endif %}{% endmacro %}"
+    return macro + "{% set ns = namespace(v=x) %}" + body()

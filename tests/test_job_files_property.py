@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from apsis_lite.errors import BadRequest
 from apsis_lite.jobs import JobErrors, bind, load_job_file
-from strategies_jobs import job_documents, job_texts, schedules, start_times
+from strategies_jobs import greedy_templates, job_documents, job_texts, schedules, start_times
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,3 +116,25 @@ def test_check_jobs_reports_every_file_and_never_crashes(texts):
         # Every file is accounted for: loaded, or named in an error.
         assert loaded + len(failed - {"good.yaml"}) == len(texts) + 1
         assert (proc.returncode == 1) == bool(failed)
+
+
+@settings(deadline=timedelta(seconds=10), max_examples=max(EXAMPLES // 4, 50),
+          suppress_health_check=[HealthCheck.too_slow])
+@given(greedy_templates())
+def test_any_template_renders_or_stops_promptly_in_little_memory(template):
+    import tracemalloc
+    from apsis_lite.jobs import JobErrors, job_from_jso
+    tracemalloc.start()
+    t0 = time.monotonic()
+    try:
+        try:
+            job = job_from_jso({"params": ["x"], "program": template}, "t", "jobs/t.yaml")
+            bind(job, {"x": "ab"})
+        except (JobErrors, BadRequest):
+            pass
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Within the 1 s limit, slowed down by tracing; tens of MB at most.
+    assert time.monotonic() - t0 < 8
+    assert peak < 150 << 20, f"{peak >> 20} MiB"
