@@ -4,11 +4,16 @@ A job file is checked completely: every problem is reported as a
 ``JobFileError(path, key, msg)`` (keys such as ``program.timeout.duration``
 or ``schedule[1].expr``; list indices count from 0 and appear only where the
 file has a list), so one load shows everything wrong with a directory.
+Whatever a file holds, loading it raises nothing but that file's errors: it
+is read only up to MAX_JOB_FILE_BYTES, its YAML is refused if aliases would
+blow it up or it nests too deeply, and an unexpected failure becomes its
+error (see docs/limits.md).
 
 Binding renders every string of a job's program, conditions and actions as a
-Jinja2 template with the run's args (sandboxed, undefined names are errors).
-Templates are compiled once and cached; strings without template syntax are
-never handed to Jinja.
+Jinja2 template with the run's args (in ``sandbox.BoundedEnvironment``:
+bounded steps, time and memory; undefined names are errors). Templates are
+compiled once and cached; strings without template syntax are never handed
+to Jinja.
 """
 
 from __future__ import annotations

@@ -328,14 +328,13 @@ def _value(value):
 
 def _concat(parts):
     _step()
-    out = "".join(map(str, parts))
-    if len(out) > MAX_CHARS:
-        raise _too_long("'~'", len(out))
-    return _made(out)
-
-
-def _steps(iterable):
-    return _counted(iterable)
+    texts, size = [], 0
+    for part in parts:  # each part is a measured value: its text is bounded
+        texts.append(str(part))
+        size += len(texts[-1])
+        if size > MAX_CHARS:
+            raise _too_long("'~'", size)
+    return _made("".join(texts))
 
 
 def _range(*args):
@@ -399,7 +398,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.globals["namespace"] = _BoundedNamespace
         self.globals["range"] = _range
         self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
-        self.filters.update(_steps=_internal(_steps), _value=_internal(_value),
+        self.filters.update(_steps=_internal(_counted), _value=_internal(_value),
                             _concat=_internal(_concat))
 
     def add_filters(self, **filters):
