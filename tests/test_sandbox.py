@@ -81,6 +81,7 @@ def test_what_templates_may_do(template, expected):
     ("{% set s = x * 500000 %}{% for i in range(3) %}{{ s }}{% endfor %}",
      "output of more than 1,048,576 characters"),
     ("{% set s = x * 500000 %}{% set b %}{{ s }}{{ s }}{% endset %}", "a block would make 2,000,000 characters"),
+    ("{% set s = x * 500000 %}{{ " + " ~ ".join(["s"] * 1000) + " }}", "'~' would make 2,000,000 characters"),
     ("{% set l = [1] %}{{ l.append(2) }}", "access to attribute 'append' of 'list' object is unsafe"),
     ("{{ lipsum(1000000000) }}", "template uses 'lipsum', not a param of this job"),
     ("{{ calendar('Mon-Fri').shift(x, 1000000000) }}", "cannot shift by 1000000000 dates (at most 10,000 either way)"),
