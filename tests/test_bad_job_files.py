@@ -190,6 +190,28 @@ def test_a_file_that_froze_the_server_is_read_while_it_keeps_answering(jobs_dir,
     assert "later" in server.post("/api/v1/jobs/reload")["added"]
 
 
+def test_every_bad_file_added_to_a_live_server_breaks_only_itself(jobs_dir, running):
+    write_job(jobs_dir, "good", GOOD)
+    server = running(jobs_watch="off")
+    for i, case in enumerate(CASES):
+        (jobs_dir / f"bad{i:02d}.yaml").write_text(case.text)
+        t0 = time.monotonic()
+        status, body, _ = server.request("POST", "/api/v1/jobs/reload", {})
+        assert status == 200, (case.name, body)
+        assert time.monotonic() - t0 < 5, case.name
+        errors = _errors_for(json.loads(body), f"bad{i:02d}.yaml")
+        assert any(e["key"] == case.key and case.message in e["message"] for e in errors), (case.name, errors)
+        _alive_within(server, 1.0)
+    write_job(jobs_dir, "later", 'program: "echo later"\n')
+    assert server.post("/api/v1/jobs/reload")["added"] == ["later"]
+    listing = server.get("/api/v1/jobs")
+    assert {j["job_id"] for j in listing["items"]} == {"good", "later"}
+    assert len({e["path"] for e in listing["errors"]}) == len(CASES)
+    server.wait_for(lambda: any(r["state"] == "success" for r in server.runs("job:good")),
+                    timeout=15, what="a run of the good job")
+    assert _peak_rss_mb(server) < 300
+
+
 def test_the_file_watcher_reloads_past_a_bad_file(jobs_dir, running):
     write_job(jobs_dir, "good", GOOD)
     server = running(jobs_watch="poll", jobs_poll_interval=0.2)
