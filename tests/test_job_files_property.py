@@ -4,7 +4,8 @@ Generated YAML documents and mutated job files go to the loader (and a few
 folders of them to ``apsis-lite check-jobs``). Nothing may raise but the
 collected JobErrors, no error may come from the last-resort guard (each
 failure has its own message), and a job that loads can be planned (its
-schedules' ``times()``) and bound without anything but BadRequest.
+schedules' ``times()``) and bound without anything but BadRequest. Greedy
+templates render, or stop at a limit, within seconds and 150 MiB.
 """
 
 import itertools
@@ -13,13 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
+import tracemalloc
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from apsis_lite.errors import BadRequest
-from apsis_lite.jobs import JobErrors, bind, load_job_file
+from apsis_lite.jobs import JobErrors, bind, job_from_jso, load_job_file
 from strategies_jobs import greedy_templates, job_documents, job_texts, schedules, start_times
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +58,6 @@ def _exercise(job):
     for schedule in job.schedules:
         for start in ("1970-01-01T00:00:00+00:00", "2026-03-08T06:59:00+00:00",
                       "9999-12-31T00:00:00+00:00"):
-            from datetime import datetime
             list(itertools.islice(schedule.times(datetime.fromisoformat(start)), 30))
     try:
         bind(job, {p: "2026-11-25" for p in job.params})
@@ -76,7 +78,6 @@ def test_any_text_loads_or_gives_that_files_errors(text):
 @PROMPT
 @given(job_documents())
 def test_any_document_loads_or_gives_that_files_errors(doc):
-    import yaml
     result, _ = _load(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     if not isinstance(result, JobErrors):
         _exercise(result)
@@ -86,7 +87,6 @@ def test_any_document_loads_or_gives_that_files_errors(doc):
           suppress_health_check=[HealthCheck.too_slow])
 @given(schedules(), start_times())
 def test_times_of_a_schedule_that_loads_never_raise_and_end(schedule, start):
-    import yaml
     result, _ = _load(yaml.safe_dump({"params": [], "program": "true", "schedule": schedule}))
     if isinstance(result, JobErrors):
         return
@@ -122,8 +122,6 @@ def test_check_jobs_reports_every_file_and_never_crashes(texts):
           suppress_health_check=[HealthCheck.too_slow])
 @given(greedy_templates())
 def test_any_template_renders_or_stops_promptly_in_little_memory(template):
-    import tracemalloc
-    from apsis_lite.jobs import JobErrors, job_from_jso
     tracemalloc.start()
     t0 = time.monotonic()
     try:
