@@ -270,11 +270,14 @@ def _url(value) -> str:
     return url
 
 
+MAX_WEBHOOK_RETRIES = 100
+
+
 def _retries(value) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected a whole number of at least 0, got {_kind(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WEBHOOK_RETRIES:
+        raise ValueError(f"expected a whole number from 0 to {MAX_WEBHOOK_RETRIES}, got {_kind(value)}")
     return value
 
 

@@ -12,6 +12,10 @@ A calendar is written as an expression:
   ``A - B`` (dates in A but not B), ``A + B`` (in either), ``A & B`` (in
   both), and parentheses: ``Mon-Fri - (US-holidays + office-closed)``.
 
+An expression is at most MAX_EXPR_CHARS long, with at most MAX_TERMS
+calendars and parentheses nested at most MAX_DEPTH deep: every date a
+schedule looks at asks each of its calendars.
+
 A calendar file lists dates one a line (``YYYY-MM-DD``) or inclusive ranges
 (``2026-12-24..2026-12-31``); ``#`` starts a comment. A named calendar knows
 only the dates it lists: ``Mon-Fri - US-holidays`` past the file's last year
@@ -43,6 +47,12 @@ _WEEKDAYS = {
 _WEEKDAY_SET = re.compile(r"[A-Za-z]+(-[A-Za-z]+)?(,[A-Za-z]+(-[A-Za-z]+)?)*")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 _OPERATORS = {"+": "union", "-": "difference", "&": "intersection"}
+
+MAX_EXPR_CHARS = 1000
+MAX_TERMS = 50
+MAX_DEPTH = 10
+MAX_SHIFT = 10_000      # calendar dates one ``shift`` may step
+MAX_DATES_SPAN = 100_000  # days one ``dates`` may cover (about 270 years)
 
 
 class CalendarError(ValueError):
@@ -139,6 +149,8 @@ class Calendar:
         """
         d = _as_date(value)
         n = int(n)
+        if abs(n) > MAX_SHIFT:
+            raise CalendarError(f"cannot shift by {n} dates (at most {MAX_SHIFT:,} either way)")
         for _ in range(abs(n)):
             d = self.after(d) if n > 0 else self.before(d)
         return d
@@ -146,6 +158,8 @@ class Calendar:
     def dates(self, start, stop):
         """The calendar's dates in [start, stop), in order."""
         d, stop = _as_date(start), _as_date(stop)
+        if (stop - d).days > MAX_DATES_SPAN:
+            raise CalendarError(f"dates from {d} to {stop}: more than {MAX_DATES_SPAN:,} days")
         while d < stop:
             if self.contains(d):
                 yield d
@@ -310,7 +324,20 @@ class CalendarLibrary:
             return expr
         if not isinstance(expr, str) or not expr.strip():
             raise CalendarError(f"not a calendar: {expr!r}")
+        if len(expr) > MAX_EXPR_CHARS:
+            raise CalendarError(f"calendar expression too long: {len(expr):,} characters "
+                                f"(at most {MAX_EXPR_CHARS:,})")
         tokens = expr.replace("(", " ( ").replace(")", " ) ").split()
+        terms = sum(1 for t in tokens if t not in _OPERATORS and t not in "()")
+        if terms > MAX_TERMS:
+            raise CalendarError(f"calendar expression has {terms} calendars (at most {MAX_TERMS})")
+        depth = deepest = 0
+        for t in tokens:
+            depth += (t == "(") - (t == ")")
+            deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            raise CalendarError(f"calendar expression nested {deepest} parentheses deep "
+                                f"(at most {MAX_DEPTH})")
         cal, pos = self._expr(tokens, 0, expr)
         if pos != len(tokens):
             raise CalendarError(f"unexpected {tokens[pos]!r} in calendar {expr!r}")

@@ -1,6 +1,7 @@
 """The ``apsis-lite`` command line: ``serve`` and the offline commands (``check-jobs``,
 ``schedule``, ``try``, ``import-crontab``) here, API clients in ``cli_client``."""
 
+import logging
 import os
 
 import click
@@ -106,8 +107,9 @@ def _loading_options(f):
     f = click.option("--calendars", "calendars_dir", type=click.Path(file_okay=False),
                      help="Folder of calendar files (default: calendars_dir from --config).")(f)
     return click.option("--config", "config_file", type=click.Path(dir_okay=False),
-                        help="Config file whose extensions register extra types and whose "
-                             "calendars_dir names calendars.")(f)
+                        help="Config file whose extensions register extra types, whose "
+                             "calendars_dir names calendars and whose min_interval "
+                             "bounds schedules.")(f)
 
 
 def _load_options(config_file, calendars_dir=None):
@@ -116,6 +118,9 @@ def _load_options(config_file, calendars_dir=None):
     Returns the options for ``load_job_file``/``load_jobs_dir`` and the
     problems found in calendar files.
     """
+    # A job file that fails in an unexpected way is reported as its problem,
+    # in one line; the traceback the loader logs is for a server's log.
+    logging.getLogger("apsis_lite").addHandler(logging.NullHandler())
     config = None
     if config_file:
         from .config import load_config
@@ -127,12 +132,13 @@ def _load_options(config_file, calendars_dir=None):
             raise click.ClickException(str(exc)) from None
         except ImportError as exc:
             raise click.ClickException(f"cannot load extension: {exc}") from None
+    options = {} if config is None else {"min_interval": config.min_interval}
     calendars_dir = calendars_dir or getattr(config, "calendars_dir", None)
     if not calendars_dir:
-        return {}, []
+        return options, []
     from .calendars import load_calendars
     library, problems = load_calendars(calendars_dir)
-    return {"calendars": library}, problems
+    return {**options, "calendars": library}, problems
 
 
 def _plural(n, word):

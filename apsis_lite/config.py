@@ -21,6 +21,10 @@ def default_data_dir() -> str:
     return os.path.join(base, "apsis-lite")
 
 
+# The shortest interval a job's schedule may have, unless the config says otherwise.
+DEFAULT_MIN_INTERVAL = 1.0
+
+
 def _setting(default, help, kind=str):
     return field(default=default, metadata={"help": help, "kind": kind})
 
@@ -40,6 +44,7 @@ class Config:
     output_tail: int = _setting(8 * 1024 * 1024, "bytes of output kept from the end of each run once it exceeds output_head", int)
     sweep_interval: float = _setting(5.0, "how often runs in flight are checked for a lost completion notice (duration)", "duration")
     checkpoint_interval: float = _setting(300.0, "how often the SQLite WAL is checkpointed and truncated (duration)", "duration")
+    min_interval: float = _setting(DEFAULT_MIN_INTERVAL, "the shortest interval a job's interval or daily-interval schedule may have (duration); a job file with a shorter one does not load", "duration")
     waiting_max_time: float = _setting(86400.0, "a run that waits longer than this for its conditions or resources goes to error (duration; a job's waiting: max_time overrides it)", "duration")
     resources: dict = _setting(None, "capacity of each named resource, e.g. {db: 2}; a resource not listed has capacity 1", "capacities")
     extensions: tuple = _setting((), "modules to import at start-up that register extra program/schedule/condition/action types", tuple)
@@ -187,4 +192,6 @@ def load_config(path=None, **overrides) -> Config:
         raise ConfigError("config: session_lifetime: must be more than zero")
     if cfg.jobs_poll_interval <= 0:
         raise ConfigError("config: jobs_poll_interval: must be more than zero")
+    if cfg.min_interval < 0.001:
+        raise ConfigError(f"config: min_interval: must be at least 1 ms, not {cfg.min_interval:g} s")
     return cfg

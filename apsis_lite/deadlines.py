@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 
-from .schedules import Fields, _kind, flag, positive_duration
+from .schedules import MAX_DATE_SHIFT, Fields, _kind, flag, positive_duration
 from .timeutil import (
     format_daytime,
     format_duration,
@@ -45,6 +45,8 @@ def _zone(value) -> str:
 def _days(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"expected a whole number of days, got {_kind(value)}")
+    if abs(value) > MAX_DATE_SHIFT:
+        raise ValueError(f"out of range: {value} (at most {MAX_DATE_SHIFT:,} days either way)")
     return value
 
 
@@ -85,15 +87,18 @@ class Deadline:
                 pass
         return from_epoch(time_schedule).astimezone(get_tz(self.tz)).date()
 
-    def due(self, args: dict, time_schedule: float) -> float:
-        """The deadline of a run, as epoch seconds.
+    def due(self, args: dict, time_schedule: float) -> float | None:
+        """The deadline of a run, as epoch seconds; None past the last date (year 9999).
 
         A daytime in a spring-forward gap counts from the moment the clocks
         jump; one repeated in the autumn, its first occurrence.
         """
-        day = self.run_date(args, time_schedule) + timedelta(days=self.date_shift)
-        naive = datetime.combine(day, self.daytime)
-        return localize(naive, get_tz(self.tz), "shift", "first")[0].timestamp()
+        try:
+            day = self.run_date(args, time_schedule) + timedelta(days=self.date_shift)
+            naive = datetime.combine(day, self.daytime)
+            return localize(naive, get_tz(self.tz), "shift", "first")[0].timestamp()
+        except OverflowError:
+            return None
 
 
 @dataclass(frozen=True)

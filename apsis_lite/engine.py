@@ -261,7 +261,8 @@ class Engine:
             if errors:
                 raise NotFound(f"job {job_id!r} failed to load: " + "; ".join(str(e) for e in errors))
             raise NotFound(f"no job {job_id!r}")
-        return jobs_mod.job_from_jso(stored["job"], job_id, adhoc=stored["literal"], calendars=self.calendars)
+        return jobs_mod.job_from_jso(stored["job"], job_id, adhoc=stored["literal"], calendars=self.calendars,
+                                     min_interval=None)
 
     def next_times(self, job, count=10, after=None):
         """The next ``count`` due times of a job, with the args each run will get (computed, not stored)."""
@@ -1090,7 +1091,8 @@ class Engine:
     def submit_job(self, definition, args=None, when=None, user=None):
         """An ad hoc run of an inline job definition (job-file form, templates and all)."""
         job_id = self._adhoc_job_id()
-        job = jobs_mod.job_from_jso(definition, job_id, calendars=self.calendars)
+        job = jobs_mod.job_from_jso(definition, job_id, calendars=self.calendars,
+                                    min_interval=self.config.min_interval)
         args = jobs_mod.check_args(job, args or {})
         self.store.put_adhoc_job(job_id, {"literal": False, "job": definition}, self.clock())
         return self._create_adhoc_run(job, args, when, user, "submitted inline")
@@ -1515,8 +1517,8 @@ class Engine:
         if deadline is None or run is None:
             return
         t = deadline.due(run.args, run.time_schedule)
-        if t <= now:
-            return  # created after its deadline (a catch-up, a late rerun): nothing to warn of
+        if t is None or t <= now:
+            return  # created after its deadline (a catch-up, a late rerun), or none before year 9999
         self.store.add_deadline(run.run_id, t, deadline.describe())
         self._on_commit(heapq.heappush, self._alarms, (t, "deadline", run.run_id))
 

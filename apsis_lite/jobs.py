@@ -4,16 +4,22 @@ A job file is checked completely: every problem is reported as a
 ``JobFileError(path, key, msg)`` (keys such as ``program.timeout.duration``
 or ``schedule[1].expr``; list indices count from 0 and appear only where the
 file has a list), so one load shows everything wrong with a directory.
+Whatever a file holds, loading it raises nothing but that file's errors: it
+is read only up to MAX_JOB_FILE_BYTES, its YAML is refused if aliases would
+blow it up or it nests too deeply, and an unexpected failure becomes its
+error (see docs/limits.md).
 
 Binding renders every string of a job's program, conditions and actions as a
-Jinja2 template with the run's args (sandboxed, undefined names are errors).
-Templates are compiled once and cached; strings without template syntax are
-never handed to Jinja.
+Jinja2 template with the run's args (in ``sandbox.BoundedEnvironment``:
+bounded steps, time and memory; undefined names are errors). Templates are
+compiled once and cached; strings without template syntax are never handed
+to Jinja.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,7 +28,6 @@ from datetime import date as _date_type, datetime, timedelta
 import jinja2
 import jinja2.meta
 from dateutil.relativedelta import relativedelta
-import jinja2.sandbox
 import yaml
 
 from . import actions as _actions
@@ -30,10 +35,14 @@ from . import calendars as _calendars
 from . import conditions as _conditions
 from . import deadlines as _deadlines
 from . import reruns as _reruns
+from .config import DEFAULT_MIN_INTERVAL
 from .errors import ApsisError, BadRequest, JobFileError
 from .programs import Program, parse_program
+from .sandbox import BoundedEnvironment, TemplateLimit, render as _render_template
 from .schedules import Fields, Schedule, SpecError, positive_duration, _kind, is_template, join_key, parse_schedule, unknown_key_message
 from .timeutil import format_duration, get_tz, parse_time, utcnow
+
+log = logging.getLogger(__name__)
 
 try:  # libyaml's parser is several times faster; the safe constructors are the same
     _BaseLoader = yaml.CSafeLoader
@@ -60,6 +69,38 @@ _Loader.add_implicit_resolver(_FLOAT, re.compile(
     r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
     list("-+0123456789."))
+
+
+def _constructing(what):
+    """A constructor of the safe loader whose ValueError becomes a YAML error at the value's line."""
+    construct = _BaseLoader.yaml_constructors[f"tag:yaml.org,2002:{what}"]
+
+    def checked(loader, node):
+        try:
+            return construct(loader, node)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+            # Also explicit tags on what they cannot read: !!timestamp x, !!bool 2.
+            value = node.value if isinstance(node.value, str) else ""
+            hint = "; quote it to keep it as text" if what == "timestamp" else ""
+            why = f"{exc}{hint}" if isinstance(exc, ValueError) and str(exc) else hint.lstrip("; ")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {_YAML_WHAT[what]}: {value[:40]!r}" + (f" ({why})" if why else ""),
+                node.start_mark) from None
+    return checked
+
+
+_YAML_WHAT = {"timestamp": "date or time", "int": "number", "float": "number",
+              "bool": "true or false", "binary": "base64 value"}
+for _what in _YAML_WHAT:
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_what}", _constructing(_what))
+
+# What one job file may be: a document far larger than any job needs is a
+# mistake or an attack, and reading it must not cost the server its memory.
+MAX_JOB_FILE_BYTES = 1 << 20
+MAX_YAML_DEPTH = 100          # mappings and lists nested in each other
+MAX_ALIAS_NODES = 100_000     # values that aliases (*name) add to a document, all told
 
 JOB_FILE_SUFFIXES = (".yaml", ".yml")
 JOB_KEYS = ("params", "program", "schedule", "condition", "action", "successors", "metadata",
@@ -139,6 +180,10 @@ def describe_schedule(schedule: Schedule) -> str:
     if schedule.jitter:
         text += f"; jitter {format_duration(schedule.jitter)}"
     return text
+
+
+def _seconds(value) -> str:
+    return f"{value:g} s" if value >= 1 else f"{value * 1000:g} ms"
 
 
 def parse_catch_up(value) -> dict:
@@ -250,7 +295,7 @@ def _cal_shift(context, value, expr, n) -> _date_type:
     return _calendar(context, expr).shift(value, n)
 
 
-_ENV = jinja2.sandbox.SandboxedEnvironment(
+_ENV = BoundedEnvironment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     # Multi-line shell commands keep their final newline, as written.
@@ -261,9 +306,9 @@ _ENV = jinja2.sandbox.SandboxedEnvironment(
 _ENV.globals.update(date=_as_date, shift_days=_shift_days, today=_today, as_time=_as_time,
                     calendar=_calendar, cal=_calendar, add_days=_shift_days,
                     add_months=_add_months)
-_ENV.filters.update(as_date=_as_date, shift_days=_shift_days, as_time=_as_time,
-                    add_days=_shift_days, add_months=_add_months, cal_shift=_cal_shift,
-                    strftime=_strftime, in_tz=_in_tz)
+_ENV.add_filters(as_date=_as_date, shift_days=_shift_days, as_time=_as_time,
+                 add_days=_shift_days, add_months=_add_months, cal_shift=_cal_shift,
+                 strftime=_strftime, in_tz=_in_tz)
 
 # Names a template may use besides the job's params.
 _TEMPLATE_NAMES = frozenset(_ENV.globals) | {"job_id"}
@@ -273,6 +318,8 @@ _TEMPLATE_NAMES = frozenset(_ENV.globals) | {"job_id"}
 def _template(source: str) -> jinja2.Template:
     return _ENV.from_string(source)
 
+
+MAX_TEMPLATE_CHARS = 100_000
 
 _SIMPLE_EXPR = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
 _JINJA_WORDS = frozenset(
@@ -288,14 +335,25 @@ def _template_names(source: str) -> frozenset:
     # without Jinja's parser, which costs ~0.1 ms per distinct string and
     # would dominate loading 10,000 job files.
     names = _SIMPLE_EXPR.findall(source)
-    rest = _SIMPLE_EXPR.sub("", source)
-    if not is_template(rest) and _JINJA_WORDS.isdisjoint(names):
+    if _only_names(source, names):
         return frozenset(names)
     return frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(source)))
 
 
-def _template_problem(source: str, params) -> str | None:
-    """Why ``source`` cannot be bound with these params, or None if it can."""
+def _only_names(source, names) -> bool:
+    """True if ``source`` does nothing but put variables (``names``) into text."""
+    return not is_template(_SIMPLE_EXPR.sub("", source)) and _JINJA_WORDS.isdisjoint(names)
+
+
+def _template_problem(source: str, params, variables) -> str | None:
+    """Why ``source`` cannot be bound with these params, or None if it can.
+
+    A template that reads no param is rendered once here (with ``variables``,
+    the job's own), so that one that breaks the sandbox's limits whatever its
+    args is reported with the file.
+    """
+    if len(source) > MAX_TEMPLATE_CHARS:
+        return f"template of {len(source):,} characters (at most {MAX_TEMPLATE_CHARS:,})"
     try:
         names = _template_names(source)
     except jinja2.TemplateSyntaxError as exc:
@@ -303,10 +361,28 @@ def _template_problem(source: str, params) -> str | None:
         if "{#" in source:
             msg += " ('{#' starts a Jinja comment; write {{ '{#' }} for the text, e.g. in ${#var})"
         return msg
+    except RecursionError:
+        return "template error: nested too deeply"
+    except Exception as exc:  # the template is user text: whatever Jinja makes of it is its problem
+        return f"template error: {exc}"
     unknown = sorted(names - _TEMPLATE_NAMES - set(params))
     if unknown:
         have = ", ".join(params) if params else "none"
         return f"template uses {', '.join(map(repr, unknown))}, not a param of this job (params: {have})"
+    if names & set(params) or _only_names(source, _SIMPLE_EXPR.findall(source)):
+        return None
+    try:
+        template = _template(source)
+    except RecursionError:
+        return "template error: nested too deeply"
+    except Exception as exc:
+        return f"template error: {exc}"
+    try:
+        _render_template(template, variables)
+    except TemplateLimit as exc:
+        return f"template stopped: {exc}"
+    except Exception:
+        pass  # may hold only on some days (today(), calendars): reported when a run is bound
     return None
 
 
@@ -328,7 +404,9 @@ def _render(value, variables, key):
         if not is_template(value):
             return value
         try:
-            return _template(value).render(variables)
+            return _render_template(_template(value), variables)
+        except TemplateLimit as exc:
+            raise BadRequest(f"{key}: template stopped: {exc}") from None
         except jinja2.UndefinedError as exc:
             raise BadRequest(f"{key}: template error: {exc.message}") from None
         except Exception as exc:  # a template is user code: any failure is a bad request
@@ -378,14 +456,16 @@ def _from_stored(jso):
 
 
 def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = False,
-                 calendars=None) -> Job:
+                 calendars=None, min_interval: float | None = DEFAULT_MIN_INTERVAL) -> Job:
     """Validate a job file's contents; JobErrors lists every problem found.
 
     With ``adhoc=True``, ``jso`` is an ad hoc job as stored (the output of
     ``Job.to_jso()``, or job-file form); its text is literal, not templates.
     ``calendars`` (a ``calendars.CalendarLibrary``) resolves calendar names
     in schedules and templates; None knows the weekday sets and the shipped
-    calendars only.
+    calendars only. ``min_interval`` (seconds; the config setting) is the
+    shortest interval a schedule may have; None checks none (a job stored
+    earlier, read back).
     """
     if adhoc:
         jso = _from_stored(jso)
@@ -440,6 +520,11 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
             except SpecError as exc:
                 fail_spec(prefix, exc)
                 continue
+            shortest = schedule.shortest_interval()
+            if min_interval and shortest is not None and shortest < min_interval:
+                key = join_key(prefix, "start.interval" if schedule.stop else "interval")
+                fail(key, f"{_seconds(shortest)} is shorter than min_interval "
+                          f"({_seconds(min_interval)}, a setting of the server)")
             for name in schedule.args:
                 if name not in params:
                     fail(join_key(prefix, f"args.{name}"),
@@ -507,11 +592,12 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
     # file rather than when a run is created.
     checked = [] if adhoc else [("program", program), *zip(cond_keys, conditions),
                                 *zip(action_keys, actions)]
+    variables = {"job_id": job_id, "_calendars": calendars}
     for prefix, value in checked:
         for key, s in _strings(value, prefix):
             if not is_template(s):
                 continue
-            problem = _template_problem(s, params)
+            problem = _template_problem(s, params, variables)
             if problem:
                 fail(key, problem)
 
@@ -592,32 +678,162 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
     return f"not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def load_job_file(path, job_id: str, calendars=None) -> Job:
-    """Read and validate one job file; JobErrors names the file and every problem."""
+class _YamlLimit(Exception):
+    """A document past MAX_YAML_DEPTH or MAX_ALIAS_NODES, or a recursive alias."""
+
+
+def _yaml_children(node):
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return ()
+
+
+def _check_yaml_nodes(root):
+    """Refuse a composed document that aliases would blow up, or that nests too deeply.
+
+    Walks the node graph once (aliases are shared nodes), computing for each
+    node its depth and how many nodes it stands for once every alias is
+    expanded: a "billion laughs" document of a few lines stands for 10**9.
+    An alias inside its own anchor (a cycle) is refused too.
+    """
+    size, height, open_ = {}, {}, set()
+    stack = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_.discard(key)
+            kids = _yaml_children(node)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            height[key] = 1 + max((height[id(k)] for k in kids), default=0)
+            if height[key] > MAX_YAML_DEPTH:
+                raise _YamlLimit(_at(node, f"nested more than {MAX_YAML_DEPTH} deep"))
+            continue
+        if key in size:
+            continue  # an alias of a node already measured
+        open_.add(key)
+        stack.append((node, True))
+        for kid in _yaml_children(node):
+            if id(kid) in open_:
+                raise _YamlLimit(_at(kid, "this anchor is used inside itself (a recursive alias)"))
+            if id(kid) not in size:
+                stack.append((kid, False))
+    added = size[id(root)] - len(size)
+    if added > MAX_ALIAS_NODES:
+        raise _YamlLimit(f"aliases expand to {added:,} more values (at most {MAX_ALIAS_NODES:,})")
+
+
+def _check_yaml_depth(root):
+    """``_check_yaml_nodes`` for a document without anchors (a tree): only its depth can be wrong."""
+    level, depth = [root], 1
+    while level:
+        if depth > MAX_YAML_DEPTH:
+            raise _YamlLimit(_at(level[0], f"nested more than {MAX_YAML_DEPTH} deep"))
+        deeper = []
+        for node in level:
+            if type(node) is yaml.MappingNode:
+                for key, value in node.value:
+                    if type(key) is not yaml.ScalarNode:
+                        deeper.append(key)
+                    if type(value) is not yaml.ScalarNode:
+                        deeper.append(value)
+            elif type(node) is yaml.SequenceNode:
+                deeper.extend(n for n in node.value if type(n) is not yaml.ScalarNode)
+        level, depth = deeper, depth + 1
+
+
+# Where an anchor (&name) may be: an '&' not inside a word. Most job files
+# have none (a shell's '&&' or '2>&1' is taken for one, which only costs the
+# full check), so they are spared walking the node graph twice.
+_MAYBE_ANCHOR = re.compile(rb"(?<![A-Za-z0-9_.\-])&")
+
+
+def _at(node, msg):
+    mark = node.start_mark
+    return f"line {mark.line + 1}, column {mark.column + 1}: {msg}" if mark else msg
+
+
+def _load_yaml(data: bytes):
+    """The document in ``data``: safe YAML, within the limits above; None if empty."""
+    loader = _Loader(data)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if b"&" in data and _MAYBE_ANCHOR.search(data):
+            _check_yaml_nodes(node)
+        else:
+            _check_yaml_depth(node)
+        try:
+            return loader.construct_document(node)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # a constructor taken aback by an explicit tag
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read a value: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def load_job_file(path, job_id: str, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL) -> Job:
+    """Read and validate one job file; JobErrors names the file and every problem.
+
+    Whatever the file holds, JobErrors is all this raises: an unexpected
+    failure is logged with its traceback and reported as the file's problem.
+    """
     path = os.fspath(path)
     try:
+        return _load_job_file(path, job_id, calendars, min_interval)
+    except JobErrors:
+        raise
+    except Exception as exc:
+        if isinstance(exc, RecursionError):
+            msg = "cannot load: nested too deeply"
+        elif isinstance(exc, MemoryError):
+            msg = "cannot load: out of memory"
+        else:
+            msg = f"cannot load: {type(exc).__name__}: {exc}"
+        log.warning("job file %s: %s", path, msg, exc_info=True)
+        raise JobErrors([JobFileError(path, None, msg)]) from None
+
+
+def _load_job_file(path, job_id, calendars, min_interval):
+    try:
         with open(path, "rb") as file:
-            data = file.read()
+            # Read what stat says is there (a read of MAX_JOB_FILE_BYTES would
+            # allocate that much for every file), then more only if it grew.
+            size = min(os.fstat(file.fileno()).st_size, MAX_JOB_FILE_BYTES)
+            data = file.read(size + 1)
+            if len(data) > size:
+                data += file.read(MAX_JOB_FILE_BYTES + 1 - len(data))
     except OSError as exc:
         raise JobErrors([JobFileError(path, None, f"cannot read: {exc.strerror}")]) from None
+    if len(data) > MAX_JOB_FILE_BYTES:
+        raise JobErrors([JobFileError(
+            path, None, f"too large: more than {MAX_JOB_FILE_BYTES:,} bytes (1 MiB)")])
     try:
-        jso = yaml.load(data, Loader=_Loader)
+        jso = _load_yaml(data)
     except yaml.YAMLError as exc:
         raise JobErrors([JobFileError(path, None, _yaml_error(exc))]) from None
+    except _YamlLimit as exc:
+        raise JobErrors([JobFileError(path, None, f"not accepted as YAML: {exc}")]) from None
     except RecursionError:
         raise JobErrors([JobFileError(path, None, "not valid YAML: nested too deeply")]) from None
     if jso is None:
         raise JobErrors([JobFileError(path, None, "empty job file")])
-    return job_from_jso(jso, job_id, path, calendars=calendars)
+    return job_from_jso(jso, job_id, path, calendars=calendars, min_interval=min_interval)
 
 
-def load_jobs_dir(path, calendars=None) -> tuple[dict[str, Job], list[JobFileError]]:
+def load_jobs_dir(path, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL
+                  ) -> tuple[dict[str, Job], list[JobFileError]]:
     """Load every ``*.yaml``/``*.yml`` under ``path``; a bad file is reported and skipped.
 
     The job id is the path relative to ``path`` without the suffix, with
     ``/`` separators. Returns the jobs by id and the errors, in path order.
     ``calendars`` (from ``calendars.load_calendars``) resolves calendar names;
-    None knows the weekday sets and shipped calendars only.
+    None knows the weekday sets and shipped calendars only. ``min_interval``
+    is the config setting: the shortest interval a schedule may have.
     """
     root = os.fspath(path)
     jobs, errors, files = {}, [], {}
@@ -629,7 +845,7 @@ def load_jobs_dir(path, calendars=None) -> tuple[dict[str, Job], list[JobFileErr
             continue
         files[job_id] = file
         try:
-            jobs[job_id] = load_job_file(file, job_id, calendars)
+            jobs[job_id] = load_job_file(file, job_id, calendars, min_interval=min_interval)
         except JobErrors as exc:
             errors.extend(exc.errors)
     return jobs, errors

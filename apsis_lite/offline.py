@@ -216,22 +216,30 @@ def folder_warnings(jobs: dict, errors, root: str, now: datetime) -> list[JobFil
     for job_id in sorted(jobs):
         job = jobs[job_id]
         where = job.path or job_id
-        cond_keys, action_keys = _file_keys(job)
-        for key, cond in zip(cond_keys, job.conditions):
-            if cond.get("type") == "dependency":
-                for sub, msg in _reference_problems(job, cond.get("job_id"), cond.get("args") or {},
-                                                    jobs, known):
-                    warnings.append(JobFileError(where, f"{key}.{sub}", msg))
-        for key, action in zip(action_keys, job.actions):
-            if action.get("type") == "schedule":
-                # A successors entry written as a bare job id has no job_id key.
-                for sub, msg in _reference_problems(job, action.get("job_id"),
-                                                    action.get("args") or {}, jobs, known):
-                    bare = key.startswith("successors") and sub == "job_id"
-                    warnings.append(JobFileError(where, key if bare else f"{key}.{sub}", msg))
-        for key, msg in _schedule_problems(job, now):
-            warnings.append(JobFileError(where, key, msg))
+        try:
+            _job_warnings(job, jobs, known, now, where, warnings)
+        except Exception as exc:  # an extension's schedule, say: report it, check the other jobs
+            warnings.append(JobFileError(where, None, f"cannot check: {type(exc).__name__}: {exc}"))
     return warnings
+
+
+def _job_warnings(job, jobs, known, now, where, warnings):
+    """Append the warnings for one job."""
+    cond_keys, action_keys = _file_keys(job)
+    for key, cond in zip(cond_keys, job.conditions):
+        if cond.get("type") == "dependency":
+            for sub, msg in _reference_problems(job, cond.get("job_id"), cond.get("args") or {},
+                                                jobs, known):
+                warnings.append(JobFileError(where, f"{key}.{sub}", msg))
+    for key, action in zip(action_keys, job.actions):
+        if action.get("type") == "schedule":
+            # A successors entry written as a bare job id has no job_id key.
+            for sub, msg in _reference_problems(job, action.get("job_id"),
+                                                action.get("args") or {}, jobs, known):
+                bare = key.startswith("successors") and sub == "job_id"
+                warnings.append(JobFileError(where, key if bare else f"{key}.{sub}", msg))
+    for key, msg in _schedule_problems(job, now):
+        warnings.append(JobFileError(where, key, msg))
 
 
 # --------------------------------------------------------------------------

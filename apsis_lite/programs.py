@@ -337,10 +337,15 @@ def parse_program(jso, *, allow_templates=False) -> Program:
     ``type:``; without one, ``command:`` means shell and ``argv:`` program
     (apsis's documentation writes shell programs that way).
     """
-    if isinstance(jso, str):
-        return ShellProgram(command=nonempty_text(jso))
-    if isinstance(jso, list):
-        return ArgvProgram(words=_argv(jso))
+    try:
+        if isinstance(jso, str):
+            return ShellProgram(command=nonempty_text(jso))
+        if isinstance(jso, list):
+            return ArgvProgram(words=_argv(jso))
+    except SpecError:
+        raise
+    except ValueError as exc:  # the shorthand forms: the whole value is what is wrong
+        raise SpecError("", str(exc)) from None
     if not isinstance(jso, dict):
         raise SpecError("", f"expected a command, an argv list or a mapping, got {_kind(jso)}")
     name = jso.get("type")

@@ -21,6 +21,7 @@ import threading
 import time
 
 from .calendars import load_calendars
+from .config import DEFAULT_MIN_INTERVAL
 from .errors import JobFileError, StoreUnavailable
 from .jobs import JOB_FILE_SUFFIXES, Job, JobErrors, load_job_file
 
@@ -64,10 +65,11 @@ def _job_id(rel):
 class JobsFolder:
     """The jobs of one folder, reloaded incrementally; see the module docstring."""
 
-    def __init__(self, root, clock=time.time, calendars=None):
+    def __init__(self, root, clock=time.time, calendars=None, min_interval=DEFAULT_MIN_INTERVAL):
         self.root = os.fspath(root)
         self.clock = clock
         self.calendars = calendars  # resolves calendar names (calendars.load_calendars)
+        self.min_interval = min_interval
         self._stats = {}    # relative path -> stat key, or None to read it again next time
         self._results = {}  # relative path -> Job, or its list of JobFileError
         self._good = {}     # job id -> the last Job that loaded from its file
@@ -83,7 +85,8 @@ class JobsFolder:
                 continue
             path = os.path.join(self.root, rel)
             try:
-                self._results[rel] = load_job_file(path, _job_id(rel), self.calendars)
+                self._results[rel] = load_job_file(path, _job_id(rel), self.calendars,
+                                                   min_interval=self.min_interval)
             except JobErrors as exc:
                 self._results[rel] = exc.errors
             read.append(rel)
@@ -157,7 +160,8 @@ class JobsWatcher:
         calendars, calendar_errors = load_calendars(getattr(config, "calendars_dir", None))
         for err in calendar_errors:
             log.error("calendar file problem: %s", err)
-        self.folder = JobsFolder(config.jobs_dir, calendars=calendars)
+        self.folder = JobsFolder(config.jobs_dir, calendars=calendars,
+                                 min_interval=getattr(config, "min_interval", DEFAULT_MIN_INTERVAL))
         engine.calendars = calendars
         self.mode = None  # how changes are noticed: inotify, poll or off
         self._lock = threading.Lock()

@@ -12,10 +12,12 @@ as a new run in the original's rerun group, until the group holds
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .conditions import state_list
 from .schedules import Fields, _kind, duration
+from .timeutil import MAX_DURATION
 
 FINISHED_STATES = ("success", "failure", "error", "skipped")
 
@@ -27,8 +29,8 @@ def _count(value):
 
 
 def _backoff(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
-        raise ValueError(f"expected a number of at least 1, got {_kind(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 1000:
+        raise ValueError(f"expected a number from 1 to 1000, got {_kind(value)}")
     return float(value)
 
 
@@ -69,6 +71,16 @@ class Reruns:
                 "backoff": self.backoff, "states": list(self.states)}
 
     def delay_before(self, n: int) -> float:
-        """Seconds between the end of try ``n`` and rerun ``n`` (1 for the first rerun)."""
-        seconds = self.delay * self.backoff ** (n - 1)
+        """Seconds between the end of try ``n`` and rerun ``n`` (1 for the first rerun).
+
+        At most ``max_delay``, and never more than MAX_DURATION (100 years),
+        however many reruns a large backoff has compounded.
+        """
+        if not self.delay:
+            return 0.0
+        try:
+            seconds = self.delay * self.backoff ** (n - 1)
+        except OverflowError:
+            seconds = math.inf
+        seconds = min(seconds, MAX_DURATION)
         return seconds if self.max_delay is None else min(seconds, self.max_delay)

@@ -217,6 +217,18 @@ def positive_duration(value) -> float:
 _SECOND = timedelta(seconds=1)
 _MICRO = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The last instant a datetime holds: every schedule's times end there.
+_LAST = datetime.max.replace(tzinfo=UTC)
+_LAST_MICROS = (_LAST - _EPOCH) // _MICRO
+
+# Bounds that keep every schedule's arithmetic inside the range of dates and
+# each due time cheap to compute (a calendar shift steps date by date).
+EXPLICIT_FIRST_YEAR, EXPLICIT_LAST_YEAR = 1970, 9999
+MAX_DATE_SHIFT = 3660     # days, about ten years
+MAX_CAL_SHIFT = 366       # calendar dates
+# A daily-interval schedule whose windows stay empty this many dates in a row
+# (shifts that put every stop before its start) has no more due times.
+_EMPTY_WINDOWS = 100
 
 
 def _as_utc(t: datetime) -> datetime:
@@ -288,6 +300,10 @@ class Schedule:
     def times(self, start: datetime) -> Iterator[tuple[datetime, dict]]:
         raise NotImplementedError
 
+    def shortest_interval(self) -> float | None:
+        """The interval in seconds, for types that have one (held to the ``min_interval`` setting)."""
+        return None
+
     def _args(self, supplied: dict) -> dict:
         # The schedule's own args: win over what it supplies: they were
         # written on purpose.
@@ -351,6 +367,7 @@ class StopSchedule:
     type_name: ClassVar[str] = ""
 
     def stop_time(self, start: datetime) -> datetime:
+        """When the run is stopped; the last instant of year 9999 if that is later."""
         raise NotImplementedError
 
     def to_jso(self) -> dict:
@@ -368,7 +385,10 @@ class DurationStop(StopSchedule):
     duration: float
 
     def stop_time(self, start):
-        return _as_utc(start) + timedelta(seconds=self.duration)
+        try:
+            return _as_utc(start) + timedelta(seconds=self.duration)
+        except OverflowError:
+            return _LAST
 
     def to_jso(self):
         return {"type": "duration", "duration": self.duration}
@@ -393,12 +413,15 @@ class DaytimeStop(StopSchedule):
     def stop_time(self, start):
         start = _as_utc(start)
         zone = get_tz(self.tz)
-        day = start.astimezone(zone).date() - timedelta(days=1)
-        while True:
-            for t in localize(datetime.combine(day, self.daytime), zone, "shift", "both"):
-                if t > start:
-                    return t
-            day += timedelta(days=1)
+        try:
+            day = start.astimezone(zone).date() - timedelta(days=1)
+            while True:
+                for t in localize(datetime.combine(day, self.daytime), zone, "shift", "both"):
+                    if t > start:
+                        return t
+                day += timedelta(days=1)
+        except OverflowError:
+            return _LAST
 
     def to_jso(self):
         return {"type": "daytime", "daytime": format_daytime(self.daytime, "minimal"), "tz": self.tz}
@@ -455,6 +478,9 @@ class IntervalSchedule(Schedule):
     def _jso(self):
         return {"interval": self.interval, "phase": self.phase}
 
+    def shortest_interval(self):
+        return self.interval
+
     def describe(self):
         text = f"every {format_duration(self.interval)}"
         if self.phase:
@@ -467,7 +493,7 @@ class IntervalSchedule(Schedule):
         step, phase = _micros(self.interval), _micros(self.phase)
         s = (_as_utc(start) - _EPOCH) // _MICRO
         t = -((phase - s) // step) * step + phase  # ceil((s - phase) / step) * step + phase
-        while True:
+        while t <= _LAST_MICROS:
             due = _EPOCH + timedelta(microseconds=t)
             yield due, self._args({"time": to_iso(due)})
             t += step
@@ -572,6 +598,20 @@ def _whole_days(value) -> int:
     return value
 
 
+def _date_shift(value) -> int:
+    days = _whole_days(value)
+    if abs(days) > MAX_DATE_SHIFT:
+        raise ValueError(f"out of range: {days} (at most {MAX_DATE_SHIFT:,} days either way)")
+    return days
+
+
+def _cal_shift(value) -> int:
+    dates = _whole_days(value)
+    if abs(dates) > MAX_CAL_SHIFT:
+        raise ValueError(f"out of range: {dates} (at most {MAX_CAL_SHIFT:,} calendar dates either way)")
+    return dates
+
+
 def _daytimes(value) -> tuple:
     items = value if isinstance(value, list) else [value]
     if not items:
@@ -620,8 +660,8 @@ class _WallClock(Schedule):
         return {
             "tz": f.take("tz", _zone_name, "UTC"),
             "calendar": f.take("calendar", lambda v: _calendar(v, calendars), ALL),
-            "date_shift": f.take("date_shift", _whole_days, 0),
-            "cal_shift": f.take("cal_shift", _whole_days, 0),
+            "date_shift": f.take("date_shift", _date_shift, 0),
+            "cal_shift": f.take("cal_shift", _cal_shift, 0),
             "dst": f.take("dst", parse_dst, None),
         }
 
@@ -718,7 +758,9 @@ class DailySchedule(_WallClock):
         return f"daily at {at}" + self._describe_common()
 
     def times(self, start):
-        start = _as_utc(start)
+        return _until_out_of_range(self._times(_as_utc(start)))
+
+    def _times(self, start):
         zone = get_tz(self.tz)
         gap, repeat = self._dst_choice()
         for t, (nominal, daytime) in _resolve(
@@ -758,8 +800,8 @@ def _window_end(value) -> WindowEnd:
     if not isinstance(value, dict):
         return WindowEnd(parse_daytime(value))
     f = Fields(value, "daytime or mapping")
-    end = WindowEnd(f.take("daytime", parse_daytime), f.take("date_shift", _whole_days, 0),
-                    f.take("cal_shift", _whole_days, 0))
+    end = WindowEnd(f.take("daytime", parse_daytime), f.take("date_shift", _date_shift, 0),
+                    f.take("cal_shift", _cal_shift, 0))
     f.done()
     return end
 
@@ -810,12 +852,17 @@ class DailyIntervalSchedule(_WallClock):
         return {"start": self.start.to_jso(), "stop": self.stop_at.to_jso(),
                 "interval": self.interval, **self._jso_common()}
 
+    def shortest_interval(self):
+        return self.interval
+
     def describe(self):
         return (f"every {format_duration(self.interval)} from {self.start.describe()} "
                 f"to {self.stop_at.describe()}" + self._describe_common())
 
     def times(self, start):
-        start = _as_utc(start)
+        return _until_out_of_range(self._times(_as_utc(start)))
+
+    def _times(self, start):
         zone = get_tz(self.tz)
         gap, repeat = self._dst_choice()
         for t, (nominal, daytime) in _resolve(
@@ -847,7 +894,7 @@ class DailyIntervalSchedule(_WallClock):
                 yield n, (nominal, n.time())
                 n += step
 
-        active, seq = [], 0
+        active, seq, empty = [], 0, 0
         for nominal, w0, w1 in self._windows(begin):
             while active and active[0][0] < w0:
                 yield from _advance(active)
@@ -856,6 +903,19 @@ class DailyIntervalSchedule(_WallClock):
             if first is not None:
                 heapq.heappush(active, (first[0], seq, first[1], it))
                 seq += 1
+                empty = 0
+            else:
+                empty += 1
+                if empty >= _EMPTY_WINDOWS and not active:
+                    return  # the shifts leave no window open: nothing more is due
+
+
+def _until_out_of_range(items):
+    """``items`` until computing the next one leaves the range of dates (year 9999): no later times."""
+    try:
+        yield from items
+    except OverflowError:
+        return
 
 
 def _advance(active):
@@ -958,7 +1018,9 @@ class CronSchedule(Schedule):
         return gap, repeat
 
     def times(self, start):
-        start = _as_utc(start)
+        return _until_out_of_range(self._times(_as_utc(start)))
+
+    def _times(self, start):
         zone = get_tz(self.tz)
         gap, repeat = self.dst_choice()
         # cronsim yields wall-clock times strictly after the one it is given.
@@ -986,6 +1048,9 @@ def _explicit_times(value, tz) -> tuple:
             # A time without a zone parses differently with another default zone.
             if tz is None and parse_time(v, probe) != t:
                 raise ValueError(f"no time zone in {_show(v)}; add one or give tz:")
+            if not EXPLICIT_FIRST_YEAR <= t.year <= EXPLICIT_LAST_YEAR:
+                raise ValueError(f"out of range: {_show(v)} (times must be in the years "
+                                 f"{EXPLICIT_FIRST_YEAR} to {EXPLICIT_LAST_YEAR})")
             out.add(t)
         except ValueError as exc:
             problems.append((f"[{i}]", str(exc)))

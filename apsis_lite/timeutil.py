@@ -5,6 +5,7 @@ code, float epoch seconds in SQLite, ISO 8601 with a ``Z`` in the API.
 Local zones are used only to compute schedules and to format for people.
 """
 
+import math
 import re
 import time as _time
 from datetime import date, datetime, time as dtime, timedelta, timezone
@@ -59,11 +60,21 @@ def parse_time(text, tz=UTC) -> datetime:
     """Parse an absolute time, or ``now``; a time without a zone is in ``tz``.
 
     Accepts ISO 8601 and the forms dateutil understands, a ``datetime``, or
-    epoch seconds. Raises ValueError naming the text it could not read.
+    epoch seconds. Raises ValueError naming the text it could not read, or
+    saying that it is out of the range of dates (years 1 to 9999).
     """
+    try:
+        return _parse_time(text, tz)
+    except (OverflowError, OSError):  # epoch seconds or a local time past datetime's range
+        raise ValueError(f"not a time: {text!r} (out of range)") from None
+
+
+def _parse_time(text, tz):
     if isinstance(text, datetime):
         dt = text
     elif isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not math.isfinite(text):
+            raise ValueError(f"not a time: {text!r}")
         return from_epoch(float(text))
     elif isinstance(text, date):
         dt = datetime(text.year, text.month, text.day)
@@ -99,18 +110,33 @@ _UNITS = {
 }
 _PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.I)
 
+# The longest duration anything accepts: schedules, timeouts and settings
+# stay far inside the range of dates, and their arithmetic cannot overflow.
+MAX_DURATION = 100 * 365 * 86400.0
+MAX_DURATION_TEXT = "100 years"
+
 
 def parse_duration(value) -> float:
     """Seconds from a number or text such as ``30s``, ``10 min``, ``1.5h``, ``1h 30m``.
 
-    A bare number is seconds. Raises ValueError naming the bad text.
+    A bare number is seconds. Raises ValueError naming the bad text; a
+    duration longer than MAX_DURATION (100 years) is an error too.
     """
+    seconds = _parse_duration(value)
+    if not seconds <= MAX_DURATION:  # also NaN
+        raise ValueError(f"too long: {value!r} (at most {MAX_DURATION_TEXT})")
+    return seconds
+
+
+def _parse_duration(value) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"negative duration: {value!r}")
-        return float(value)
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError(f"not a duration: {value!r}")
+        return float(value) if value <= MAX_DURATION else math.inf
     if isinstance(value, timedelta):
         return value.total_seconds()
     if not isinstance(value, str) or not value.strip():

@@ -157,7 +157,7 @@ def test_a_hanging_webhook_delays_no_other_run(jobs_dir, running, hooks):
         program: "true"
         schedule: {type: interval, interval: 0.5s}
     """)
-    server = running(action_workers=2)
+    server = running(action_workers=2, min_interval="0.5s")
     # Four transitions each (scheduled, waiting, starting, success): far more
     # hanging webhooks than workers.
     rids = [server.post("/api/v1/runs", {"job_id": "notify"})["run_id"] for _ in range(3)]

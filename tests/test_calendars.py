@@ -88,6 +88,9 @@ def test_union_intersection_and_parentheses():
     ("- Mon", "unexpected '-'"),
     ("Narnia", "unknown calendar 'Narnia' (named calendars: DE-holidays"),
     ("", "not a calendar"),
+    ("(" * 1000 + "Mon" + ")" * 1000, "calendar expression too long: 2,003 characters (at most 1,000)"),
+    ("(" * 11 + "Mon" + ")" * 11, "calendar expression nested 11 parentheses deep (at most 10)"),
+    (" + ".join(["Mon"] * 51), "calendar expression has 51 calendars (at most 50)"),
 ])
 def test_bad_expressions(expr, message):
     with pytest.raises(CalendarError) as info:
@@ -191,3 +194,19 @@ def test_calendars_dir_setting(tmp_path):
     assert load_config(tmp_path / "c.yaml").calendars_dir.endswith("/cals")
     assert load_config().calendars_dir is None
     assert "NAME.cal" in SETTINGS["calendars_dir"].metadata["help"]
+
+
+def test_expressions_at_the_limits_work():
+    assert LIB.parse("(" * 10 + "Mon-Fri" + ")" * 10).contains(date(2026, 11, 30))
+    fifty = LIB.parse(" - ".join(["all"] + ["Sat"] * 48 + ["Sun"]))
+    assert fifty.contains(date(2026, 11, 30)) and not fifty.contains(date(2026, 11, 29))
+
+
+def test_shift_and_dates_are_bounded():
+    mon_fri = LIB.parse("Mon-Fri")
+    assert mon_fri.shift("2026-11-30", 10_000) == date(2065, 3, 30)
+    with pytest.raises(CalendarError, match="cannot shift by 10001 dates"):
+        mon_fri.shift("2026-11-30", 10_001)
+    assert len(list(mon_fri.dates("2000-01-01", "2273-10-16"))) > 70_000  # 99,999 days
+    with pytest.raises(CalendarError, match="more than 100,000 days"):
+        list(mon_fri.dates("0001-01-01", "9999-12-31"))

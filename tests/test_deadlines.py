@@ -101,6 +101,15 @@ def test_deadline_date_comes_from_the_date_arg_or_the_scheduled_time():
     assert gap.due({"date": "2027-03-14"}, T0) == parse_time("2027-03-14T07:00:00Z").timestamp()
 
 
+def test_deadline_shifts_are_bounded_and_none_falls_past_year_9999():
+    with pytest.raises(JobErrors) as exc:
+        job_from_jso({"program": "true", "deadline": {"daytime": "08:00", "date_shift": 99999999999}}, "j")
+    assert [str(e) for e in exc.value.errors] == [
+        "j: deadline.date_shift: out of range: 99999999999 (at most 3,660 days either way)"]
+    d = Deadline.from_jso({"daytime": "08:00", "date_shift": 3660})
+    assert d.due({"date": "9999-12-01"}, T0) is None
+
+
 def test_bad_deadline_and_max_duration_keys_are_reported():
     with pytest.raises(JobErrors) as exc:
         job_from_jso({"program": "true", "deadline": {"daytime": "8am", "tz": "Mars/Base"},

@@ -200,3 +200,16 @@ def test_server_rerun_until_success(server, jobs_dir, tmp_path):
     assert [r["state"] for r in group["items"]] == ["failure", "success"]
     show = server.cli("explain", group["items"][1]["run_id"])
     assert "automatic rerun 1 of 3" in show.stdout
+
+
+def test_rerun_delays_stay_within_a_hundred_years_whatever_the_backoff():
+    from apsis_lite.jobs import JobErrors, job_from_jso
+    from apsis_lite.reruns import Reruns
+    policy = Reruns.from_jso({"count": 10**6, "delay": "1s", "backoff": 1000})
+    assert policy.delay_before(1) == 1.0 and policy.delay_before(3) == 1e6
+    assert policy.delay_before(500) == policy.delay_before(10**6) == 100 * 365 * 86400.0
+    assert Reruns.from_jso({"count": 3, "backoff": 1000}).delay_before(10**6) == 0.0
+    with pytest.raises(JobErrors) as exc:
+        job_from_jso({"program": "true", "reruns": {"count": 1, "backoff": 1e308}}, "j")
+    assert [str(e) for e in exc.value.errors] == [
+        "j: reruns.backoff: expected a number from 1 to 1000, got float 1e+308"]

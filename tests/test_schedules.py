@@ -1,5 +1,6 @@
 """Schedule types: exact due times from explicit start times; no clock reads."""
 
+import time
 from datetime import datetime, timedelta, timezone
 from itertools import islice
 
@@ -475,6 +476,64 @@ def test_jitter_on_any_type():
         assert s.jitter == 120.0 and parse_schedule(s.to_jso()) == s
     assert problems({"type": "interval", "interval": 60, "jitter": "soon"}) == [
         ("jitter", "not a duration: 'soon'")]
+
+
+# --- bounds: every value that loads has due times that can be computed ----------------
+
+@pytest.mark.parametrize("jso, key, message", [
+    ({"type": "interval", "interval": 1e308}, "interval", "too long: 1e+308 (at most 100 years)"),
+    ({"type": "interval", "interval": float("nan")}, "interval", "not a duration: nan"),
+    ({"type": "interval", "interval": "36501 days"}, "interval", "too long: '36501 days' (at most 100 years)"),
+    ({"type": "interval", "interval": 60, "jitter": float("inf")}, "jitter", "too long: inf (at most 100 years)"),
+    ({"type": "daily", "daytime": "12:00", "date_shift": 3661}, "date_shift",
+     "out of range: 3661 (at most 3,660 days either way)"),
+    ({"type": "daily", "daytime": "12:00", "cal_shift": -367}, "cal_shift",
+     "out of range: -367 (at most 366 calendar dates either way)"),
+    ({"type": "daily-interval", "start": {"daytime": "10:00", "date_shift": 99999999999},
+      "stop": "11:00", "interval": 60}, "start.date_shift",
+     "out of range: 99999999999 (at most 3,660 days either way)"),
+    ({"type": "explicit", "times": [1e30]}, "times[0]", "not a time: 1e+30 (out of range)"),
+    ({"type": "explicit", "times": ["1969-12-31T23:59:59Z"]}, "times[0]",
+     "out of range: '1969-12-31T23:59:59Z' (times must be in the years 1970 to 9999)"),
+])
+def test_values_past_the_bounds_are_refused(jso, key, message):
+    assert problems(jso) == [(key, message)]
+
+
+@pytest.mark.parametrize("jso", [
+    {"type": "interval", "interval": "36500 days"},
+    {"type": "interval", "interval": 7},
+    {"type": "daily", "daytime": "23:30", "tz": "Pacific/Kiritimati", "date_shift": 3660},
+    {"type": "daily", "daytime": "00:30", "tz": "Pacific/Pago_Pago", "date_shift": -3660,
+     "calendar": "Mon-Fri", "cal_shift": 366},
+    {"type": "daily-interval", "start": "22:00", "stop": {"daytime": "02:00", "date_shift": 1},
+     "interval": "1h", "tz": "America/New_York"},
+    {"type": "cron", "expr": "0 0 29 2 *", "tz": "Asia/Tokyo"},
+    {"type": "cron", "expr": "* * * * * *"},
+    {"type": "explicit", "times": ["9999-12-31T23:59:59Z"]},
+])
+def test_times_end_at_the_last_date_instead_of_raising(jso):
+    s = parse_schedule(jso)
+    for start in (utc(9999, 12, 31, 23), utc(9999, 12, 25), utc(9990, 1, 1)):
+        times = due(s, start, 100_000 if jso["type"] == "cron" else 5_000)
+        assert all(start <= t <= utc(9999, 12, 31, 23, 59, 59, 999999) for t in times)
+        assert times == sorted(set(times))
+
+
+def test_a_daily_interval_whose_windows_never_open_has_no_times():
+    # Each window starts at 10:00 on the next calendar date and stops at 09:00
+    # on the next day, which is never later: no window ever opens.
+    never = parse_schedule({"type": "daily-interval", "calendar": "Mon-Fri", "interval": "1h",
+                            "start": {"daytime": "10:00", "cal_shift": 1},
+                            "stop": {"daytime": "09:00", "date_shift": 1}})
+    t0 = time.monotonic()
+    assert due(never, utc(2026, 11, 30), 5) == []
+    assert time.monotonic() - t0 < 2
+    fridays_only = parse_schedule({"type": "daily-interval", "calendar": "Mon-Fri", "interval": "1h",
+                                   "start": {"daytime": "10:00", "date_shift": 3},
+                                   "stop": {"daytime": "12:00", "cal_shift": 1}})
+    assert iso(fridays_only, utc(2026, 11, 30), 3) == [  # the windows of Fridays, on Mondays
+        "2026-11-30T10:00:00Z", "2026-11-30T11:00:00Z", "2026-12-07T10:00:00Z"]
 
 
 # --- properties -------------------------------------------------------------------

@@ -7,7 +7,7 @@ import time
 from conftest import write_job
 
 
-def test_interval_job_runs_repeatedly_with_output(server, jobs_dir):
+def test_interval_job_runs_repeatedly_with_output(running, jobs_dir):
     write_job(jobs_dir, "tick", """
         params: [time]
         program: "echo tick at {{ time }}"
@@ -15,7 +15,7 @@ def test_interval_job_runs_repeatedly_with_output(server, jobs_dir):
           type: interval
           interval: 0.5s
     """)
-    server.start()
+    server = running(min_interval="0.5s")  # shorter than the default minimum, 1 s
     def three_done():
         done = [r for r in server.runs("tick") if r["state"] == "success"]
         return done if len(done) >= 3 else None
