@@ -273,6 +273,66 @@ def test_stop_escalates_to_sigkill(start):
     wait_for(lambda: process_gone(program))
 
 
+# A program that leaves a grandchild ignoring SIGTERM in its group, writes the
+# grandchild's pid, and itself dies on SIGTERM (dash's ``wait`` is interrupted).
+STUBBORN_GRANDCHILD = "sh -c 'trap \"\" TERM; exec sleep 100' & echo $!; wait"
+
+
+def stubborn_program(run_dir):
+    """(program pid, grandchild pid) once the program above is under way."""
+    grandchild = int(wait_for(lambda: output_of(run_dir).strip()))
+    wait_for(lambda: read_json(run_dir, "pid.json"))
+    program = read_json(run_dir, "pid.json")["pid"]
+    # Until the grandchild has run ``trap``, SIGTERM would still kill it.
+    wait_for(lambda: Path(f"/proc/{grandchild}/cmdline").read_bytes().startswith(b"sleep"))
+    return program, grandchild
+
+
+def test_stop_kills_what_the_program_leaves_in_its_group(start):
+    run_dir = start("r1", ["sh", "-c", STUBBORN_GRANDCHILD])
+    program, grandchild = stubborn_program(run_dir)
+
+    stopped_at = time.monotonic()
+    assert request_stop(run_dir, "TERM", 1.0) is True
+    wait_for(lambda: process_gone(program))
+    time.sleep(0.3)  # The program is gone, the grace period is not over...
+    assert not process_gone(grandchild)
+    assert read_json(run_dir, "result.json") is None  # ...so the run is not over.
+    assert is_alive(run_dir)
+
+    result = wait_result(run_dir)
+    assert process_gone(grandchild)
+    assert 1.0 <= time.monotonic() - stopped_at < 6
+    assert result["stopped"] is True
+    assert result["signal"] == "SIGTERM"  # The program's own end.
+    assert result["group_killed"] == 1
+    assert result["group_left"] == 0
+    assert result["elapsed"] >= 1.0  # It ends when its group does.
+
+
+def test_timeout_kills_what_the_program_leaves_in_its_group(start):
+    run_dir = start("r1", ["sh", "-c", STUBBORN_GRANDCHILD],
+                    timeout={"duration": 0.5, "signal": "SIGTERM"},
+                    stop={"signal": "SIGTERM", "grace_period": 0.5})
+    program, grandchild = stubborn_program(run_dir)
+    result = wait_result(run_dir)
+    assert process_gone(program) and process_gone(grandchild)
+    assert result["timed_out"] is True
+    assert result["signal"] == "SIGTERM"
+    assert result["group_killed"] == 1
+    assert 1.0 <= result["elapsed"] < 6
+
+
+def test_stop_does_not_wait_for_a_group_that_obeys(start):
+    run_dir = start("r1", ["sh", "-c", "sleep 100 & echo $!; wait"])
+    grandchild = int(wait_for(lambda: output_of(run_dir).strip()))
+    assert request_stop(run_dir, "TERM", 30) is True
+    result = wait_result(run_dir, timeout=10)
+    assert process_gone(grandchild)
+    assert result["group_killed"] == 0
+    assert result["elapsed"] < 5
+
+
 def test_stop_requested_before_the_run_started(client, tmp_path):
     run_dir = str(tmp_path / "runs" / "r1")
     write_spec(run_dir, make_spec("r1", ["sleep", "100"]))
