@@ -1556,6 +1556,10 @@ def main(argv: list[str] | None = None) -> int:
 # Client, used by the server.
 # ---------------------------------------------------------------------------
 
+#: Pause between tries of a request whose connection broke (after the first).
+RETRY_PAUSE = 0.02
+
+
 class AgentError(Exception):
     """The agent could not be reached, started, or refused a request."""
 
@@ -1567,14 +1571,15 @@ class AgentClient:
     cooperative lock), is reopened when broken. Holding it open also keeps
     the agent from exiting as idle while the server is up.
 
-    A request whose connection broke is retried once, on a new connection
-    (starting a new agent if needed). For ``start`` that is safe because of
-    the claim: if the first attempt did reach the agent, the retry either
-    fails with "already claimed" or forks a second shepherd that loses the
-    lock or the claim and exits. So on AgentError the run folder is the
-    truth: if ``spec.claimed.json`` exists the run started, otherwise
-    ``revoke`` it or try again; and the authoritative shepherd pid is always
-    the one in shepherd.json.
+    A request whose connection broke is tried again on a new connection
+    (starting a new agent if needed), for up to ``spawn_timeout`` seconds
+    (see ``_try_again``). For ``start`` that is safe because of the claim:
+    if a try did reach the
+    agent, the next one either fails with "already claimed" or forks a
+    second shepherd that loses the lock or the claim and exits. So on
+    AgentError the run folder is the truth: if ``spec.claimed.json`` exists
+    the run started, otherwise ``revoke`` it or try again; and the
+    authoritative shepherd pid is always the one in shepherd.json.
     """
 
     def __init__(
@@ -1617,15 +1622,16 @@ class AgentClient:
         the first reply is read, so the agent forks back to back instead of
         waiting a round trip per run. Returns, in order, a shepherd pid or an
         AgentError for each. Requests lost with a broken connection are sent
-        again once (a second start of a run that did start is refused by the
-        claim, so the program still runs once).
+        again (see ``_try_again``; a second start of a run that did start is
+        refused by the claim, so the program still runs once).
         """
         results: dict[int, object] = {}
         pending = list(range(len(run_dirs)))
+        deadline = time.monotonic() + self.spawn_timeout
         with self._lock:
-            for attempt in (1, 2):
-                if not pending:
-                    break
+            attempt = 0
+            while pending:
+                attempt += 1
                 lines = b"".join(
                     json.dumps({"op": "start", "run_dir": os.path.abspath(run_dirs[i])}).encode() + b"\n"
                     for i in pending)
@@ -1642,7 +1648,7 @@ class AgentClient:
                             results[i] = AgentError(str(error))
                 except (OSError, ValueError, AgentError) as exc:
                     self._disconnect()
-                    if attempt == 2 or isinstance(exc, (TimeoutError, AgentError)):
+                    if not self._try_again(exc, attempt, deadline):
                         for i in pending:
                             results[i] = AgentError(f"agent connection failed: {exc}")
                         pending = []
@@ -1663,8 +1669,11 @@ class AgentClient:
 
     def _request(self, message: dict) -> dict:
         line = json.dumps(message).encode() + b"\n"
+        deadline = time.monotonic() + self.spawn_timeout
         with self._lock:
-            for attempt in (1, 2):
+            attempt = 0
+            while True:
+                attempt += 1
                 sock = self._connection()
                 try:
                     sock.sendall(line)
@@ -1675,12 +1684,32 @@ class AgentClient:
                     raise AgentError(f"agent did not answer within {self.reply_timeout}s") from exc
                 except (OSError, ValueError) as exc:
                     self._disconnect()
-                    if attempt == 2:
+                    if not self._try_again(exc, attempt, deadline):
                         raise AgentError(f"agent connection failed: {exc}") from exc
         if not isinstance(reply, dict) or not reply.get("ok"):
             error = reply.get("error") if isinstance(reply, dict) else reply
             raise AgentError(str(error))
         return reply
+
+    def _try_again(self, exc: Exception, attempt: int, deadline: float) -> bool:
+        """Whether to send a request again after its connection broke.
+
+        The first try often meets a connection whose agent has died since
+        the last request: the second, at once, reaches a new agent. But a new
+        connection made just as an agent dies can still reach its listening
+        socket, which the kernel may close only after the connections it
+        resets (kill -9 in a benchmark showed it), and a new agent may be
+        killed too: so tries go on, a little apart, until ``deadline``. No
+        answer in time, or no agent that could be started, ends them.
+        """
+        if isinstance(exc, (TimeoutError, AgentError)):
+            return False
+        if attempt == 1:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(RETRY_PAUSE)
+        return True
 
     def _read_reply(self, sock: socket.socket):
         while b"\n" not in self._buf:

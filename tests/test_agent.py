@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -699,6 +701,55 @@ def test_many_clients_at_once(client, state_dir, tmp_path):
     finally:
         for other in others:
             other.close()
+
+
+# An agent that dies, as under kill -9, with the first request it reads
+# unanswered, as many times as ``crashes-left`` in its state folder says;
+# then the real agent.
+CRASHING_AGENT = """
+import os, socket, sys
+state_dir = sys.argv[-1]
+counter = os.path.join(state_dir, "crashes-left")
+left = int(open(counter).read())
+if left <= 0:
+    from apsis_lite.agent import main
+    sys.exit(main([state_dir]))
+open(counter, "w").write(str(left - 1))
+path = os.path.join(state_dir, "agent.sock")
+if os.path.exists(path):
+    os.unlink(path)
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(path)
+listener.listen(8)
+conn, _ = listener.accept()
+conn.recv(65536)
+os._exit(9)
+"""
+
+
+@pytest.mark.parametrize("crashes", [1, 2])
+def test_start_survives_agents_that_die_one_after_the_other(crashes):
+    # The first try meets an agent that dies (and the second too): a later
+    # one, on a new agent, starts the runs, each once.
+    base = tempfile.mkdtemp(prefix="al-crash-", dir="/tmp")  # Short: a socket path.
+    state_dir = os.path.join(base, "agent")
+    os.makedirs(state_dir)
+    Path(state_dir, "crashes-left").write_text(str(crashes))
+    client = AgentClient(state_dir, [sys.executable, "-c", CRASHING_AGENT], env=agent_env())
+    try:
+        run_dirs = []
+        for i in range(3):
+            run_dirs.append(os.path.join(base, "runs", f"r{i}"))
+            write_spec(run_dirs[-1], make_spec(f"r{i}", ["echo", str(i)]))
+        results = client.start_many(run_dirs)
+        assert all(isinstance(pid, int) for pid in results), results
+        assert Path(state_dir, "crashes-left").read_text() == "0"
+        for i, run_dir in enumerate(run_dirs):
+            assert wait_result(run_dir)["exit_code"] == 0
+            assert output_of(run_dir) == f"{i}\n".encode()
+    finally:
+        terminate_agent(client)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_agent_rejects_bad_requests(client, state_dir):
