@@ -81,17 +81,26 @@ class Chaos:
 
     def __init__(self, server, rng, max_down):
         self.server = server
+        # What was killed when, for a look at the server's and agent's logs.
+        self.log = open(os.path.join(server.data_dir, "soak-kills.log"), "a")
         self.rng = rng
         self.max_down = max_down
         self.kills = collections.Counter()
         self.downtime = 0.0
         self.killed_runs = set()  # Run ids whose shepherd we killed.
 
+    def _record(self, what, pid, detail=""):
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
+        self.log.write(f"{stamp} SIGKILL {what} {pid} {detail}\n")
+        self.log.flush()
+
     def kill_server(self):
         self.server.proc.send_signal(signal.SIGKILL)
         self.server.proc.wait()
         self.kills["server"] += 1
         down = self.rng.uniform(0, self.max_down)
+        self._record("server", self.server.proc.pid, f"down {down:.2f} s")
         t0 = time.monotonic()
         time.sleep(down)
         self.restart_server()
@@ -119,6 +128,7 @@ class Chaos:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
             self.kills["agent"] += 1
+            self._record("agent", pid)
 
     def kill_shepherds(self):
         live = []
@@ -136,6 +146,7 @@ class Chaos:
                 os.kill(pid, signal.SIGKILL)
                 self.kills["shepherd"] += 1
                 self.killed_runs.add(run_id)
+                self._record("shepherd", pid, run_id)
 
     def run(self, seconds, server_every, agent_every, shepherd_every):
         end = time.monotonic() + seconds
@@ -277,6 +288,8 @@ def main():
                         help="mean seconds between shepherd kills (0: never; default 3)")
     parser.add_argument("--max-down", type=float, default=3.0,
                         help="the server stays down a random time up to this (default 3 s)")
+    parser.add_argument("--max-age", type=float,
+                        help="the server's max_age: missed slots older than this are skipped (default 3600)")
     parser.add_argument("--settle", type=float, default=30.0,
                         help="seconds left undisturbed after the chaos before checking (default 30)")
     parser.add_argument("--stuck-after", type=float, default=20.0,
@@ -285,8 +298,9 @@ def main():
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else int(time.time())
     rng = random.Random(seed)
-    note(f"seed {seed}; {args.jobs} jobs; {args.minutes:g} min; kills every ~{args.server_every:g} s "
-         f"(server), ~{args.agent_every:g} s (agent), ~{args.shepherd_every:g} s (shepherds)")
+    every = ", ".join(f"{what} {f'every ~{mean:g} s' if mean > 0 else 'never'}" for what, mean in (
+        ("server", args.server_every), ("agent", args.agent_every), ("shepherds", args.shepherd_every)))
+    note(f"seed {seed}; {args.jobs} jobs; {args.minutes:g} min; kills: {every}")
 
     jobs_dir, data_dir = tmpdir("sj"), tmpdir("sd")
     ledger = os.path.join(data_dir, "ledger")
@@ -296,7 +310,7 @@ def main():
         intervals[job_id] = 1 + i % 2
         write_job(jobs_dir, job_id, JOB.format(ledger=ledger, interval=intervals[job_id],
                                                sleep=f"0.{2 * (i % 5) + 1}"))
-    server = Server(jobs_dir, data_dir)
+    server = Server(jobs_dir, data_dir, config={"max_age": args.max_age} if args.max_age else None)
     ok = False
     try:
         server.start()
@@ -316,7 +330,7 @@ def main():
         figure("soak_server_kills", chaos.kills["server"], f"(down {chaos.downtime:.1f} s in all)")
         figure("soak_agent_kills", chaos.kills["agent"])
         figure("soak_shepherd_kills", chaos.kills["shepherd"])
-        figure("soak_runs", counts["runs"], "in the database")
+        figure("soak_runs", counts["runs"], "in the database (with those planned ahead)")
         figure("soak_slots_checked", counts["slots"], f"(ledger: {counts['ledger_lines']} starts)")
         figure("soak_success", counts["success"])
         figure("soak_error", counts["error"],
