@@ -49,6 +49,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 
 from common import Server, cleanup, figure, note, pct, tmpdir, write_job
@@ -79,8 +80,9 @@ def proc_start_time(pid):
 class Chaos:
     """Sends SIGKILL to the server, the agent and shepherds of one data folder, and counts."""
 
-    def __init__(self, server, rng, max_down):
+    def __init__(self, server, rng, max_down, early):
         self.server = server
+        self.early = early
         # What was killed when, for a look at the server's and agent's logs.
         self.log = open(os.path.join(server.data_dir, "soak-kills.log"), "a")
         self.rng = rng
@@ -103,8 +105,39 @@ class Chaos:
         self._record("server", self.server.proc.pid, f"down {down:.2f} s")
         t0 = time.monotonic()
         time.sleep(down)
+        while self.rng.random() < self.early:
+            self.kill_while_starting()
         self.restart_server()
         self.downtime += time.monotonic() - t0
+
+    def kill_while_starting(self):
+        """Start the server and kill it again within its first second: during
+        its recovery, or just after it first answers."""
+        delay = self.rng.uniform(0, 1.0)
+        holder = {}
+
+        def killer():
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 30:
+                proc = self.server.proc
+                if proc is not None:
+                    time.sleep(max(0.0, delay - (time.monotonic() - t0)))
+                    holder["pid"] = proc.pid
+                    proc.send_signal(signal.SIGKILL)
+                    return
+                time.sleep(0.001)
+
+        thread = threading.Thread(target=killer)
+        self.server.proc = None
+        thread.start()
+        with contextlib.suppress(RuntimeError):  # It died before it answered.
+            self.restart_server()
+        thread.join()
+        if self.server.proc is not None:
+            self.server.proc.wait()
+        self.kills["server"] += 1
+        self.kills["server_starting"] += 1
+        self._record("server", holder.get("pid"), f"{delay:.2f} s after it was started")
 
     def restart_server(self):
         with contextlib.suppress(Exception):
@@ -290,6 +323,9 @@ def main():
                         help="the server stays down a random time up to this (default 3 s)")
     parser.add_argument("--max-age", type=float,
                         help="the server's max_age: missed slots older than this are skipped (default 3600)")
+    parser.add_argument("--early", type=float, default=0.25,
+                        help="after a server kill, the chance that the restarted server is killed again "
+                             "within its first second (repeatedly; default 0.25)")
     parser.add_argument("--settle", type=float, default=30.0,
                         help="seconds left undisturbed after the chaos before checking (default 30)")
     parser.add_argument("--stuck-after", type=float, default=20.0,
@@ -314,7 +350,7 @@ def main():
     ok = False
     try:
         server.start()
-        chaos = Chaos(server, rng, args.max_down)
+        chaos = Chaos(server, rng, args.max_down, args.early)
         chaos.run(args.minutes * 60, args.server_every, args.agent_every, args.shepherd_every)
         chaos_end = time.time()
         note(f"chaos over; {args.settle:g} s to settle")
@@ -327,7 +363,8 @@ def main():
             args.stuck_after, chaos.killed_runs)
 
         figure("soak_minutes", args.minutes, "min of chaos", fmt="{:g}")
-        figure("soak_server_kills", chaos.kills["server"], f"(down {chaos.downtime:.1f} s in all)")
+        figure("soak_server_kills", chaos.kills["server"],
+               f"({chaos.kills['server_starting']} in its first second; down {chaos.downtime:.1f} s in all)")
         figure("soak_agent_kills", chaos.kills["agent"])
         figure("soak_shepherd_kills", chaos.kills["shepherd"])
         figure("soak_runs", counts["runs"], "in the database (with those planned ahead)")
