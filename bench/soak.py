@@ -303,6 +303,20 @@ def check(db_path, ledger_path, intervals, chaos_end, stopped_at, stuck_after, k
     return counts, problems, reasons, lateness, integrity
 
 
+def log_complaints(data_dir):
+    """Counter of the WARNING and ERROR lines (timestamps and numbers blanked)
+    in the server's and the agent's logs: not failures by themselves, but
+    worth a look."""
+    found = collections.Counter()
+    for name in ("bench-server.log", os.path.join("agent", "agent.log")):
+        with contextlib.suppress(OSError), open(os.path.join(data_dir, name), errors="replace") as f:
+            for line in f:
+                if " WARNING " in line or " ERROR " in line or line.startswith("Traceback"):
+                    text = line.split(" ", 2)[-1] if line[:2].isdigit() else line
+                    found[" ".join("N" if any(c.isdigit() for c in w) else w for w in text.split())[:140]] += 1
+    return found
+
+
 def _reason(message):
     """A message without its run-specific details, to count reasons."""
     text = (message or "").split(":")[0] if message and message.startswith("missed") else (message or "")
@@ -384,6 +398,10 @@ def main():
             for line in problems[name][:20]:
                 note(f"{name}: {line}")
         figure("soak_integrity_check", " ".join(integrity))
+        complaints = log_complaints(data_dir)
+        figure("soak_log_warnings_and_errors", sum(complaints.values()), "(server and agent logs; not checked)")
+        for text, n in complaints.most_common(10):
+            note(f"{n} x {text}")
         ok = not any(problems.values()) and integrity == ["ok"]
         figure("soak_result", "PASS" if ok else "FAIL")
     finally:
