@@ -161,6 +161,14 @@ MAX_RUNS_PER_SHEPHERD = 500
 DRAIN_TIMEOUT = 0.2
 #: Largest single read from the output pipe; also the most output held in RAM.
 READ_CHUNK = 65536
+#: After a stop or a timeout, how often the program's process group is looked
+#: at while members remain: first after SETTLE_POLL_MIN, doubling up to
+#: SETTLE_POLL_MAX (each look reads /proc, a few ms with many processes).
+SETTLE_POLL_MIN = 0.005
+SETTLE_POLL_MAX = 0.25
+#: How long members SIGKILLed are waited for (one in uninterruptible sleep
+#: dies only when its system call ends) before the result is written anyway.
+KILL_WAIT = 5.0
 
 
 # ---------------------------------------------------------------------------
@@ -304,6 +312,32 @@ def proc_start_time(pid: int) -> int | None:
         return int(fields[22 - 3])
     except (ValueError, IndexError):
         return None
+
+
+def group_members(pgid: int) -> list[int]:
+    """The living processes (zombies aside) whose process group is ``pgid``.
+
+    There is no system call for this: it reads /proc/<pid>/stat of every
+    process (a few ms for a few hundred processes). Only threads' leaders
+    are listed there, which is enough: threads share their leader's group.
+    """
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as file:
+                data = file.read()
+        except OSError:  # Gone meanwhile.
+            continue
+        # Fields after the command name: state (3), ppid (4), pgrp (5).
+        fields = data[data.rfind(b")") + 2:].split(None, 3)
+        try:
+            if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                members.append(int(name))
+        except (ValueError, IndexError):
+            continue
+    return members
 
 
 def _same_process(info: dict | None) -> int | None:
@@ -597,6 +631,13 @@ class _Shepherd:
     outcome. The shepherd waits in ``poll`` on the output pipe and a wakeup
     pipe fed by SIGCHLD/SIGTERM, with a timeout set to the next deadline, so
     an idle shepherd costs no CPU.
+
+    A stop or a timeout is over only when the program's whole process group
+    is: if the program exits on the stop signal but others in its group do
+    not, the shepherd sends the group SIGKILL at the end of the grace period
+    and writes the result once the group is empty (see ``_settle_group``).
+    A program that exits by itself is recorded at once, and what it left in
+    the background keeps running, as under cron.
     """
 
     def __init__(self, run_dir: str):
@@ -608,6 +649,9 @@ class _Shepherd:
         self.wake_r = self.wake_w = -1
         self.pid: int | None = None  # The program; also its pgid.
         self.out_r: int | None = None
+        # The program has exited; its wait status is collected (``status``)
+        # at once, or during a stop or timeout only once its group is empty.
+        self.exited = False
         self.status: int | None = None
         self.rusage = None
         self.start_wall = time.time()
@@ -616,8 +660,11 @@ class _Shepherd:
         self.end_mono: float | None = None
         self.timeout_deadline: float | None = None
         self.kill_deadline: float | None = None
+        self.killed_at: float | None = None  # When the group was sent SIGKILL.
         self.timed_out = False
         self.stopped = False
+        self.group_killed = 0  # Processes left in the group after the program, SIGKILLed.
+        self.group_left = 0  # Of those, still there KILL_WAIT later.
 
     def _path(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
@@ -692,6 +739,9 @@ class _Shepherd:
             # A stop requested before we had a program to signal.
             self._stop()
         self._supervise()
+        if self.status is None:  # It exited during a stop or a timeout.
+            self._settle_group()
+            self._reap(blocking=True)
         self._drain()
         return self._finish(None)
 
@@ -775,7 +825,7 @@ class _Shepherd:
         poller = select.poll()
         poller.register(self.wake_r, select.POLLIN)
         poller.register(self.out_r, select.POLLIN)
-        while self.status is None:
+        while not self.exited:
             for fd, _ in poller.poll(self._poll_timeout_ms()):
                 if fd == self.wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -810,13 +860,24 @@ class _Shepherd:
 
     def _handle_signals(self) -> None:
         pending, self.pending = self.pending, set()
-        if signal.SIGCHLD in pending:
-            self._reap(blocking=False)
         # A reused shepherd may get a SIGTERM meant for an earlier run of its;
         # only a stop.json in this run's folder makes it a stop of this run.
+        # Handled before SIGCHLD: a stop that crossed the program's exit
+        # still reaches what the program left in its group.
         if (signal.SIGTERM in pending and self.status is None
                 and os.path.exists(self._path(STOP))):
             self._stop()
+        if signal.SIGCHLD in pending and not self.exited:
+            if self.stopped or self.timed_out:
+                # Note the exit but leave the zombie: see _settle_group.
+                if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    self._note_exit()
+            else:
+                self._reap(blocking=False)
+
+    def _note_exit(self) -> None:
+        self.exited = True
+        self.end_wall, self.end_mono = time.time(), time.monotonic()
 
     def _reap(self, blocking: bool) -> None:
         if self.status is not None:
@@ -825,7 +886,8 @@ class _Shepherd:
         if pid == 0:
             return
         self.status, self.rusage = status, rusage
-        self.end_wall, self.end_mono = time.time(), time.monotonic()
+        if not self.exited:
+            self._note_exit()
 
     def _stop(self) -> None:
         """Carry out stop.json (or the spec's stop) on the process group."""
@@ -848,13 +910,19 @@ class _Shepherd:
         now = time.monotonic()
         if self.timeout_deadline is not None and now >= self.timeout_deadline:
             self.timeout_deadline = None
-            if self.status is None:
+            if not self.exited:
                 log.info("%s: timed out", self.spec["run_id"])
                 self.timed_out = True
                 self._signal_group(self.spec["timeout_signal"])
                 self._arm_kill(self.spec["stop_grace"])
         if self.kill_deadline is not None and time.monotonic() >= self.kill_deadline:
             self.kill_deadline = None
+            if self.exited:
+                self.group_killed = len(group_members(self.pid))
+                if self.group_killed:
+                    log.info("%s: SIGKILL to %d processes left in the group after the grace period",
+                             self.spec["run_id"], self.group_killed)
+            self.killed_at = time.monotonic()
             self._signal_group(signal.SIGKILL)
 
     def _arm_kill(self, grace: float) -> None:
@@ -863,10 +931,71 @@ class _Shepherd:
             self.kill_deadline = deadline
 
     def _signal_group(self, sig: int) -> None:
-        # Never after the reap: the pgid could then name someone else's group.
+        # Never after the reap: the pgid could then name someone else's group
+        # (see _settle_group). Until then the program, alive or a zombie,
+        # holds its pid, so the group's number is ours.
         if self.status is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
+
+    def _settle_group(self) -> None:
+        """The program exited during a stop or a timeout: wait until the rest
+        of its process group is gone, sending it SIGKILL when the grace period
+        ends, before the result says the run is over.
+
+        Why the group can be signalled safely: the program's pid is its group's
+        number (and its session's), and Linux never hands out a pid again
+        while any process still uses it as its pid, group or session. The
+        program is not reaped until we are done (``waitid`` with WNOWAIT saw
+        its exit), so its zombie keeps the number ours throughout: ``killpg``
+        reaches only our group, and every process /proc shows in that group
+        is one of the program's. Once reaped with its group empty, the number
+        is free and could be a stranger's group a moment later.
+
+        Members leave no event to wait on (they are not our children), so
+        /proc is looked at after growing pauses, and promptly after SIGKILL.
+        The output pipe is read meanwhile: a member may still write to it.
+        """
+        poller = select.poll()
+        poller.register(self.wake_r, select.POLLIN)
+        if self.out_r is not None:
+            poller.register(self.out_r, select.POLLIN)
+        pause = SETTLE_POLL_MIN
+        waited = False
+        while True:
+            members = group_members(self.pid)
+            if not members:
+                break
+            now = time.monotonic()
+            if self.killed_at is not None and now >= self.killed_at + KILL_WAIT:
+                self.group_left = len(members)
+                log.warning("%s: %d processes of the group still there %.0fs after SIGKILL: %s",
+                            self.spec["run_id"], len(members), KILL_WAIT, members)
+                break
+            if not waited:
+                log.info("%s: program exited; waiting for %d more processes in its group",
+                         self.spec["run_id"], len(members))
+                waited = True
+            wait = pause
+            for deadline in (self.kill_deadline,
+                             None if self.killed_at is None else self.killed_at + KILL_WAIT):
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - now))
+            for fd, _ in poller.poll(int(wait * 1000) + 1):
+                if fd == self.wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self.wake_r, 4096):
+                            pass
+                elif fd == self.out_r and not self._read_output():
+                    poller.unregister(self.out_r)
+                    os.close(self.out_r)
+                    self.out_r = None
+            killed_at = self.killed_at
+            self._handle_signals()
+            self._check_deadlines()
+            pause = SETTLE_POLL_MIN if self.killed_at != killed_at else min(pause * 2, SETTLE_POLL_MAX)
+        if waited:  # The run ends when its group does.
+            self.end_wall, self.end_mono = time.time(), time.monotonic()
 
     def _drain(self) -> None:
         """Read the output left in the pipe after the program exited.
@@ -931,6 +1060,8 @@ class _Shepherd:
             "output": output,
             "timed_out": self.timed_out,
             "stopped": self.stopped,
+            "group_killed": self.group_killed,
+            "group_left": self.group_left,
             "shepherd_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         }
         atomic_write_json(self._path(RESULT), result, durable=False)
@@ -1425,6 +1556,10 @@ def main(argv: list[str] | None = None) -> int:
 # Client, used by the server.
 # ---------------------------------------------------------------------------
 
+#: Pause between tries of a request whose connection broke (after the first).
+RETRY_PAUSE = 0.02
+
+
 class AgentError(Exception):
     """The agent could not be reached, started, or refused a request."""
 
@@ -1436,14 +1571,15 @@ class AgentClient:
     cooperative lock), is reopened when broken. Holding it open also keeps
     the agent from exiting as idle while the server is up.
 
-    A request whose connection broke is retried once, on a new connection
-    (starting a new agent if needed). For ``start`` that is safe because of
-    the claim: if the first attempt did reach the agent, the retry either
-    fails with "already claimed" or forks a second shepherd that loses the
-    lock or the claim and exits. So on AgentError the run folder is the
-    truth: if ``spec.claimed.json`` exists the run started, otherwise
-    ``revoke`` it or try again; and the authoritative shepherd pid is always
-    the one in shepherd.json.
+    A request whose connection broke is tried again on a new connection
+    (starting a new agent if needed), for up to ``spawn_timeout`` seconds
+    (see ``_try_again``). For ``start`` that is safe because of the claim:
+    if a try did reach the
+    agent, the next one either fails with "already claimed" or forks a
+    second shepherd that loses the lock or the claim and exits. So on
+    AgentError the run folder is the truth: if ``spec.claimed.json`` exists
+    the run started, otherwise ``revoke`` it or try again; and the
+    authoritative shepherd pid is always the one in shepherd.json.
     """
 
     def __init__(
@@ -1486,15 +1622,16 @@ class AgentClient:
         the first reply is read, so the agent forks back to back instead of
         waiting a round trip per run. Returns, in order, a shepherd pid or an
         AgentError for each. Requests lost with a broken connection are sent
-        again once (a second start of a run that did start is refused by the
-        claim, so the program still runs once).
+        again (see ``_try_again``; a second start of a run that did start is
+        refused by the claim, so the program still runs once).
         """
         results: dict[int, object] = {}
         pending = list(range(len(run_dirs)))
+        deadline = time.monotonic() + self.spawn_timeout
         with self._lock:
-            for attempt in (1, 2):
-                if not pending:
-                    break
+            attempt = 0
+            while pending:
+                attempt += 1
                 lines = b"".join(
                     json.dumps({"op": "start", "run_dir": os.path.abspath(run_dirs[i])}).encode() + b"\n"
                     for i in pending)
@@ -1511,7 +1648,7 @@ class AgentClient:
                             results[i] = AgentError(str(error))
                 except (OSError, ValueError, AgentError) as exc:
                     self._disconnect()
-                    if attempt == 2 or isinstance(exc, (TimeoutError, AgentError)):
+                    if not self._try_again(exc, attempt, deadline):
                         for i in pending:
                             results[i] = AgentError(f"agent connection failed: {exc}")
                         pending = []
@@ -1532,8 +1669,11 @@ class AgentClient:
 
     def _request(self, message: dict) -> dict:
         line = json.dumps(message).encode() + b"\n"
+        deadline = time.monotonic() + self.spawn_timeout
         with self._lock:
-            for attempt in (1, 2):
+            attempt = 0
+            while True:
+                attempt += 1
                 sock = self._connection()
                 try:
                     sock.sendall(line)
@@ -1544,12 +1684,32 @@ class AgentClient:
                     raise AgentError(f"agent did not answer within {self.reply_timeout}s") from exc
                 except (OSError, ValueError) as exc:
                     self._disconnect()
-                    if attempt == 2:
+                    if not self._try_again(exc, attempt, deadline):
                         raise AgentError(f"agent connection failed: {exc}") from exc
         if not isinstance(reply, dict) or not reply.get("ok"):
             error = reply.get("error") if isinstance(reply, dict) else reply
             raise AgentError(str(error))
         return reply
+
+    def _try_again(self, exc: Exception, attempt: int, deadline: float) -> bool:
+        """Whether to send a request again after its connection broke.
+
+        The first try often meets a connection whose agent has died since
+        the last request: the second, at once, reaches a new agent. But a new
+        connection made just as an agent dies can still reach its listening
+        socket, which the kernel may close only after the connections it
+        resets (kill -9 in a benchmark showed it), and a new agent may be
+        killed too: so tries go on, a little apart, until ``deadline``. No
+        answer in time, or no agent that could be started, ends them.
+        """
+        if isinstance(exc, (TimeoutError, AgentError)):
+            return False
+        if attempt == 1:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(RETRY_PAUSE)
+        return True
 
     def _read_reply(self, sock: socket.socket):
         while b"\n" not in self._buf:

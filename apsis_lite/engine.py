@@ -1676,6 +1676,12 @@ def outcome(res):
         notes.append("timed out")
     elif res.get("stopped"):
         notes.append("stopped")
+    if res.get("group_killed"):
+        count = res["group_killed"]
+        notes.append(f"SIGKILL after the grace period to {count} process{'es' if count != 1 else ''}"
+                     " it left in its group")
+    if res.get("group_left"):
+        notes.append(f"{res['group_left']} of them survived it")
     suffix = f" ({', '.join(notes)})" if notes else ""
     if res.get("signal"):
         return "failure", f"killed by {res['signal']}{suffix}"

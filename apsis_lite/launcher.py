@@ -19,6 +19,8 @@ started. Folders prepared ahead with no spare to hand get the same empty files
 made for them then, before their due time.
 """
 
+import errno
+import itertools
 import json
 import logging
 import os
@@ -239,8 +241,23 @@ class LocalLauncher:
                     shutil.rmtree(source)
                 else:
                     os.unlink(source)
-        os.rename(path, os.path.join(self.spare_dir, name))
+        try:
+            os.rename(path, os.path.join(self.spare_dir, name))
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # A spare by this name already: this run's folder written ahead
+            # of a restart, retired by it (see Engine._retire_idle_folders)
+            # and not yet taken. Any other name will do.
+            name = self._unused_spare_name(name)
+            os.rename(path, os.path.join(self.spare_dir, name))
         return name
+
+    def _unused_spare_name(self, name):
+        for n in itertools.count(2):
+            candidate = f"{name}.{n}"
+            if not os.path.lexists(os.path.join(self.spare_dir, candidate)):
+                return candidate
 
     def close(self):
         self.client.close()

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -271,6 +273,66 @@ def test_stop_escalates_to_sigkill(start):
     assert result["signal"] == "SIGKILL"
     assert 0.3 <= result["elapsed"] < 5
     wait_for(lambda: process_gone(program))
+
+
+# A program that leaves a grandchild ignoring SIGTERM in its group, writes the
+# grandchild's pid, and itself dies on SIGTERM (dash's ``wait`` is interrupted).
+STUBBORN_GRANDCHILD = "sh -c 'trap \"\" TERM; exec sleep 100' & echo $!; wait"
+
+
+def stubborn_program(run_dir):
+    """(program pid, grandchild pid) once the program above is under way."""
+    grandchild = int(wait_for(lambda: output_of(run_dir).strip()))
+    wait_for(lambda: read_json(run_dir, "pid.json"))
+    program = read_json(run_dir, "pid.json")["pid"]
+    # Until the grandchild has run ``trap``, SIGTERM would still kill it.
+    wait_for(lambda: Path(f"/proc/{grandchild}/cmdline").read_bytes().startswith(b"sleep"))
+    return program, grandchild
+
+
+def test_stop_kills_what_the_program_leaves_in_its_group(start):
+    run_dir = start("r1", ["sh", "-c", STUBBORN_GRANDCHILD])
+    program, grandchild = stubborn_program(run_dir)
+
+    stopped_at = time.monotonic()
+    assert request_stop(run_dir, "TERM", 1.0) is True
+    wait_for(lambda: process_gone(program))
+    time.sleep(0.3)  # The program is gone, the grace period is not over...
+    assert not process_gone(grandchild)
+    assert read_json(run_dir, "result.json") is None  # ...so the run is not over.
+    assert is_alive(run_dir)
+
+    result = wait_result(run_dir)
+    assert process_gone(grandchild)
+    assert 1.0 <= time.monotonic() - stopped_at < 6
+    assert result["stopped"] is True
+    assert result["signal"] == "SIGTERM"  # The program's own end.
+    assert result["group_killed"] == 1
+    assert result["group_left"] == 0
+    assert result["elapsed"] >= 1.0  # It ends when its group does.
+
+
+def test_timeout_kills_what_the_program_leaves_in_its_group(start):
+    run_dir = start("r1", ["sh", "-c", STUBBORN_GRANDCHILD],
+                    timeout={"duration": 0.5, "signal": "SIGTERM"},
+                    stop={"signal": "SIGTERM", "grace_period": 0.5})
+    program, grandchild = stubborn_program(run_dir)
+    result = wait_result(run_dir)
+    assert process_gone(program) and process_gone(grandchild)
+    assert result["timed_out"] is True
+    assert result["signal"] == "SIGTERM"
+    assert result["group_killed"] == 1
+    assert 1.0 <= result["elapsed"] < 6
+
+
+def test_stop_does_not_wait_for_a_group_that_obeys(start):
+    run_dir = start("r1", ["sh", "-c", "sleep 100 & echo $!; wait"])
+    grandchild = int(wait_for(lambda: output_of(run_dir).strip()))
+    assert request_stop(run_dir, "TERM", 30) is True
+    result = wait_result(run_dir, timeout=10)
+    assert process_gone(grandchild)
+    assert result["group_killed"] == 0
+    assert result["elapsed"] < 5
 
 
 def test_stop_requested_before_the_run_started(client, tmp_path):
@@ -639,6 +701,55 @@ def test_many_clients_at_once(client, state_dir, tmp_path):
     finally:
         for other in others:
             other.close()
+
+
+# An agent that dies, as under kill -9, with the first request it reads
+# unanswered, as many times as ``crashes-left`` in its state folder says;
+# then the real agent.
+CRASHING_AGENT = """
+import os, socket, sys
+state_dir = sys.argv[-1]
+counter = os.path.join(state_dir, "crashes-left")
+left = int(open(counter).read())
+if left <= 0:
+    from apsis_lite.agent import main
+    sys.exit(main([state_dir]))
+open(counter, "w").write(str(left - 1))
+path = os.path.join(state_dir, "agent.sock")
+if os.path.exists(path):
+    os.unlink(path)
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(path)
+listener.listen(8)
+conn, _ = listener.accept()
+conn.recv(65536)
+os._exit(9)
+"""
+
+
+@pytest.mark.parametrize("crashes", [1, 2])
+def test_start_survives_agents_that_die_one_after_the_other(crashes):
+    # The first try meets an agent that dies (and the second too): a later
+    # one, on a new agent, starts the runs, each once.
+    base = tempfile.mkdtemp(prefix="al-crash-", dir="/tmp")  # Short: a socket path.
+    state_dir = os.path.join(base, "agent")
+    os.makedirs(state_dir)
+    Path(state_dir, "crashes-left").write_text(str(crashes))
+    client = AgentClient(state_dir, [sys.executable, "-c", CRASHING_AGENT], env=agent_env())
+    try:
+        run_dirs = []
+        for i in range(3):
+            run_dirs.append(os.path.join(base, "runs", f"r{i}"))
+            write_spec(run_dirs[-1], make_spec(f"r{i}", ["echo", str(i)]))
+        results = client.start_many(run_dirs)
+        assert all(isinstance(pid, int) for pid in results), results
+        assert Path(state_dir, "crashes-left").read_text() == "0"
+        for i, run_dir in enumerate(run_dirs):
+            assert wait_result(run_dir)["exit_code"] == 0
+            assert output_of(run_dir) == f"{i}\n".encode()
+    finally:
+        terminate_agent(client)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_agent_rejects_bad_requests(client, state_dir):
