@@ -578,7 +578,11 @@ class Engine:
                 self.store.log(rid, now, "had provably not started (no shepherd claimed it); starting it now")
                 self._launch([self.store.get_run(rid)])
         else:
-            if run.state == "starting":
+            info = self.launcher.pid_info(rid) if run.state == "starting" else None
+            if info is not None:
+                why = (f"started as pid {info.get('pid')}, but its supervisor vanished "
+                       "without recording a result")
+            elif run.state == "starting":
                 why = "may have started: its supervisor vanished while it was starting"
             elif restarted and self._rebooted:
                 # Results not yet recorded are not fsynced (see agent.py).

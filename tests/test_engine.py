@@ -271,6 +271,24 @@ def test_recovery_errors_a_run_that_may_have_started(world):
     assert "may have started" in after.message
 
 
+def test_recovery_says_a_run_started_when_its_pid_file_proves_it(world):
+    import json
+    import os
+
+    engine, store, clock = world([])
+    run = _starting_run(engine, store)
+    path = engine.launcher.run_dir(run.run_id)
+    os.makedirs(path)
+    # The shepherd spawned the program, recorded it, and died before its notice.
+    for name, jso in (("spec.claimed.json", {}), ("pid.json", {"pid": 4242, "pgid": 4242})):
+        with open(os.path.join(path, name), "w") as f:
+            json.dump(jso, f)
+    engine.recover()
+    after = store.get_run(run.run_id)
+    assert (after.state, after.message) == (
+        "error", "started as pid 4242, but its supervisor vanished without recording a result")
+
+
 def test_recovery_errors_a_running_run_whose_supervisor_vanished(world):
     engine, store, clock = world([])
     run = _starting_run(engine, store)
