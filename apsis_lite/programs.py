@@ -278,10 +278,13 @@ def parse_program(jso, *, allow_templates=False) -> Program:
     ``type:``; without one, ``command:`` means shell and ``argv:`` program
     (apsis's documentation writes shell programs that way).
     """
-    if isinstance(jso, str):
-        return ShellProgram(command=nonempty_text(jso))
-    if isinstance(jso, list):
-        return ArgvProgram(words=_argv(jso))
+    if isinstance(jso, (str, list)):
+        try:
+            return ShellProgram(command=nonempty_text(jso)) if isinstance(jso, str) else ArgvProgram(words=_argv(jso))
+        except SpecError:
+            raise
+        except ValueError as exc:  # the shorthand's check of its text: one problem with the whole spec
+            raise SpecError("", str(exc)) from None
     if not isinstance(jso, dict):
         raise SpecError("", f"expected a command, an argv list or a mapping, got {_kind(jso)}")
     name = jso.get("type")
