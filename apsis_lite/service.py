@@ -20,6 +20,7 @@ from gevent.server import StreamServer
 from .actions import ActionRunner
 from .auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
 from .engine import Engine
+from .httpserver import gevent_server, waitress_server
 from .config import default_data_dir
 from .errors import ConfigError
 from .reload import JobsWatcher
@@ -186,15 +187,13 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload, auth=auth)
     stop_event = gevent.event.Event()
     if config.server == "waitress":
-        import waitress
-        web = waitress.create_server(app, sockets=[listener], threads=config.threads)
+        web = waitress_server(listener, app, config)
         web_greenlet = gevent.spawn(web.run)
         stop_web = web.close
         bound = web.effective_port
     else:
-        from gevent.pywsgi import WSGIServer
         tls = {"certfile": config.tls_cert, "keyfile": config.tls_key} if config.tls_cert else {}
-        web = WSGIServer(listener, app, log=None, error_log=log, **tls)
+        web = gevent_server(listener, app, config, log=None, error_log=log, **tls)
         web.start()
         web_greenlet = None
         stop_web = web.stop
