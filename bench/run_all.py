@@ -33,6 +33,7 @@ BENCHES = [
     ("startup", [], ["--small"], 300),
     ("stored_runs", [], ["--small"], 600),
     ("waiting_idle", [], ["--small"], 300),
+    ("login_flood", [], ["--small"], 300),
     ("pages", [], ["--small"], 900),
     ("executable", [], ["--starts", "3"], 300),
 ]
