@@ -95,7 +95,8 @@ def time_value(value, name, tz=UTC):
     try:
         return parse_time(value, tz=tz).timestamp()
     except ValueError as exc:
-        raise BadRequest(f"{name}: {exc}") from None
+        message = str(exc) if len(str(exc)) <= 200 else f"not a time or out of range: {shown(value)}"
+        raise BadRequest(f"{name}: {message}") from None
 
 
 def zone_value(value, name="tz"):
