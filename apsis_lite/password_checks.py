@@ -4,12 +4,13 @@ A check costs an argon2id hash: some 100-250 ms of CPU, on purpose. Run in
 a request's greenlet it would stop everything else in the process for that
 long (the engine starting runs, other requests), so checks go to a small
 pool of OS threads (argon2 releases the GIL while it hashes). The pool has
-WORKERS threads whichever web server is used: waitress's worker "threads"
-are greenlets too in this process (gevent patches threading), so they
-would block the loop just the same. The pool's threads run at a lower
-priority (NICE; on Linux niceness is per thread), so that on a small
-machine a flood of logins takes the CPU the scheduler and its programs
-leave over rather than an equal share.
+WORKERS threads (2, or 1 on a machine of 2 cores or fewer) whichever web
+server is used: waitress's worker "threads" are greenlets too in this
+process (gevent patches threading), so they would block the loop just the
+same. The pool's threads run at a lower priority (NICE; on Linux niceness
+is per thread, and the threads argon2 starts inherit it), so that on a
+small machine a flood of logins takes the CPU the scheduler and its
+programs leave over rather than an equal share.
 
 Checks wait their turn in the pool, so the queue is bounded: one client
 address may have at most PER_ADDRESS checks under way or waiting, and all
@@ -22,7 +23,10 @@ import threading
 
 from .errors import ApsisError
 
-WORKERS = 2
+#: Checks at once. One check already hashes argon2's 4 lanes in threads of its own
+#: (about 1.6 cores' worth on 2 cores), so a second check at once on a small machine
+#: only takes more CPU from everything else, for no more checks per second.
+WORKERS = 1 if (os.cpu_count() or 1) <= 2 else 2
 PER_ADDRESS = 4
 MAX_PENDING = 32
 RETRY_AFTER = 1  # seconds: a few checks' time
