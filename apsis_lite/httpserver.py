@@ -17,11 +17,8 @@ answer rather than a reset connection), and closes the connection.
 
 import http.client
 import json
-import logging
 import socket
 import time
-
-log = logging.getLogger(__name__)
 
 #: Request line and headers together, at most.
 MAX_HEAD_BYTES = 64 * 1024
