@@ -70,6 +70,7 @@ class Config:
     tls_cert: str = _setting(None, "certificate file (PEM) to serve HTTPS directly (gevent server only; or put a TLS proxy in front, see docs/security.md)", "path")
     tls_key: str = _setting(None, "private key file (PEM) for tls_cert", "path")
     secure_cookies: bool = _setting(False, "mark the session cookie Secure (set this behind a TLS proxy; on by itself with tls_cert)", bool)
+    max_request_size: int = _setting(1024 * 1024, "bytes a request body may have (API bodies, forms, logins); a larger one gets 413 before it is read", int)
 
     @property
     def db_path(self) -> str:
@@ -188,6 +189,8 @@ def load_config(path=None, **overrides) -> Config:
     if cfg.tls_cert and cfg.server != "gevent":
         raise ConfigError("config: tls_cert: only the gevent server serves HTTPS itself; "
                           "put a TLS proxy in front of waitress (see docs/security.md)")
+    if cfg.max_request_size < 1024:
+        raise ConfigError(f"config: max_request_size: must be at least 1024 bytes, not {cfg.max_request_size}")
     if cfg.session_lifetime <= 0:
         raise ConfigError("config: session_lifetime: must be more than zero")
     if cfg.jobs_poll_interval <= 0:

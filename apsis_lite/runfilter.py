@@ -26,6 +26,10 @@ from .errors import BadRequest
 from .runs import STATES
 
 FIELDS = ("job", "state")
+# Bounds that keep a filter's SQL within SQLite's limits (a LIKE pattern of at most
+# 50,000 bytes, an expression at most 1,000 deep) and its cost small.
+MAX_LENGTH = 4096
+MAX_TERMS = 64
 
 # What may precede ``:`` to be read as a field name rather than job id text.
 _FIELD_NAME = re.compile(r"[A-Za-z_]\w*")
@@ -54,7 +58,13 @@ def parse_terms(text: str) -> list[Term]:
     State names are not checked here (``compile_filter`` does, against the
     states it is given).
     """
-    return [_parse_term(raw, segs) for raw, segs in _terms(text or "")]
+    text = text or ""
+    if len(text) > MAX_LENGTH:
+        raise BadRequest(f"filter too long: {len(text)} characters (at most {MAX_LENGTH})")
+    terms = [_parse_term(raw, segs) for raw, segs in _terms(text)]
+    if len(terms) > MAX_TERMS:
+        raise BadRequest(f"filter has too many terms: {len(terms)} (at most {MAX_TERMS})")
+    return terms
 
 
 def compile_filter(text: str, states=None) -> tuple[str, list]:

@@ -49,7 +49,7 @@ def parse_run_id(text) -> int:
     """``r12`` or ``12`` -> 12; BadRequest for anything else."""
     s = str(text)
     digits = s[1:] if s[:1] in ("r", "R") else s
-    if not digits.isdigit() or len(digits) > 18:
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         raise BadRequest(f"not a run id: {s!r} (expected e.g. r123)")
     return int(digits)
 

@@ -22,6 +22,7 @@ from gevent.server import StreamServer
 from .actions import ActionRunner
 from .auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
 from .engine import Engine
+from .httpserver import gevent_server, waitress_server
 from .config import default_data_dir
 from .errors import ConfigError, StoreUnavailable
 from .health import Backoff
@@ -258,15 +259,13 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
 
     if config.server == "waitress":
-        import waitress
-        web = waitress.create_server(switchboard, sockets=[listener], threads=config.threads)
+        web = waitress_server(listener, switchboard, config)
         web_greenlet = gevent.spawn(web.run)
         stop_web = web.close
         bound = web.effective_port
     else:
-        from gevent.pywsgi import WSGIServer
         tls = {"certfile": config.tls_cert, "keyfile": config.tls_key} if config.tls_cert else {}
-        web = WSGIServer(listener, switchboard, log=None, error_log=log, **tls)
+        web = gevent_server(listener, switchboard, config, log=None, error_log=log, **tls)
         web.start()
         web_greenlet = None
         stop_web = web.stop

@@ -8,7 +8,7 @@ Local zones are used only to compute schedules and to format for people.
 import math
 import re
 import time as _time
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, time as dtime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dateutil.parser
@@ -31,9 +31,12 @@ def get_tz(name: str):
         raise ValueError(f"not a time zone name: {name!r}")
     if name.upper() == "UTC" or name == "Z":
         return UTC
+    if len(name) > 64:
+        raise ValueError(f"unknown time zone: {name[:40]!r}... ({len(name)} characters)")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, IsADirectoryError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a name the file system refuses (a NUL byte, too long a part).
         raise ValueError(f"unknown time zone: {name!r}") from None
 
 
@@ -42,7 +45,11 @@ def to_epoch(dt: datetime) -> float:
 
 
 def from_epoch(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
+    """The instant ``t`` epoch seconds; ValueError if it is not a number or beyond the years 1-9999."""
+    try:
+        return datetime.fromtimestamp(t, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"time out of range: {t!r} epoch seconds") from None
 
 
 def to_iso(t) -> str | None:
@@ -75,7 +82,10 @@ def _parse_time(text, tz):
     elif isinstance(text, (int, float)) and not isinstance(text, bool):
         if not math.isfinite(text):
             raise ValueError(f"not a time: {text!r}")
-        return from_epoch(float(text))
+        try:
+            return from_epoch(float(text))
+        except OverflowError:  # an int too large for a float
+            raise ValueError(f"time out of range: {text!r} epoch seconds") from None
     elif isinstance(text, date):
         dt = datetime(text.year, text.month, text.day)
     elif isinstance(text, str):
@@ -84,20 +94,25 @@ def _parse_time(text, tz):
             return utcnow()
         try:
             dt = dateutil.parser.isoparse(s)
-        except ValueError:
+        except (ValueError, OverflowError):
             try:
                 dt = dateutil.parser.parse(s)
             except (ValueError, OverflowError):
                 raise ValueError(f"not a time: {text!r}") from None
     else:
         raise ValueError(f"not a time: {text!r}")
-    if dt.tzinfo is None:
-        if isinstance(tz, str):
-            tz = get_tz(tz)
-        # A local time that does not exist means the instant the clocks
-        # jump; one that occurs twice, its first occurrence.
-        return localize(dt, tz, "shift", "first")[0]
-    return dt.astimezone(UTC)
+    if isinstance(tz, str):
+        tz = get_tz(tz)
+    elif not isinstance(tz, tzinfo):
+        raise ValueError(f"not a time zone: {tz!r}")
+    try:
+        if dt.tzinfo is None:
+            # A local time that does not exist means the instant the clocks
+            # jump; one that occurs twice, its first occurrence.
+            return localize(dt, tz, "shift", "first")[0]
+        return dt.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(f"time out of range: {text!r}") from None
 
 
 _UNITS = {

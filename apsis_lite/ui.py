@@ -32,7 +32,7 @@ from .programs import parse_program
 from .runfilter import compile_filter
 from .runs import ACTIVE, FINISHED, PENDING, STATES, format_run_id, parse_run_id
 from .schedules import SpecError
-from .timeutil import format_duration, parse_time
+from .timeutil import format_duration
 from .ui_calendar import register_calendar
 from .ui_format import (
     DEFAULT_ZONE,
@@ -44,6 +44,7 @@ from .ui_format import (
     zone_names,
 )
 from .webauth import current_user, safe_next
+from .webinput import int_arg, shown, time_value
 
 RUNS_PAGE = 50
 JOBS_PAGE = 200
@@ -72,6 +73,14 @@ class RunGroup:
     @property
     def group_id(self):
         return self.original.run_id
+
+
+def netloc(url: str):
+    """The host and port a URL names, or None if it is not a URL."""
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return None
 
 
 def filter_quote(text: str) -> str:
@@ -157,16 +166,13 @@ def create_ui(config, store, engine, launcher):
         # not be able to stop or start runs through a user's browser.
         if request.method == "POST":
             origin = request.headers.get("Origin")
-            if origin and origin != "null" and urlsplit(origin).netloc != request.host:
-                raise CrossSiteRequest(f"refused a request from another site ({origin})")
+            if origin and origin != "null" and netloc(origin) != request.host:
+                raise CrossSiteRequest(f"refused a request from another site ({shown(origin)})")
 
     def time_field(name, text, tz):
         if not text or text.strip().lower() == "now":
             return None
-        try:
-            return parse_time(text, tz=tz).timestamp()
-        except ValueError as exc:
-            raise BadRequest(f"{name}: {exc}") from None
+        return time_value(text, name, tz)
 
     # -- runs -------------------------------------------------------------------
 
@@ -245,8 +251,7 @@ def create_ui(config, store, engine, launcher):
         try:
             where, params, since, until, form = runs_query(request.args)
             cursor = parse_run_id(form["cursor"]) if form["cursor"] else None
-            limit = request.args.get("limit", "")
-            limit = min(max(int(limit), 1), RUNS_PAGE) if limit.isdigit() else RUNS_PAGE
+            limit = min(max(int_arg(request.args, "limit", RUNS_PAGE), 1), RUNS_PAGE)
             runs_, nxt = store.query_runs(where, params, since=since, until=until,
                                           limit=limit, cursor=cursor)
             groups = group_runs(runs_)
@@ -334,10 +339,7 @@ def create_ui(config, store, engine, launcher):
     @bp.get("/runs/<run_id>/tail")
     def run_tail(run_id):
         run = run_or_404(run_id)
-        try:
-            offset = max(0, int(request.args.get("offset", "0")))
-        except ValueError:
-            raise BadRequest("offset: not an integer") from None
+        offset = int_arg(request.args, "offset", 0)
         data, complete = output_chunk(run, offset, TAIL_CHUNK)
         keep = len(data) if complete else complete_utf8(data)
         return page("_output_tail.html", run=run, text=data[:keep].decode("utf-8", "replace"),
@@ -472,7 +474,7 @@ def create_ui(config, store, engine, launcher):
             return None
         tz = valid_zone(form.get("tz", "").strip())
         if tz is None:
-            raise BadRequest(f"zone: unknown time zone {form.get('tz', '')!r}")
+            raise BadRequest(f"zone: unknown time zone {shown(form.get('tz', ''))}")
         text = form.get("at", "").strip()
         if not text:
             raise BadRequest("time: give a time, or choose 'now'")
@@ -510,11 +512,14 @@ def create_ui(config, store, engine, launcher):
     def set_zone():
         name = valid_zone(request.form.get("tz", "").strip())
         if name is None:
-            raise BadRequest(f"unknown time zone {request.form.get('tz', '')!r}; "
+            raise BadRequest(f"unknown time zone {shown(request.form.get('tz', ''))}; "
                              "pick one from the list, e.g. Europe/London")
         # Back to the page the picker was on (its path only: never another site).
-        ref = urlsplit(request.referrer or "")
-        back = (ref.path or url_for("ui.runs")) + (f"?{ref.query}" if ref.query else "")
+        try:
+            ref = urlsplit(request.referrer or "")
+            back = (ref.path or url_for("ui.runs")) + (f"?{ref.query}" if ref.query else "")
+        except ValueError:  # not a URL (a malformed IPv6 host, say)
+            back = url_for("ui.runs")
         if request.headers.get("HX-Request"):
             resp = make_response("", 204)
             resp.headers["HX-Refresh"] = "true"

@@ -24,6 +24,7 @@ from . import jobs as jobs_mod
 from .calendars import CalendarError, load_calendars
 from .due_summary import DueSummaries, Warmer, day_start, grid_bounds, interval_times
 from .errors import BadRequest
+from .webinput import shown
 from .runfilter import compile_filter, parse_terms
 from .runs import ACTIVE, FINISHED, PENDING
 from .schedules import IntervalSchedule
@@ -37,6 +38,7 @@ GRID_DAY_CAP = 10      # the same in a month or week cell, which shows a count, 
 CELL_MAX = 6           # entries of each kind listed in a month cell (a week cell: 4x)
 DAY_ROWS_MAX = 300     # job rows in a day timeline
 ARGS_STEP_BUDGET = 25_000  # due times stepped through per page for an ARG=VAL filter (no summary)
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)   # days the calendar shows
 ABBR = {"scheduled": "sched", "waiting": "wait", "starting": "start", "running": "run",
         "stopping": "stop", "success": "ok", "failure": "fail", "error": "err", "skipped": "skip"}
 
@@ -316,12 +318,17 @@ def run_span(run, now):
 
 
 def parse_day(text, today):
+    """The day a page shows: ``text`` (YYYY-MM-DD), or ``today`` without one."""
     if not text:
         return today
     try:
-        return parse_date(text.strip())
-    except ValueError as exc:
-        raise BadRequest(f"date: {exc}") from None
+        day = parse_date(text.strip())
+    except ValueError:
+        raise BadRequest(f"date: not a date: {shown(text)} (expected YYYY-MM-DD)") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        # The grid reaches a week either side; dates near year 1 or 9999 have no neighbours.
+        raise BadRequest(f"date: must be between {FIRST_DAY} and {LAST_DAY}, not {day}")
+    return day
 
 
 # -- routes ----------------------------------------------------------------------

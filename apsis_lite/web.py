@@ -6,7 +6,6 @@ with 400 (bad input), 404 (unknown), 409 (illegal transition) in one handler;
 outside ``/api/`` the same errors render as a readable page or fragment.
 """
 
-import json
 import logging
 import os
 import time
@@ -14,13 +13,14 @@ import time
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import paths, webauth
+from . import paths, webauth, webinput
 from .auth import Auth, ensure_local_token, users_path
 from .errors import ApsisError, BadRequest
+from .httpserver import too_large_message
 from .pauses import parse_pause_request
 from .runfilter import compile_filter
 from .runs import ACTIVE, FINISHED, format_run_id, parse_run_id
-from .timeutil import parse_time, to_iso
+from .timeutil import to_iso
 from .ui import create_ui, render_error
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,54 @@ log = logging.getLogger(__name__)
 OUTPUT_CHUNK = 1 << 20
 MAX_WAIT = 30.0
 MAX_LIMIT = 1000
+
+
+class RequestTooLarge(ApsisError):
+    status = 413
+
+
+class CappedInput:
+    """A request body without a length (chunked), read until it passes ``max_size`` bytes:
+    then RequestTooLarge. (werkzeug's own limit would quietly cut it short instead.)"""
+
+    def __init__(self, stream, max_size):
+        self.stream = stream
+        self.max_size = max_size
+        self.left = max_size
+
+    def _take(self, data):
+        self.left -= len(data)
+        if self.left < 0:
+            raise RequestTooLarge(too_large_message(self.max_size))
+        return data
+
+    def _want(self, size):
+        return self.left + 1 if size is None or size < 0 else min(size, self.left + 1)
+
+    def read(self, size=-1):
+        return self._take(self.stream.read(self._want(size)))
+
+    def readline(self, size=-1):
+        return self._take(self.stream.readline(self._want(size)))
+
+
+def limit_request_bodies(app, max_size):
+    """Refuse a request body larger than ``max_size`` on every route, before reading it.
+
+    A body with a Content-Length is judged by it, first thing; one without
+    (chunked) is read through ``CappedInput``. Form fields, held in memory,
+    have the same bound.
+    """
+    # One byte more for werkzeug's own cap, so that CappedInput sees a body that is too large.
+    app.config.update(MAX_CONTENT_LENGTH=max_size + 1, MAX_FORM_MEMORY_SIZE=max_size)
+
+    @app.before_request
+    def refuse_large_bodies():
+        size = request.content_length
+        if size is not None and size > max_size:
+            raise RequestTooLarge(too_large_message(max_size, size))
+        if size is None:
+            request.environ["wsgi.input"] = CappedInput(request.environ["wsgi.input"], max_size)
 
 
 def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
@@ -41,6 +89,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
     app = Flask(__name__, template_folder=paths.templates_dir(), static_folder=paths.static_dir())
     if auth is None:
         auth = Auth(ensure_local_token(config.data_dir), users_path(config))
+    limit_request_bodies(app, config.max_request_size)
     webauth.install(app, config, auth)
     app.json.sort_keys = False
     started = time.time()
@@ -49,38 +98,14 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
     def run_id_arg(text):
         return parse_run_id(text)
 
-    def int_arg(name, default, lo=0, hi=None):
-        raw = request.args.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise BadRequest(f"{name}: not an integer: {raw!r}") from None
-        if value < lo or (hi is not None and value > hi):
-            raise BadRequest(f"{name}: must be between {lo} and {hi}" if hi else f"{name}: must be at least {lo}")
-        return value
+    def int_arg(name, default, lo=0, hi=webinput.MAX_INT):
+        return webinput.int_arg(request.args, name, default, lo, hi)
 
     def time_arg(name):
-        raw = request.args.get(name)
-        if not raw:
-            return None
-        try:
-            return parse_time(raw).timestamp()
-        except ValueError as exc:
-            raise BadRequest(f"{name}: {exc}") from None
+        return webinput.time_arg(request.args, name)
 
     def body():
-        raw = request.get_data(cache=True, parse_form_data=False)
-        if not raw:
-            return {}
-        try:
-            jso = json.loads(raw)
-        except ValueError as exc:
-            raise BadRequest(f"request body is not valid JSON: {exc}") from None
-        if not isinstance(jso, dict):
-            raise BadRequest("request body must be a JSON object")
-        return jso
+        return webinput.json_body(request.get_data(cache=True, parse_form_data=False))
 
     def user():
         return webauth.current_user()
@@ -210,8 +235,8 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
             return whole_output(run)
         offset = int_arg("offset", 0, 0)
         size = int_arg("limit", OUTPUT_CHUNK, 1, OUTPUT_CHUNK)
-        wait = float(request.args.get("wait") or 0)
-        deadline = time.monotonic() + max(0.0, min(wait, MAX_WAIT))
+        wait = webinput.float_arg(request.args, "wait", 0.0, 0.0, MAX_WAIT)
+        deadline = time.monotonic() + wait
         while True:
             run = store.get_run(rid)
             data, complete = output_from(run, offset, size)
@@ -252,12 +277,6 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
     @api.post("/runs")
     def runs_create():
         jso = body()
-        when = None
-        if jso.get("time") not in (None, "", "now"):
-            try:
-                when = parse_time(jso["time"], tz=jso.get("tz") or "UTC").timestamp()
-            except ValueError as exc:
-                raise BadRequest(f"time: {exc}") from None
         unknown = set(jso) - {"job_id", "job", "args", "program", "time", "tz"}
         if unknown:
             raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -265,9 +284,13 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
         if len(given) != 1:
             raise BadRequest("give exactly one of job_id (with args), job (an inline job definition, with args) "
                              "or program")
+        tz = webinput.zone_value(jso.get("tz"), "tz")
+        when = None
+        if jso.get("time") not in (None, "", "now"):
+            when = webinput.time_value(jso["time"], "time", tz)
         args = jso.get("args") or {}
         if not isinstance(args, dict):
-            raise BadRequest("args must be a JSON object of name: value")
+            raise BadRequest(f"args: expected a JSON object of name: value, got {webinput.kind(args)}")
         if "program" in jso:
             if args:
                 raise BadRequest("an inline program takes no args; use an inline job with params")
@@ -277,7 +300,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
                 raise BadRequest("job must be a JSON object in job-file form (params, program, ...)")
             run = engine.submit_job(jso["job"], args, when, user=user())
         else:
-            run = engine.submit(str(jso["job_id"]), args, when, user=user())
+            run = engine.submit(webinput.text_field(jso, "job_id", required=True), args, when, user=user())
         return run.to_jso(), 201
 
     def operation(name, fn):
@@ -335,6 +358,8 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
+        if exc.code == 413:  # werkzeug's, for a chunked body that ran past the limit
+            return error(too_large_message(config.max_request_size), 413)
         return error(f"{exc.name}: {exc.description}", exc.code)
 
     @app.errorhandler(Exception)

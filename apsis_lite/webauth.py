@@ -29,9 +29,10 @@ from flask import (
     url_for,
 )
 
-from .auth import Identity, derived_key, is_loopback
+from .auth import USER_NAME, Identity, derived_key, is_loopback
 from .errors import ApsisError
 from .login_throttle import LoginThrottle
+from .password_checks import Busy, PasswordChecks
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,7 @@ def start_session(identity: Identity, auth):
 def login_blueprint(auth):
     bp = Blueprint("auth", __name__)
     throttle = LoginThrottle(clock=auth.clock)
+    checks = PasswordChecks()
 
     def form_page(error=None, status=200, name=""):
         resp = make_response(render_template("login.html", error=error, name=name,
@@ -237,13 +239,24 @@ def login_blueprint(auth):
             return form_page("The form had expired; please try again.", 403)
         name = request.form.get("name", "").strip()
         address = request.remote_addr or "unknown"
+        if not USER_NAME.fullmatch(name):
+            # No user can have this name (the rule is public): nothing to hash or count.
+            log.warning("failed login as %r from %s (not a user name)", name[:64], address)
+            return form_page("Wrong user name or password.", 401, name=name[:64])
         wait = math.ceil(throttle.wait(name, address))
         if wait:
             resp = form_page(f"Too many failed logins as this user from your address: "
                              f"try again in {wait} s.", 429, name=name)
             resp.headers["Retry-After"] = str(wait)
             return resp
-        identity = auth.check_password(name, request.form.get("password", ""))
+        try:
+            identity = auth.check_password(name, request.form.get("password", ""),
+                                           run=lambda fn, *args: checks.run(address, fn, *args))
+        except Busy as exc:
+            log.warning("refused a login as %r from %s: %s", name, address, exc)
+            resp = form_page(f"{str(exc).capitalize()}.", 429, name=name)
+            resp.headers["Retry-After"] = str(exc.retry_after)
+            return resp
         if identity is None:
             throttle.failed(name, address)
             log.warning("failed login as %r from %s", name, address)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Run every benchmark and print all figures (``make bench``).
 
-    bench/run_all.py               # full size (about 7-8 minutes on 2 cores)
-    bench/run_all.py --small       # quick sizes (about 2-3 minutes)
+    bench/run_all.py               # full size (about 9-10 minutes on 2 cores)
+    bench/run_all.py --small       # quick sizes (about 3-4 minutes)
     bench/run_all.py --only burst,startup
 
 Each benchmark runs as its own process (``bench/NAME.py``), starts and stops
@@ -33,6 +33,7 @@ BENCHES = [
     ("startup", [], ["--small"], 300),
     ("stored_runs", [], ["--small"], 600),
     ("waiting_idle", [], ["--small"], 300),
+    ("login_flood", [], ["--small"], 300),
     ("pages", [], ["--small"], 900),
     ("executable", [], ["--starts", "3"], 300),
 ]
