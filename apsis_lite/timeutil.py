@@ -84,7 +84,7 @@ def _parse_time(text, tz):
             raise ValueError(f"not a time: {text!r}")
         try:
             return from_epoch(float(text))
-        except OverflowError:  # an int too large for a float
+        except (OverflowError, ValueError):  # beyond a float, or beyond the years 1-9999
             raise ValueError(f"time out of range: {text!r} epoch seconds") from None
     elif isinstance(text, date):
         dt = datetime(text.year, text.month, text.day)
