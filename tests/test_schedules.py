@@ -492,7 +492,7 @@ def test_jitter_on_any_type():
     ({"type": "daily-interval", "start": {"daytime": "10:00", "date_shift": 99999999999},
       "stop": "11:00", "interval": 60}, "start.date_shift",
      "out of range: 99999999999 (at most 3,660 days either way)"),
-    ({"type": "explicit", "times": [1e30]}, "times[0]", "not a time: 1e+30 (out of range)"),
+    ({"type": "explicit", "times": [1e30]}, "times[0]", "time out of range: 1e+30 epoch seconds"),
     ({"type": "explicit", "times": ["1969-12-31T23:59:59Z"]}, "times[0]",
      "out of range: '1969-12-31T23:59:59Z' (times must be in the years 1970 to 9999)"),
 ])
