@@ -355,6 +355,14 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def exited_unreaped(pid: int) -> bool:
+    """Whether our child ``pid`` has exited, leaving it a zombie: until it is
+    reaped, its pid, and so the number of the process group it leads, cannot
+    name anyone else, so the rest of its group can still be signalled
+    safely (see ``_Shepherd._settle_group``)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
 def _same_process(info: dict | None) -> int | None:
     """The pid recorded in ``info`` if that very process still exists."""
     if not info:
@@ -1154,7 +1162,7 @@ class _Shepherd:
         if signal.SIGCHLD in pending and not self.exited:
             if self.stopped or self.timed_out:
                 # Note the exit but leave the zombie: see _settle_group.
-                if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                if exited_unreaped(self.pid):
                     self._note_exit()
             else:
                 self._reap(blocking=False)
