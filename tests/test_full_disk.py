@@ -18,7 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+import strategies_output
 from conftest import ROOT, Server, short_tmpdir, write_job
 
 from apsis_lite.agent import AgentClient, _OutputSink, is_alive, read_json, request_stop, write_spec
@@ -314,6 +316,74 @@ def test_the_line_that_says_what_was_lost_waits_for_room(small_disk):
     assert (run_dir / "output").read_bytes() == stream[:page] + (
         b"\n[apsis-lite: 500 bytes of output lost: no space left on device]\n")
     assert info["bytes_lost"] == 500
+
+
+MARKER = re.compile(rb"\n\[apsis-lite: (\d+) bytes of output (dropped|lost: no space left on device)\]\n")
+
+
+# More examples for a longer search: APSIS_LITE_FUZZ_EXAMPLES=20000 (a quarter of them here).
+@settings(deadline=None, max_examples=max(int(os.environ.get("APSIS_LITE_FUZZ_EXAMPLES", "400")) // 4, 25),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sizes=strategies_output.sizes, steps=strategies_output.steps)
+def test_stored_output_and_its_lines_add_up_to_what_was_printed(small_disk, sizes, steps):
+    """Whenever the disk fills and empties, ``output`` is the stream's head,
+    then its tail, with lines that stand for exactly the bytes dropped or
+    lost at the places they are missing from, and the counts agree."""
+    head, tail = sizes
+    run_dir = small_disk / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    total = sum(step[1] for step in steps if step[0] == "write")
+    stream = b"".join(b"%09d\n" % i for i in range(0, total + 10, 10))[:total]
+    full = False
+    sink = _OutputSink(str(run_dir), head=head, tail=tail)
+    offset = 0
+    try:
+        for step in steps:
+            if step[0] == "write":
+                sink.write(stream[offset:offset + step[1]])
+                offset += step[1]
+            elif step[0] == "fill":
+                fill(small_disk)
+                full = True
+            elif step[0] == "free" and full:
+                free(small_disk)
+                full = False
+            elif step[0] == "later":
+                sink.retry.at = 0.0
+        try:
+            info = sink.finish()
+        except OSError as exc:
+            assert full and exc.errno == errno.ENOSPC  # only the lines saying what was lost wait
+            free(small_disk)
+            full = False
+            info = sink.finish()
+        out = (run_dir / "output").read_bytes()
+    finally:
+        sink.close()
+        if full:
+            free(small_disk)
+    pos = kept = lost = dropped = 0
+    pieces = MARKER.split(out)
+    for i in range(0, len(pieces), 3):
+        data = pieces[i]
+        assert data == stream[pos:pos + len(data)], f"stored bytes not the stream's at {pos}"
+        pos += len(data)
+        kept += len(data)
+        if i + 1 < len(pieces):
+            count, what = int(pieces[i + 1]), pieces[i + 2]
+            assert count > 0
+            if what == b"dropped":
+                assert pos >= head and dropped == 0
+                dropped = count
+            else:
+                lost += count
+            pos += count
+    assert pos == total
+    assert dropped == max(0, total - head - tail)
+    assert info["bytes_total"] == total and info["bytes_kept"] == kept
+    assert info["bytes_dropped"] == dropped and info.get("bytes_lost", 0) == lost
+    assert not (run_dir / "output.tail").exists()
 
 
 @pytest.fixture
