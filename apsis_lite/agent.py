@@ -31,6 +31,12 @@ so a restarted server can tell, for every run, exactly what happened:
 ``result.json``        the outcome, written last, before the lock is released
 =====================  =====================================================
 
+A full disk delays these files but loses no run: a shepherd that finds no
+room for shepherd.json or pid.json starts the program all the same and
+writes them once there is room; output that finds none is counted, and a
+line in ``output`` says how many bytes were lost where; the result waits
+in memory, the lock held, until it can be written.
+
 Recovery rules for the server (all decidable from the files):
 
 * ``revoke()`` succeeds → the run provably never started and never will,
@@ -47,11 +53,13 @@ Recovery rules for the server (all decidable from the files):
   server that did records both in its database. So a power cut in the
   moment between a run's end and that commit loses the outcome, and the
   run, found without a shepherd or a result after the restart, is an error.
-* ``is_alive()`` → a shepherd is still looking after the run.
+* ``is_alive()`` → a shepherd is still looking after the run (or waits for
+  room on the disk to write its result).
 * claimed, not alive, no result → the shepherd died (SIGKILL, OOM, reboot);
   the program may still run if ``pid.json`` exists (check its start time):
   report an error. Without ``pid.json`` the program was almost surely never
-  spawned, but that is not provable.
+  spawned (or it was, on a full disk, and its shepherd died before there
+  was room for ``pid.json``), but that is not provable.
 
 This module is stdlib only and cheap to import: the agent imports it at each
 start, and the server imports the client helpers from a gevent-patched process
@@ -169,6 +177,13 @@ SETTLE_POLL_MAX = 0.25
 #: How long members SIGKILLed are waited for (one in uninterruptible sleep
 #: dies only when its system call ends) before the result is written anyway.
 KILL_WAIT = 5.0
+#: Errors that mean there is no room on the disk for now. A shepherd keeps
+#: what it could not write (its pid files, the result) and tries again, first
+#: RETRY_MIN later, doubling up to RETRY_MAX apart, for as long as it takes;
+#: output that finds no room is counted as lost instead (see _OutputSink).
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+RETRY_MIN = 0.1
+RETRY_MAX = 5.0
 
 
 # ---------------------------------------------------------------------------
@@ -340,6 +355,14 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def exited_unreaped(pid: int) -> bool:
+    """Whether our child ``pid`` has exited, leaving it a zombie: until it is
+    reaped, its pid, and so the number of the process group it leads, cannot
+    name anyone else, so the rest of its group can still be signalled
+    safely (see ``_Shepherd._settle_group``)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
 def _same_process(info: dict | None) -> int | None:
     """The pid recorded in ``info`` if that very process still exists."""
     if not info:
@@ -499,6 +522,41 @@ def _parse_spec(raw: dict | None, run_dir: str) -> dict:
     return spec
 
 
+class _Backoff:
+    """When to try again a write that found no room: RETRY_MIN after the
+    first failure, doubling up to RETRY_MAX, back to nothing on success."""
+
+    __slots__ = ("delay", "at")
+
+    def __init__(self):
+        self.delay = 0.0
+        self.at = 0.0
+
+    def failed(self) -> None:
+        self.delay = min(RETRY_MAX, max(RETRY_MIN, self.delay * 2))
+        self.at = time.monotonic() + self.delay
+
+    def succeeded(self) -> None:
+        self.delay = self.at = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.at
+
+
+def _no_room(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _NO_ROOM
+
+
+def _reason(exc: OSError) -> str:
+    """``No space left on device`` → ``no space left on device``."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _lost_marker(count: int, reason: str) -> bytes:
+    return f"\n[apsis-lite: {count} bytes of output lost: {reason}]\n".encode()
+
+
 class _OutputSink:
     """Stores a stream of output in bounded disk and memory.
 
@@ -509,42 +567,114 @@ class _OutputSink:
     marker if anything was dropped, to ``output``. Nothing but the current
     chunk is ever held in RAM, so a program printing 1 GB costs head + tail on
     disk and a few kB of memory.
+
+    Output that cannot be stored (a full disk) is counted, never waited for:
+    the program must not block on a full pipe. Storing is tried again when
+    more output comes, RETRY_MIN to RETRY_MAX apart; where it works again, a
+    line ``[apsis-lite: N bytes of output lost: <why>]`` takes the place of
+    what was lost (in ``output`` at once for the head, at the end for the
+    tail), so what is stored never reads as if it were all there.
     """
 
     def __init__(self, run_dir: str, head: int, tail: int):
         self.head = head
         self.tail = tail
+        self.path = os.path.join(run_dir, OUTPUT)
         self.tail_path = os.path.join(run_dir, OUTPUT_TAIL)
-        self.fd = os.open(
-            os.path.join(run_dir, OUTPUT),
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644,
-        )
+        self.fd: int | None = None
         self.tail_fd: int | None = None
-        self.total = 0
-        self.error: str | None = None
+        self.total = 0  # Bytes read from the program.
+        self.written = 0  # Length of ``output`` known good: where the next write goes.
+        self.stored_to = 0  # Offset in the stream up to which the chunk being stored is stored.
+        self.lost_head = 0  # Bytes of the head not stored, all told...
+        self.head_gap = 0  # ...of which this many are not yet marked in ``output``.
+        self.head_gap_reason = ""
+        # [start, end, why] offsets in the stream of bytes past the head that
+        # could not be stored, oldest first: the ring holds stale bytes there.
+        self.ring_gaps: list[list] = []
+        self.failing: str | None = None  # Why storing fails, until it works again.
+        self.first_failure: str | None = None
+        self.retry = _Backoff()
+        self.trailer: bytes | None = None  # Set by finish: the end of ``output`` still to write.
+        self.info: dict | None = None  # Set by finish: the byte counts for result.json.
+        try:
+            self._open()
+        except OSError as exc:
+            self._failed(exc)
+
+    def _open(self) -> None:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self.written = 0
 
     def write(self, data: bytes) -> None:
-        if self.error is None:
-            try:
-                self._store(data, self.total)
-            except OSError as exc:
-                # Disk full and the like: keep reading (so the program never
-                # blocks on a full pipe) but stop storing.
-                self.error = f"cannot store output: {exc}"
-                log.error("%s", self.error)
+        offset = self.total
         self.total += len(data)
+        if self.failing is not None and not (self.retry.due() and self._resume()):
+            self._lose(offset, self.total, self.failing)
+            return
+        try:
+            self._store(data, offset)
+        except OSError as exc:
+            self._lose(self.stored_to, self.total, _reason(exc))
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        if self.failing is None:
+            log.warning("%s: cannot store output: %s; counting what is lost until it can",
+                        os.path.dirname(self.path), exc)
+        self.failing = _reason(exc)
+        self.first_failure = self.first_failure or self.failing
+        self.retry.failed()
+
+    def _resume(self) -> bool:
+        """Try to store again: open ``output`` if need be and mark the head's gap."""
+        try:
+            if self.fd is None:
+                self._open()
+            if self.head_gap:
+                self._append_text(_lost_marker(self.head_gap, self.head_gap_reason))
+                self.head_gap = 0
+        except OSError as exc:
+            self._failed(exc)
+            return False
+        log.info("%s: storing output again", os.path.dirname(self.path))
+        self.failing = None
+        self.retry.succeeded()
+        return True
+
+    def _lose(self, start: int, end: int, reason: str) -> None:
+        """Count the stream's bytes from ``start`` to ``end`` as not stored."""
+        if start < self.head:
+            n = min(end, self.head) - start
+            self.lost_head += n
+            if not self.head_gap:
+                self.head_gap_reason = reason
+            self.head_gap += n
+            start += n
+        if start >= end or self.tail == 0:
+            return  # Nothing past the head, or it would be dropped anyway.
+        gaps = self.ring_gaps
+        if gaps and gaps[-1][1] == start:
+            gaps[-1][1] = end
+        else:
+            gaps.append([start, end, reason])
+        while gaps and gaps[0][1] <= self.total - self.tail:  # Overwritten in the ring by now.
+            gaps.pop(0)
 
     def _store(self, data: bytes, offset: int) -> None:
+        self.stored_to = offset
         if offset < self.head:
             n = min(len(data), self.head - offset)
-            _write_all(self.fd, data[:n])
+            self._append(data[:n] if n < len(data) else data)
             data = data[n:]
             offset += n
         if not data or self.tail == 0:
+            self.stored_to = offset + len(data)
             return
         if len(data) > self.tail:  # Only the end of a huge chunk can survive.
             offset += len(data) - self.tail
             data = data[-self.tail:]
+            self.stored_to = offset
         if self.tail_fd is None:
             self.tail_fd = os.open(
                 self.tail_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
@@ -555,52 +685,169 @@ class _OutputSink:
         if first < len(data):
             self._pwrite_all(data[first:], 0)
 
-    def _pwrite_all(self, data: bytes, pos: int) -> None:
+    def _append(self, data) -> None:
+        """Write at the end of ``output``, counting what got there."""
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+            self.written += n
+            self.stored_to += n
+
+    def _append_text(self, text: bytes) -> None:
+        """Append a line of ours whole, or leave ``output`` as it was."""
+        try:
+            _write_all(self.fd, text)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.written)
+                os.lseek(self.fd, self.written, os.SEEK_SET)
+            raise
+        self.written += len(text)
+
+    def _pwrite_all(self, data, pos: int) -> None:
         view = memoryview(data)
         while view:
             n = os.pwrite(self.tail_fd, view, pos)
             view = view[n:]
             pos += n
+            self.stored_to += n
 
     def finish(self) -> dict:
-        """Assemble the final ``output`` and drop the ring file; returns the
-        byte counts for result.json. Not fsynced: see ``_Shepherd._finish``."""
+        """Complete ``output`` and drop the ring file; returns the byte counts
+        for result.json. Not fsynced: see ``_Shepherd._finish``.
+
+        Raises OSError only for lack of room, after which it may be called
+        again, until the end of ``output`` is written. The tail is not waited
+        for: if there is no room to copy it from the ring, it is counted as
+        lost and its ring file freed, so a run never keeps the disk full with
+        its own output; only the short line saying so is waited for.
+        """
+        if self.info is None:
+            self._assemble()
+        if self.trailer:
+            try:
+                if self.fd is None:
+                    self._open()
+                self._append_text(self.trailer)
+            except OSError as exc:
+                if _no_room(exc):
+                    raise
+                log.error("%s: cannot end the output: %s", os.path.dirname(self.path), exc)
+                self.info.setdefault("error", f"cannot store output: {exc}")
+            self.trailer = None
+        self.close()
+        return self.info
+
+    def _assemble(self) -> None:
+        """Append what follows the head to ``output``; what cannot be written
+        becomes ``trailer``, the lines that say it was lost."""
         beyond = max(0, self.total - self.head)
         kept_tail = min(beyond, self.tail)
         dropped = beyond - kept_tail
-        info = {
+        # What follows the head, in order: ("text", line), ("lost", count, why)
+        # and ("copy", ring position, count).
+        pieces: list[tuple] = []
+        if self.head_gap:
+            pieces.append(("lost", self.head_gap, self.head_gap_reason))
+        if dropped:
+            pieces.append(("text", f"\n[apsis-lite: {dropped} bytes of output dropped]\n".encode()))
+        offset = self.total - kept_tail
+        lost = self.lost_head
+        for start, end, reason in self.ring_gaps:
+            start, end = max(start, offset), min(end, self.total)
+            if start < end:
+                if start > offset:
+                    pieces.append(("copy", (offset - self.head) % self.tail, start - offset))
+                pieces.append(("lost", end - start, reason))
+                lost += end - start
+                offset = end
+        if offset < self.total:
+            pieces.append(("copy", (offset - self.head) % self.tail, self.total - offset))
+        trailer = b""
+        for i, piece in enumerate(pieces):
+            try:
+                if self.fd is None:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                if piece[0] == "text":
+                    self._append_text(piece[1])
+                elif piece[0] == "lost":
+                    self._append_text(_lost_marker(piece[1], piece[2]))
+                else:
+                    self._copy_ring(piece[1], piece[2])
+            except OSError as exc:
+                # The rest is lost: the lines of ours that say so are all that
+                # is waited for.
+                reason = _reason(exc)
+                self.first_failure = self.first_failure or reason
+                lost += sum(p[2] for p in pieces[i:] if p[0] == "copy")
+                trailer = _trailer(pieces[i:], reason)
+                log.warning("%s: cannot store the end of the output (%s): %d bytes of output lost",
+                            os.path.dirname(self.path), exc, lost)
+                break
+        self.head_gap = 0
+        self.trailer = trailer
+        self.info = {
             "bytes_total": self.total,
-            "bytes_kept": self.total - dropped,
+            "bytes_kept": self.total - dropped - lost,
             "bytes_dropped": dropped,
         }
-        try:
-            if self.error is None:
-                if dropped:
-                    _write_all(self.fd, f"\n[apsis-lite: {dropped} bytes of output dropped]\n".encode())
-                if kept_tail:
-                    self._copy_ring((beyond - kept_tail) % self.tail, kept_tail)
-        except OSError as exc:
-            self.error = self.error or f"cannot store output: {exc}"
-        finally:
-            os.close(self.fd)
-            if self.tail_fd is not None:
-                os.close(self.tail_fd)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.tail_path)
-        if self.error:
-            info["error"] = self.error
-        return info
+        if lost:
+            self.info["bytes_lost"] = lost
+            self.info["error"] = f"cannot store output: {self.first_failure}"
+        self._drop_ring()
 
     def _copy_ring(self, start: int, length: int) -> None:
+        """Append ``length`` bytes of the ring from ``start``, whole or not at all."""
+        written = self.written
         pos = start
-        while length:
-            n = min(length, self.tail - pos, 1024 * 1024)
-            chunk = os.pread(self.tail_fd, n, pos)
-            if not chunk:
-                raise OSError(errno.EIO, "output.tail is shorter than expected")
-            _write_all(self.fd, chunk)
-            length -= len(chunk)
-            pos = (pos + len(chunk)) % self.tail
+        try:
+            while length:
+                n = min(length, self.tail - pos, 1024 * 1024)
+                chunk = os.pread(self.tail_fd, n, pos)
+                if not chunk:
+                    raise OSError(errno.EIO, "output.tail is shorter than expected")
+                _write_all(self.fd, chunk)
+                self.written += len(chunk)
+                length -= len(chunk)
+                pos = (pos + len(chunk)) % self.tail
+        except OSError:
+            self.written = written
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, written)
+                os.lseek(self.fd, written, os.SEEK_SET)
+            raise
+
+    def _drop_ring(self) -> None:
+        if self.tail_fd is not None:
+            os.close(self.tail_fd)
+            self.tail_fd = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tail_path)
+
+    def close(self) -> None:
+        """Let go of the files, finished or not."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self._drop_ring()
+
+
+def _trailer(pieces: list[tuple], reason: str) -> bytes:
+    """The lines that stand for ``pieces`` that could not be written: ours
+    as they are, the program's output as a count of bytes lost."""
+    lines, count = [], 0
+    for piece in pieces:
+        if piece[0] == "text":
+            if count:
+                lines.append(_lost_marker(count, reason))
+                count = 0
+            lines.append(piece[1])
+        else:
+            count += piece[1] if piece[0] == "lost" else piece[2]
+    if count:
+        lines.append(_lost_marker(count, reason))
+    return b"".join(lines)
 
 
 _RESETTABLE_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
@@ -665,6 +912,9 @@ class _Shepherd:
         self.stopped = False
         self.group_killed = 0  # Processes left in the group after the program, SIGKILLed.
         self.group_left = 0  # Of those, still there KILL_WAIT later.
+        # State files that found no room on the disk, in the order to write them.
+        self.unwritten: dict[str, dict] = {}
+        self.rewrite = _Backoff()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
@@ -721,13 +971,7 @@ class _Shepherd:
         # may send SIGTERM, which must not kill us with the default action.
         self._install_signal_handlers()
         me = os.getpid()
-        # No fsync of the claim (see "Recovery rules" above), nor of the pid
-        # files: a power cut kills the processes they describe.
-        atomic_write_json(
-            self._path(SHEPHERD),
-            {"pid": me, "start_time": proc_start_time(me), "time": time.time()},
-            durable=False,
-        )
+        self._write_state(SHEPHERD, {"pid": me, "start_time": proc_start_time(me), "time": time.time()})
         error = self._spawn()
         if error is not None:
             return self._finish(error)
@@ -808,17 +1052,63 @@ class _Shepherd:
         self.start_mono = time.monotonic()
         # Record the program before anything else: if we die from here on,
         # the server must still be able to find (and kill) it.
-        atomic_write_json(
-            self._path(PID),
-            {"pid": pid, "pgid": pid, "start_time": proc_start_time(pid), "time": self.start_wall},
-            durable=False,
-        )
+        self._write_state(
+            PID, {"pid": pid, "pgid": pid, "start_time": proc_start_time(pid), "time": self.start_wall})
         os.set_blocking(out_r, False)
         self.out_r = out_r
         if spec["timeout_duration"] is not None:
             self.timeout_deadline = self.start_mono + spec["timeout_duration"]
         log.debug("%s: started pid %d: %s", spec["run_id"], pid, argv)
         return None
+
+    def _write_state(self, name: str, info: dict) -> None:
+        """Write shepherd.json or pid.json; with no room on the disk, keep it
+        to write later (see ``_write_unwritten``) and go on.
+
+        The program is started, and keeps running, all the same: nothing the
+        server concludes from these files becomes false meanwhile. Without
+        shepherd.json a stop request does not signal us but relies on our
+        look at stop.json once it is written; without pid.json the server
+        leaves the run as starting, and cannot signal it.
+        No fsync (see "Recovery rules" above): a power cut kills the
+        processes these files describe.
+        """
+        if not self.unwritten:
+            try:
+                atomic_write_json(self._path(name), info, durable=False)
+                return
+            except OSError as exc:
+                if not _no_room(exc):
+                    raise
+                log.warning("%s: cannot write %s (%s); the run goes on, and it is tried again",
+                            self.run_dir, name, exc)
+                self.rewrite.failed()
+        self.unwritten[name] = info
+
+    def _write_unwritten(self) -> None:
+        """Write the state files that found no room, in order; raises OSError
+        if one still cannot be written."""
+        while self.unwritten:
+            name, info = next(iter(self.unwritten.items()))
+            atomic_write_json(self._path(name), info, durable=False)
+            del self.unwritten[name]
+            log.info("%s: wrote %s", self.run_dir, name)
+            if (name == SHEPHERD and self.pid is not None and self.status is None
+                    and not self.stopped and os.path.exists(self._path(STOP))):
+                # A stop asked for while shepherd.json was missing did not
+                # signal us: it counts on this look.
+                self._stop()
+
+    def _retry_unwritten(self) -> None:
+        if self.unwritten and self.rewrite.due():
+            try:
+                self._write_unwritten()
+            except OSError as exc:
+                if not _no_room(exc):
+                    raise
+                self.rewrite.failed()
+            else:
+                self.rewrite.succeeded()
 
     def _supervise(self) -> None:
         """Copy output and enforce stop/timeout until the program exits."""
@@ -837,9 +1127,11 @@ class _Shepherd:
                     self.out_r = None
             self._handle_signals()
             self._check_deadlines()
+            self._retry_unwritten()
 
     def _poll_timeout_ms(self) -> int | None:
-        deadlines = [d for d in (self.timeout_deadline, self.kill_deadline) if d is not None]
+        deadlines = [d for d in (self.timeout_deadline, self.kill_deadline,
+                                 self.rewrite.at if self.unwritten else None) if d is not None]
         if not deadlines:
             return None  # Sleep until output or a signal arrives.
         return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
@@ -870,7 +1162,7 @@ class _Shepherd:
         if signal.SIGCHLD in pending and not self.exited:
             if self.stopped or self.timed_out:
                 # Note the exit but leave the zombie: see _settle_group.
-                if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                if exited_unreaped(self.pid):
                     self._note_exit()
             else:
                 self._reap(blocking=False)
@@ -1027,6 +1319,12 @@ class _Shepherd:
         per run (output, result, folder) would only cover a power cut in the
         moment between the two, and they kept the shepherd from its next run:
         the last of a thousand simultaneous runs started about 0.15 s later.
+
+        With no room on the disk, the result waits in memory and is tried
+        again (RETRY_MIN to RETRY_MAX apart) for as long as it takes, the
+        run's lock held meanwhile: to the server the run is still running,
+        and it records the outcome once there is room. This shepherd is not
+        idle meanwhile, so the agent hands it no other run.
         """
         exit_code = sig_name = None
         if error is None and self.status is not None:
@@ -1044,11 +1342,6 @@ class _Shepherd:
             }
         else:
             rusage = {"utime": 0.0, "stime": 0.0, "maxrss_kb": 0}
-        if self.sink is not None:
-            sink, self.sink = self.sink, None  # Finish it once, even if we fail below.
-            output = sink.finish()
-        else:
-            output = {"bytes_total": 0, "bytes_kept": 0, "bytes_dropped": 0}
         result = {
             "exit_code": exit_code,
             "signal": sig_name,
@@ -1057,15 +1350,32 @@ class _Shepherd:
             "end": end_wall,
             "elapsed": max(0.0, end_mono - self.start_mono),
             "rusage": rusage,
-            "output": output,
             "timed_out": self.timed_out,
             "stopped": self.stopped,
             "group_killed": self.group_killed,
             "group_left": self.group_left,
             "shepherd_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         }
-        atomic_write_json(self._path(RESULT), result, durable=False)
         run_id = self.spec["run_id"] if self.spec else os.path.basename(self.run_dir)
+        retry = _Backoff()
+        while True:
+            try:
+                result["output"] = (self.sink.finish() if self.sink is not None
+                                    else {"bytes_total": 0, "bytes_kept": 0, "bytes_dropped": 0})
+                self._write_unwritten()
+                atomic_write_json(self._path(RESULT), result, durable=False)
+                break
+            except OSError as exc:
+                if not _no_room(exc):
+                    raise
+                if not retry.delay:
+                    log.warning("%s: no room for the result (%s); holding it, trying again until there is",
+                                run_id, exc)
+                retry.failed()
+                time.sleep(retry.delay)
+        if retry.delay:
+            log.info("%s: result written", run_id)
+        self.sink = None
         log.debug(
             "%s: finished: exit %s signal %s error %s in %.3fs",
             run_id, exit_code, sig_name, error, result["elapsed"],
@@ -1103,8 +1413,8 @@ class _Shepherd:
         self.wake_r = self.wake_w = -1
         self.out_r = self.lock_fd = None
         if self.sink is not None:
-            with contextlib.suppress(Exception):
-                self.sink.finish()
+            with contextlib.suppress(OSError):
+                self.sink.close()
             self.sink = None
         with contextlib.suppress(OSError):
             os.chdir("/")

@@ -19,6 +19,7 @@ import heapq
 import json
 import math
 import os
+import select
 import signal
 import subprocess
 import time
@@ -434,8 +435,11 @@ def run_locally(program, job_id: str, args: dict, *, say=print, announce=None,
     variables. Its timeout sends the timeout signal to the whole group and
     SIGKILL after the stop grace period. Ctrl-C (SIGINT) or SIGTERM sends
     the job's stop signal to the group, SIGKILL after the grace period; a
-    second Ctrl-C kills at once. ``say`` reports these steps to a person,
-    starting with ``announce`` once the program can be started.
+    second Ctrl-C kills at once. As on the server, a stop or a timeout is
+    over only when the whole group is: what the program leaves in its group
+    gets the SIGKILL too, even once the program itself has exited.
+    ``say`` reports these steps to a person, starting with ``announce``
+    once the program can be started.
     """
     argv = local_argv(program)
     cwd = program.cwd or os.path.expanduser("~")
@@ -471,17 +475,50 @@ class _Interrupts:
             raise KeyboardInterrupt
         self.pending += 1
 
-    def wait(self, proc, timeout):
-        """``proc.wait(timeout)`` that a signal interrupts with KeyboardInterrupt."""
+    def wait(self, fn, *args):
+        """``fn(*args)``, which a signal interrupts with KeyboardInterrupt."""
         self.armed = True
         try:
             if self.pending:
                 self.armed = False
                 self.pending -= 1
                 raise KeyboardInterrupt
-            proc.wait(timeout=timeout)
+            return fn(*args)
         finally:
             self.armed = False
+
+
+class _Exit:
+    """Waits for a child to exit without reaping it (see ``agent.exited_unreaped``):
+    its group can be signalled until ``reap``."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        try:
+            self.pidfd = os.pidfd_open(proc.pid)  # readable once the child has exited
+        except (AttributeError, OSError):  # an old kernel: look every 10 ms instead
+            self.pidfd = None
+
+    def wait(self, timeout) -> bool:
+        """True once the child has exited; False after ``timeout`` seconds (None: no limit)."""
+        from .agent import exited_unreaped
+        if self.pidfd is None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not exited_unreaped(self.proc.pid):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01 if deadline is None else max(0.0, min(0.01, deadline - time.monotonic())))
+            return True
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+        return exited_unreaped(self.proc.pid)
+
+    def reap(self) -> int:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        return self.proc.wait()
 
 
 def _start_and_wait(program, job_id, args, argv, cwd, say, stdout, stderr, interrupts):
@@ -494,6 +531,7 @@ def _start_and_wait(program, job_id, args, argv, cwd, say, stdout, stderr, inter
                                 start_new_session=True)
     except OSError as exc:
         raise CannotRun(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+    exit_ = _Exit(proc)
 
     def signal_group(sig):
         # Only before the program is reaped: afterwards its pgid may be someone else's.
@@ -504,16 +542,15 @@ def _start_and_wait(program, job_id, args, argv, cwd, say, stdout, stderr, inter
                 pass
 
     timeout_at = started + float(timeout["duration"]) if timeout else None
-    kill_at = None
+    kill_at = killed_at = None
     timed_out = stopped = False
     stops = 0
     while True:
         try:
             deadlines = [d for d in (timeout_at, kill_at) if d is not None]
             wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            interrupts.wait(proc, wait)
-            break
-        except subprocess.TimeoutExpired:
+            if interrupts.wait(exit_.wait, wait):
+                break
             now = time.monotonic()
             if timeout_at is not None and now >= timeout_at:
                 timeout_at = None
@@ -526,6 +563,7 @@ def _start_and_wait(program, job_id, args, argv, cwd, say, stdout, stderr, inter
                 kill_at = None
                 say("still running: sending SIGKILL to the process group")
                 signal_group(signal.SIGKILL)
+                killed_at = now
         except KeyboardInterrupt:
             stops += 1
             stopped = True
@@ -538,14 +576,55 @@ def _start_and_wait(program, job_id, args, argv, cwd, say, stdout, stderr, inter
             else:
                 say("killing: sending SIGKILL to the process group")
                 signal_group(signal.SIGKILL)
-                kill_at = None
-    code = proc.returncode
+                kill_at, killed_at = None, time.monotonic()
+    if stopped or timed_out:
+        _settle_group(proc.pid, kill_at, killed_at, signal_group, say, interrupts)
+    code = exit_.reap()
     sig = None
     if code < 0:
         sig = signal.Signals(-code).name
         code = 128 - code
     return LocalResult(exit_code=code, signal=sig, timed_out=timed_out, stopped=stopped,
                        elapsed=time.monotonic() - started)
+
+
+def _settle_group(pgid, kill_at, killed_at, signal_group, say, interrupts):
+    """The program exited during a stop or a timeout: wait for the rest of its
+    group as the server does (see ``agent._Shepherd._settle_group``), sending
+    it SIGKILL when the grace period ends (or at Ctrl-C), and giving up on
+    members still there KILL_WAIT after that."""
+    from .agent import KILL_WAIT, SETTLE_POLL_MAX, SETTLE_POLL_MIN, group_members
+    pause = SETTLE_POLL_MIN
+    waited = False
+    while members := group_members(pgid):
+        now = time.monotonic()
+        if killed_at is not None and now >= killed_at + KILL_WAIT:
+            say(f"{_processes(len(members))} of the group still there {KILL_WAIT:.0f} s after SIGKILL; "
+                "not waiting for them")
+            return
+        if kill_at is not None and now >= kill_at:
+            say(f"sending SIGKILL to the {_processes(len(members))} the program left in its group")
+            signal_group(signal.SIGKILL)
+            killed_at, kill_at, pause = now, None, SETTLE_POLL_MIN
+            continue
+        if not waited:
+            say(f"the program exited; waiting for the {_processes(len(members))} it left in its group")
+            waited = True
+        wait = pause
+        for deadline in (kill_at, None if killed_at is None else killed_at + KILL_WAIT):
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+        try:
+            interrupts.wait(time.sleep, wait)
+        except KeyboardInterrupt:
+            if killed_at is None:
+                kill_at = time.monotonic()  # kill now
+            continue
+        pause = min(pause * 2, SETTLE_POLL_MAX)
+
+
+def _processes(count: int) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
 
 
 def no_op_result(program) -> LocalResult:

@@ -445,6 +445,60 @@ def test_try_run_timeout_stops_the_whole_group(jobs_dir, tmp_path):
     assert _gone(grandchild)
 
 
+def test_try_run_timeout_kills_what_ignores_the_stop_signal_after_the_program_exited(jobs_dir, tmp_path):
+    pid_file = tmp_path / "grandchild"
+    write_job(jobs_dir, "stubborn", f"""
+        program:
+          command: "(trap '' TERM; exec sleep 300) & echo $! > {pid_file}; wait"
+          timeout: {{duration: 0.5s, signal: SIGTERM}}
+          stop: {{grace_period: 1.5s}}
+    """)
+    started = time.monotonic()
+    result = apsis("try", jobs_dir, "stubborn", "--run")
+    elapsed = time.monotonic() - started
+    grandchild = int(pid_file.read_text())
+    gone = _gone(grandchild)  # already, when the command returns
+    if not gone:
+        os.kill(grandchild, signal.SIGKILL)
+    assert gone, result.stderr
+    assert result.returncode == 128 + signal.SIGTERM  # the program's own end
+    assert "killed by SIGTERM" in result.stderr
+    assert ("apsis-lite: the program exited; waiting for the 1 process it left in its group"
+            in result.stderr)
+    assert "apsis-lite: sending SIGKILL to the 1 process the program left in its group" in result.stderr
+    assert 2.0 <= elapsed < 10  # the timeout, then the grace period
+
+
+def test_try_run_ctrl_c_kills_what_ignores_the_stop_signal(jobs_dir, tmp_path):
+    pid_file = tmp_path / "grandchild"
+    write_job(jobs_dir, "stubborn", f"""
+        program:
+          command: "(trap '' TERM; exec sleep 300) & echo $! > {pid_file}; echo started; wait"
+          stop: {{signal: SIGTERM, grace_period: 60s}}
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "apsis_lite", "try", str(jobs_dir), "stubborn", "--run"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    grandchild = None
+    try:
+        assert _read_line(proc) == "started\n"
+        grandchild = int(_wait_file(pid_file))
+        proc.send_signal(signal.SIGINT)  # the program exits; the grandchild does not
+        deadline = time.monotonic() + 30
+        while "waiting for the 1 process" not in (line := proc.stderr.readline()):
+            assert line and time.monotonic() < deadline, line
+        assert not _gone(grandchild)
+        proc.send_signal(signal.SIGINT)  # the second Ctrl-C kills at once
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if grandchild and not _gone(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
+    assert _gone(grandchild)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "sending SIGKILL to the 1 process the program left in its group" in err
+
+
 def test_try_run_ctrl_c_stops_the_whole_group_and_streams_output(jobs_dir, tmp_path):
     pid_file = tmp_path / "grandchild"
     write_job(jobs_dir, "long", f"""

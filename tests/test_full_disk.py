@@ -5,8 +5,10 @@ While the disk is full the server keeps serving reads, says what is wrong
 doubles or wedges nothing; when space returns it goes on by itself.
 """
 
+import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,8 +18,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+import strategies_output
 from conftest import ROOT, Server, short_tmpdir, write_job
+
+from apsis_lite.agent import AgentClient, _OutputSink, is_alive, read_json, request_stop, write_spec
 
 DISK_SIZE = "24m"
 
@@ -213,3 +219,262 @@ def _wait_for_line(path, proc, marker, timeout=30):
 def _epoch(iso):
     from apsis_lite.timeutil import parse_time
     return parse_time(iso).timestamp()
+
+
+# --- the shepherd on a full disk ------------------------------------------------------------
+
+LOST = re.compile(rb"\n\[apsis-lite: (\d+) bytes of output lost: no space left on device\]\n")
+
+
+def lines(first, last):
+    return b"".join(b"line %06d\n" % i for i in range(first, last))
+
+
+def wait_until_storing_is_tried_again(sink):
+    time.sleep(max(0.0, sink.retry.at - time.monotonic()))
+
+
+def test_output_lost_in_the_head_is_counted_and_marked_where_it_was(small_disk):
+    run_dir = small_disk / "run"
+    run_dir.mkdir()
+    sink = _OutputSink(str(run_dir), head=1 << 20, tail=1 << 20)
+    stream = lines(0, 10_000)
+    sink.write(stream[:5000])
+    fill(small_disk)
+    for i in range(5000, 60_000, 100):  # stored until the file's last page is full
+        sink.write(stream[i:i + 100])
+    free(small_disk)
+    wait_until_storing_is_tried_again(sink)
+    sink.write(stream[60_000:])
+    info = sink.finish()
+    out = (run_dir / "output").read_bytes()
+    before, count, after = LOST.split(out)
+    assert len(before) >= 5000 and before == stream[:len(before)]
+    assert after == stream[60_000:] and len(before) + int(count) == 60_000
+    assert info == {"bytes_total": len(stream), "bytes_kept": len(before) + len(after),
+                    "bytes_dropped": 0, "bytes_lost": int(count),
+                    "error": "cannot store output: no space left on device"}
+
+
+def test_output_lost_past_the_head_is_marked_in_the_tail(small_disk):
+    run_dir = small_disk / "run"
+    run_dir.mkdir()
+    head, tail = 1100, 1 << 20
+    sink = _OutputSink(str(run_dir), head=head, tail=tail)
+    stream = lines(0, 100_000)  # 1.1 MB: more than head and tail
+    dropped = len(stream) - head - tail
+    sink.write(stream[:300_000])
+    fill(small_disk)
+    for i in range(300_000, 900_000, 4096):
+        sink.write(stream[i:min(i + 4096, 900_000)])
+    free(small_disk)
+    wait_until_storing_is_tried_again(sink)
+    sink.write(stream[900_000:])
+    info = sink.finish()
+    out = (run_dir / "output").read_bytes()
+    dropped_line = b"\n[apsis-lite: %d bytes of output dropped]\n" % dropped
+    assert out.startswith(stream[:head] + dropped_line)
+    before, count, after = LOST.split(out[head + len(dropped_line):])
+    window = stream[head + dropped:]
+    assert len(before) >= 300_000 - head - dropped and before == window[:len(before)]
+    assert after == stream[900_000:] and len(before) + int(count) + len(after) == len(window)
+    assert info == {"bytes_total": len(stream), "bytes_kept": head + len(before) + len(after),
+                    "bytes_dropped": dropped, "bytes_lost": int(count),
+                    "error": "cannot store output: no space left on device"}
+    assert not (run_dir / "output.tail").exists()
+
+
+def test_a_tail_that_finds_no_room_at_the_end_is_given_up_not_waited_for(small_disk):
+    run_dir = small_disk / "run"
+    run_dir.mkdir()
+    sink = _OutputSink(str(run_dir), head=1000, tail=1 << 20)
+    stream = lines(0, 50_000)  # 550 kB, nearly all of it in the tail
+    sink.write(stream)
+    fill(small_disk)
+    info = sink.finish()
+    assert (run_dir / "output").read_bytes() == stream[:1000] + (
+        b"\n[apsis-lite: %d bytes of output lost: no space left on device]\n" % (len(stream) - 1000))
+    assert info["bytes_lost"] == len(stream) - 1000 and info["bytes_kept"] == 1000
+    assert not (run_dir / "output.tail").exists()  # its room is given back at once
+
+
+def test_the_line_that_says_what_was_lost_waits_for_room(small_disk):
+    run_dir = small_disk / "run"
+    run_dir.mkdir()
+    sink = _OutputSink(str(run_dir), head=1 << 20, tail=1 << 20)
+    page = os.sysconf("SC_PAGE_SIZE")
+    stream = lines(0, 1000)[:page + 500]
+    sink.write(stream[:page])  # the file's pages are full
+    fill(small_disk)
+    sink.write(stream[page:])
+    for _ in range(3):
+        with pytest.raises(OSError) as no_room:
+            sink.finish()
+        assert no_room.value.errno == errno.ENOSPC
+    free(small_disk)
+    info = sink.finish()
+    assert (run_dir / "output").read_bytes() == stream[:page] + (
+        b"\n[apsis-lite: 500 bytes of output lost: no space left on device]\n")
+    assert info["bytes_lost"] == 500
+
+
+MARKER = re.compile(rb"\n\[apsis-lite: (\d+) bytes of output (dropped|lost: no space left on device)\]\n")
+
+
+# More examples for a longer search: APSIS_LITE_FUZZ_EXAMPLES=20000 (a quarter of them here).
+@settings(deadline=None, max_examples=max(int(os.environ.get("APSIS_LITE_FUZZ_EXAMPLES", "400")) // 4, 25),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sizes=strategies_output.sizes, steps=strategies_output.steps)
+def test_stored_output_and_its_lines_add_up_to_what_was_printed(small_disk, sizes, steps):
+    """Whenever the disk fills and empties, ``output`` is the stream's head,
+    then its tail, with lines that stand for exactly the bytes dropped or
+    lost at the places they are missing from, and the counts agree."""
+    head, tail = sizes
+    run_dir = small_disk / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    total = sum(step[1] for step in steps if step[0] == "write")
+    stream = b"".join(b"%09d\n" % i for i in range(0, total + 10, 10))[:total]
+    full = False
+    sink = _OutputSink(str(run_dir), head=head, tail=tail)
+    offset = 0
+    try:
+        for step in steps:
+            if step[0] == "write":
+                sink.write(stream[offset:offset + step[1]])
+                offset += step[1]
+            elif step[0] == "fill":
+                fill(small_disk)
+                full = True
+            elif step[0] == "free" and full:
+                free(small_disk)
+                full = False
+            elif step[0] == "later":
+                sink.retry.at = 0.0
+        try:
+            info = sink.finish()
+        except OSError as exc:
+            assert full and exc.errno == errno.ENOSPC  # only the lines saying what was lost wait
+            free(small_disk)
+            full = False
+            info = sink.finish()
+        out = (run_dir / "output").read_bytes()
+    finally:
+        sink.close()
+        if full:
+            free(small_disk)
+    pos = kept = lost = dropped = 0
+    pieces = MARKER.split(out)
+    for i in range(0, len(pieces), 3):
+        data = pieces[i]
+        assert data == stream[pos:pos + len(data)], f"stored bytes not the stream's at {pos}"
+        pos += len(data)
+        kept += len(data)
+        if i + 1 < len(pieces):
+            count, what = int(pieces[i + 1]), pieces[i + 2]
+            assert count > 0
+            if what == b"dropped":
+                assert pos >= head and dropped == 0
+                dropped = count
+            else:
+                lost += count
+            pos += count
+    assert pos == total
+    assert dropped == max(0, total - head - tail)
+    assert info["bytes_total"] == total and info["bytes_kept"] == kept
+    assert info["bytes_dropped"] == dropped and info.get("bytes_lost", 0) == lost
+    assert not (run_dir / "output.tail").exists()
+
+
+@pytest.fixture
+def agent_client(tmp_path):
+    from test_agent import AGENT_COMMAND, agent_env, terminate_agent
+    client = AgentClient(str(tmp_path / "agent"), AGENT_COMMAND, env=agent_env())
+    yield client
+    terminate_agent(client)
+
+
+def test_a_shepherd_on_a_full_disk_runs_the_program_and_holds_its_result_until_there_is_room(
+        small_disk, agent_client, tmp_path):
+    from test_agent import make_spec, wait_for
+    run_dir = str(small_disk / "run")
+    flag = tmp_path / "flag"
+    ledger = tmp_path / "ledger"
+    write_spec(run_dir, make_spec("full", ["sh", "-c", f"echo $$ >> {ledger}; echo lost; "
+                                           f"while [ ! -e {flag} ]; do sleep 0.01; done; echo lost too"]))
+    fill(small_disk)
+    first = agent_client.start(run_dir)
+    wait_for(lambda: ledger.exists())  # started, though neither shepherd.json nor pid.json could be written
+    program = int(ledger.read_text())
+    time.sleep(0.5)
+    for name in ("shepherd.json", "pid.json", "result.json"):
+        assert not os.path.exists(os.path.join(run_dir, name)), name
+    flag.touch()
+    wait_for(lambda: not os.path.exists(f"/proc/{program}/cmdline") or
+             open(f"/proc/{program}/stat").read().split(") ")[1][0] == "Z")
+    time.sleep(1.0)
+    assert is_alive(run_dir) and read_json(run_dir, "result.json") is None
+    # Busy waiting for room, it is not handed another run.
+    other = str(tmp_path / "other")
+    write_spec(other, make_spec("other", ["echo", "other"]))
+    assert agent_client.start(other) != first
+    assert wait_for(lambda: read_json(other, "result.json"))["exit_code"] == 0
+    free(small_disk)
+    result = wait_for(lambda: read_json(run_dir, "result.json"), timeout=15)
+    assert result["exit_code"] == 0 and result["error"] is None
+    assert result["output"]["bytes_lost"] == len(b"lost\nlost too\n")
+    assert open(os.path.join(run_dir, "output"), "rb").read() == (
+        b"\n[apsis-lite: 14 bytes of output lost: no space left on device]\n")
+    assert read_json(run_dir, "pid.json")["pid"] == program
+    assert read_json(run_dir, "shepherd.json")["pid"] == first
+    wait_for(lambda: not is_alive(run_dir))
+    assert ledger.read_text().split() == [str(program)]
+
+
+def test_a_stop_asked_for_before_the_shepherd_could_write_its_pid_file_is_carried_out(
+        small_disk, agent_client, tmp_path):
+    from test_agent import make_spec, wait_for
+    run_dir = str(small_disk / "run")
+    ledger = tmp_path / "ledger"
+    write_spec(run_dir, make_spec("full", ["sh", "-c", f"echo $$ >> {ledger}; exec sleep 300"]))
+    fill(small_disk)
+    agent_client.start(run_dir)
+    wait_for(lambda: ledger.exists())
+    time.sleep(2.0)  # the shepherd's pauses between tries grow meanwhile
+    free(small_disk)
+    assert request_stop(run_dir, "SIGTERM", 5.0)  # alive, but no shepherd.json to find it by
+    assert not os.path.exists(os.path.join(run_dir, "shepherd.json"))
+    result = wait_for(lambda: read_json(run_dir, "result.json"), timeout=15)
+    assert result["stopped"] and result["signal"] == "SIGTERM"
+
+
+def test_a_run_that_ends_on_a_full_disk_is_recorded_once_when_there_is_room(jobs_dir, small_disk, tmp_path):
+    ledger, ended = tmp_path / "ledger", tmp_path / "ended"
+    write_job(jobs_dir, "talk", f"""
+        program: "echo started >> {ledger}; pad=$(printf %01000d 0); i=0;
+                  while [ $i -lt 60 ]; do i=$((i+1)); echo line $i $pad; sleep 0.05; done; touch {ended}"
+    """)
+    srv = disk_server(jobs_dir, small_disk, tmp_path).start()
+    try:
+        rid = srv.post("/api/v1/runs", {"job_id": "talk"})["run_id"]
+        srv.wait_for(lambda: srv.request("GET", f"/api/v1/runs/{rid}/output")[1].startswith(b"line 1 0"),
+                     what="the first output")
+        fill(small_disk)
+        srv.wait_for(ended.exists, timeout=30, what="the program to end")
+        time.sleep(3)  # the disk stays full a while after the end
+        assert srv.get(f"/api/v1/runs/{rid}")["state"] == "running"
+        free(small_disk)
+        run = srv.wait_run(rid, timeout=30)
+        _, output, _ = srv.request("GET", f"/api/v1/runs/{rid}/output")
+        runs = srv.runs()
+        log = srv.log()
+    finally:
+        srv.stop()
+    assert "Traceback" not in log, log
+    assert (run["state"], run["exit_code"]) == ("success", 0), run
+    assert [r["run_id"] for r in runs if r["job_id"] == "talk"] == [rid]
+    assert ledger.read_text() == "started\n"  # started once
+    stream = b"".join(b"line %d %s\n" % (i, b"0" * 1000) for i in range(1, 61))
+    before, count, after = LOST.split(output)
+    assert before.startswith(b"line 1 0") and before == stream[:len(before)]
+    assert after == stream[len(stream) - len(after):] and len(before) + int(count) + len(after) == len(stream)
