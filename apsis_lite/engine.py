@@ -562,6 +562,9 @@ class Engine:
         elif alive:
             if run.state == "starting":
                 self._mark_running(rid)
+            elif run.state == "stopping" and not self.launcher.stop_requested(rid):
+                # Its stop was committed but could not be written (a full disk): again.
+                self._deliver_stop(run)
             if restarted:
                 self.store.log(rid, now, "re-attached after restart")
         elif run.state == "starting" and restarted and self._rebooted:
@@ -1165,9 +1168,23 @@ class Engine:
                                      f"{why}: {sig}, then SIGKILL after {format_duration(grace)}",
                                      user=user):
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
-        if not self.launcher.request_stop(run_id, sig, grace):
-            self._reconcile(self.store.get_run(run_id), self.clock())
+        self._deliver_stop(self.store.get_run(run_id))
         return self.store.get_run(run_id)
+
+    def _deliver_stop(self, run):
+        """Hand a run in 'stopping' its stop request; on a full disk the sweep tries again."""
+        program = parse_program(run.program)
+        try:
+            delivered = self.launcher.request_stop(run.run_id, program.stop["signal"],
+                                                   program.stop["grace_period"])
+        except OSError as exc:
+            if disk_fault(exc) is None:
+                raise
+            log.warning("run %s: the stop request cannot be written (%s); trying again at the next sweep",
+                        format_run_id(run.run_id), exc.strerror)
+            return
+        if not delivered:
+            self._reconcile(self.store.get_run(run.run_id), self.clock())
 
     def _stop_inserver(self, run_id, user, why):
         """An in-server program cannot be killed: its run ends now, as stopped, and the
@@ -1687,6 +1704,9 @@ def outcome(res):
                      " it left in its group")
     if res.get("group_left"):
         notes.append(f"{res['group_left']} of them survived it")
+    lost = (res.get("output") or {}).get("bytes_lost")
+    if lost:
+        notes.append(f"{lost} bytes of output lost: the disk was full")
     suffix = f" ({', '.join(notes)})" if notes else ""
     if res.get("signal"):
         return "failure", f"killed by {res['signal']}{suffix}"

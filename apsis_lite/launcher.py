@@ -192,6 +192,10 @@ class LocalLauncher:
     def request_stop(self, run_id, signal_name, grace_period) -> bool:
         return agent.request_stop(self.run_dir(run_id), signal_name, grace_period)
 
+    def stop_requested(self, run_id) -> bool:
+        """Whether a stop request is written in the run's folder."""
+        return os.path.exists(os.path.join(self.run_dir(run_id), agent.STOP))
+
     def send_signal(self, run_id, signal_name) -> bool:
         return agent.send_signal(self.run_dir(run_id), signal_name)
 

@@ -476,5 +476,54 @@ def test_a_run_that_ends_on_a_full_disk_is_recorded_once_when_there_is_room(jobs
     assert ledger.read_text() == "started\n"  # started once
     stream = b"".join(b"line %d %s\n" % (i, b"0" * 1000) for i in range(1, 61))
     before, count, after = LOST.split(output)
+    assert run["message"] == f"exit code 0 ({int(count)} bytes of output lost: the disk was full)"
     assert before.startswith(b"line 1 0") and before == stream[:len(before)]
     assert after == stream[len(stream) - len(after):] and len(before) + int(count) + len(after) == len(stream)
+
+
+def test_a_stop_that_finds_no_room_for_its_request_is_delivered_once_there_is(small_disk, tmp_path):
+    """The database has room (another disk) but the run folders' disk is full."""
+    from apsis_lite.config import load_config
+    from apsis_lite.engine import Engine
+    from apsis_lite.launcher import LocalLauncher
+    from apsis_lite.store import Store
+
+    data = Path(short_tmpdir("al-data-"))
+    os.symlink(small_disk, data / "runs")
+    config = load_config(None, data_dir=str(data), jobs_dir=str(tmp_path), sweep_interval=1000)
+    store = Store(config.db_path)
+    engine = Engine(config, store, LocalLauncher(config))
+    try:
+        engine.set_jobs({}, [])
+        engine.recover()
+        run = engine.submit_program(f"echo started > {tmp_path}/started; exec sleep 60")
+        engine.tick(engine.clock())
+        deadline = time.monotonic() + 20
+        while store.get_run(run.run_id).state != "running":
+            assert time.monotonic() < deadline, store.run_log(run.run_id)
+            engine._next_sweep = 0
+            engine.tick(engine.clock())
+            time.sleep(0.05)
+        fill(small_disk)
+        stopped = engine.stop(run.run_id)  # committed; its request finds no room
+        assert stopped.state == "stopping"
+        time.sleep(1)
+        assert store.get_run(run.run_id).state == "stopping"  # still running: nothing was delivered
+        free(small_disk)
+        deadline = time.monotonic() + 20
+        while store.get_run(run.run_id).state == "stopping":
+            assert time.monotonic() < deadline, store.run_log(run.run_id)
+            engine._next_sweep = 0  # the sweep delivers it again, then collects the result
+            engine.tick(engine.clock())
+            time.sleep(0.1)
+        after = store.get_run(run.run_id)
+        assert (after.state, after.message) == ("failure", "killed by SIGTERM (stopped)"), after
+    finally:
+        engine.launcher.close()
+        store.close()
+        pid_file = data / "agent" / "agent.pid"
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            pass
+        shutil.rmtree(data, ignore_errors=True)
