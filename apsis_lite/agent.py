@@ -1116,18 +1116,23 @@ class _Shepherd:
         poller.register(self.wake_r, select.POLLIN)
         poller.register(self.out_r, select.POLLIN)
         while not self.exited:
-            for fd, _ in poller.poll(self._poll_timeout_ms()):
-                if fd == self.wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        while os.read(self.wake_r, 4096):
-                            pass
-                elif fd == self.out_r and not self._read_output():
-                    poller.unregister(self.out_r)
-                    os.close(self.out_r)
-                    self.out_r = None
+            self._poll_once(poller, self._poll_timeout_ms())
             self._handle_signals()
             self._check_deadlines()
             self._retry_unwritten()
+
+    def _poll_once(self, poller, timeout_ms) -> None:
+        """Wait up to ``timeout_ms`` for a signal (drained) or output (copied); stop
+        watching the output at its end."""
+        for fd, _ in poller.poll(timeout_ms):
+            if fd == self.wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self.wake_r, 4096):
+                        pass
+            elif fd == self.out_r and not self._read_output():
+                poller.unregister(self.out_r)
+                os.close(self.out_r)
+                self.out_r = None
 
     def _poll_timeout_ms(self) -> int | None:
         deadlines = [d for d in (self.timeout_deadline, self.kill_deadline,
@@ -1273,15 +1278,7 @@ class _Shepherd:
                              None if self.killed_at is None else self.killed_at + KILL_WAIT):
                 if deadline is not None:
                     wait = min(wait, max(0.0, deadline - now))
-            for fd, _ in poller.poll(int(wait * 1000) + 1):
-                if fd == self.wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        while os.read(self.wake_r, 4096):
-                            pass
-                elif fd == self.out_r and not self._read_output():
-                    poller.unregister(self.out_r)
-                    os.close(self.out_r)
-                    self.out_r = None
+            self._poll_once(poller, int(wait * 1000) + 1)
             killed_at = self.killed_at
             self._handle_signals()
             self._check_deadlines()
