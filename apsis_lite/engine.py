@@ -936,7 +936,10 @@ class Engine:
         self.wake()
 
     def _record_inserver(self, now):
-        """Record the results of in-server programs: state, message and bounded output."""
+        """Record the results of in-server programs: state, message and bounded output.
+
+        A result is forgotten only once it is on disk: memory holds its only copy.
+        """
         if not self._inserver_results:
             return
         with self.store.write():
@@ -950,7 +953,7 @@ class Engine:
                                "bytes_dropped": dropped}
                         self.store.transition(rid, current, state, self.clock(), message, meta={"output": out})
                 # Recorded, or the run ended otherwise meanwhile (a stop).
-                self._inserver_results.pop(rid, None)
+                self._on_commit(self._inserver_results.pop, rid, None)
 
     def _handle_notices(self):
         # One transaction for all pending notices: a burst of runs starting

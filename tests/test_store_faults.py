@@ -9,8 +9,10 @@ import json
 import os
 import time
 
+import gevent
 import pytest
 
+import extension_types
 from apsis_lite.config import load_config
 from apsis_lite.engine import Engine
 from apsis_lite.errors import StoreUnavailable
@@ -222,3 +224,23 @@ def test_a_reload_the_disk_refuses_changes_nothing_and_applies_later(world, disk
     passes(engine)
     scheduled = [r for r in store.query_runs(limit=1000)[0] if r.state == "scheduled"]
     assert scheduled and all(r.program["command"] == "echo new" for r in scheduled)
+
+
+def test_an_in_server_result_whose_commit_fails_is_recorded_once_there_is_room(world, disk):
+    engine, store, clock = world()
+    passes(engine)
+    rid = engine.submit_job({"program": {"type": "test-echo-in-server", "text": "hi"}}).run_id
+    passes(engine)  # starts it in the server
+    assert store.get_run(rid).state == "running"
+    deadline = time.monotonic() + 10
+    while rid in engine.inserver:  # until it has returned (its result waits for the next pass)
+        assert time.monotonic() < deadline, "the in-server program did not return"
+        gevent.sleep(0.01)
+    disk.full = True
+    passes(engine, 3)  # recording its result fails to commit
+    assert store.get_run(rid).state == "running"
+    disk.full = False
+    passes(engine)  # reads its state back, then records the result it still holds
+    run = store.get_run(rid)
+    assert (run.state, run.message) == ("success", "said hi")
+    assert store.read_output(rid) == b"hi\n"
