@@ -1272,6 +1272,8 @@ class Engine:
         """The job, or None if it is gone or no longer loads."""
         try:
             return self.get_job(job_id)
+        except StoreUnavailable:  # not knowing is not "gone": the pass fails and is tried again
+            raise
         except ApsisError:
             return None
 

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 
 from .conditions import OK, Verdict, describe_runs, parse_condition
+from .errors import StoreUnavailable
 from .runs import format_run_id
 from .timeutil import format_duration, to_iso
 
@@ -181,15 +182,18 @@ def check_conditions(run, ctx, resources, all_of=False):
 def check_condition(jso, run, ctx) -> Verdict:
     """One bound condition's verdict; whatever the condition does, a Verdict.
 
-    One that raises or returns something else sends the run to error; one
-    that does not hold and names nothing to watch is checked again after its
-    poll interval (or DEFAULT_RECHECK).
+    One that raises or returns something else sends the run to error, but
+    a StoreUnavailable from the store it reads goes on: that is no fault of
+    the condition nor of the run. One that does not hold and names nothing
+    to watch is checked again after its poll interval (or DEFAULT_RECHECK).
     """
     kind = jso.get("type")
     started = time.monotonic()
     try:
         condition = parse_condition(jso)
         verdict = condition.check(run, ctx)
+    except StoreUnavailable:  # the database failed, not the condition: the engine waits it out
+        raise
     except Exception as exc:  # a bound condition that no longer parses or checks
         log.warning("condition %r of run %s raised", kind, format_run_id(run.run_id), exc_info=True)
         return Verdict(False, f"condition {kind!r} cannot be checked: {type(exc).__name__}: {exc}",

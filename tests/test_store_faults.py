@@ -244,3 +244,19 @@ def test_an_in_server_result_whose_commit_fails_is_recorded_once_there_is_room(w
     run = store.get_run(rid)
     assert (run.state, run.message) == ("success", "said hi")
     assert store.read_output(rid) == b"hi\n"
+
+
+def test_a_storage_failure_while_checking_conditions_is_waited_out_not_the_runs_error(world, disk):
+    engine, store, clock = world()
+    passes(engine)
+    extension_types.STORE_FAILS["now"] = True
+    try:
+        rid = engine.submit_job({"program": {"type": "no-op"}, "condition": {"type": "test-store-fails"}}).run_id
+        passes(engine, 3)
+        assert store.get_run(rid).state in ("scheduled", "waiting")
+        assert "cannot be read" in engine.health.problems()[0]
+    finally:
+        extension_types.STORE_FAILS["now"] = False
+    passes(engine, 2)
+    assert store.get_run(rid).state == "success"
+    assert engine.health.problems() == []
