@@ -420,6 +420,8 @@ class Engine:
             # Read once: a retry must not see the boot id its first try saved.
             self._boot = self.launcher.boot_id() or ""
             self._rebooted = not self._boot or self.store.get_meta(BOOT_KEY) != self._boot
+        # Faults met by earlier tries are undone by this one: no resync after it.
+        self._faults_seen = self.store.faults
         self._reset_memory()
         self._load(self.clock(), "restart")
         self.store.set_meta(BOOT_KEY, self._boot)

@@ -260,3 +260,15 @@ def test_a_storage_failure_while_checking_conditions_is_waited_out_not_the_runs_
     passes(engine, 2)
     assert store.get_run(rid).state == "success"
     assert engine.health.problems() == []
+
+
+def test_a_start_up_that_met_a_full_disk_reads_its_state_once(world, disk):
+    job = job_from_jso({"params": ["time"], "program": {"type": "no-op"},
+                        "schedule": {"type": "interval", "interval": "10s"}}, "tick")
+    engine, store, clock = world([job])
+    disk.full = True
+    engine._guarded_pass()
+    disk.full = False
+    passes(engine, 3)  # the start-up succeeds: nothing is left to read back after it
+    assert engine.started
+    assert store.get_meta("engine_resync") is None
