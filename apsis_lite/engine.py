@@ -904,6 +904,8 @@ class Engine:
             self.store.transition(run.run_id, "starting", "running", now,
                                   f"running in the server ({program.type_name}; time limit "
                                   f"{format_duration(program.time_limit)})", meta={"in_server": True})
+            if self._any_max_duration:  # as _mark_running does for a process
+                self._arm_max_duration(self.store.get_run(run.run_id))
             self._on_commit(self.inserver.start, run, program)
             return False
         if program.host:

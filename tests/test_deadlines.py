@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+import extension_types  # noqa: F401 (registers test-wait-in-server)
 from conftest import write_job
 from test_conditions import T0, messages, settle, worlds
 
@@ -159,6 +160,23 @@ def test_max_duration_alarm_at_the_exact_time_and_stop(world):
     engine.stop(a.run_id)
     engine.launcher.close()
 
+
+def test_max_duration_holds_for_a_program_that_runs_in_the_server(world):
+    slow = job_from_jso({"program": {"type": "test-wait-in-server"},
+                         "max_duration": {"duration": "1 min", "stop": True}}, "slow")
+    engine, store, clock = world([slow])
+    seen = alarms_of(engine)
+    run = engine.submit("slow")
+    settle(engine, clock)
+    assert store.get_run(run.run_id).state == "running"
+    assert engine.explain(run.run_id)["lines"][-1].startswith("max_duration 1 min: an alarm at ")
+    settle(engine, clock, T0 + 60 - 0.001)
+    assert seen == []
+    settle(engine, clock, T0 + 60)
+    assert [(rid, kind) for rid, kind, _ in seen] == [(run.run_id, "max_duration")]
+    ended = store.get_run(run.run_id)
+    assert ended.state == "failure" and "stopped" in ended.message
+    assert "max_duration 1 min exceeded" in messages(store, run.run_id)
 
 # --- through the real server --------------------------------------------------------
 
