@@ -319,12 +319,12 @@ class Engine:
         except StoreUnavailable as exc:
             self._resync_pending = True
             delay = self._backoff.next()
-            self.health.storage_failed(str(exc), delay)
+            self.health.storage_failed(str(exc))
             return now + delay
         except Exception as exc:  # a fault confined to nothing smaller: the whole pass
             delay = self._backoff.next()
             log.exception("engine pass failed; trying again in %s", format_duration(delay))
-            self.health.pass_failed(f"{type(exc).__name__}: {exc}", delay)
+            self.health.pass_failed(f"{type(exc).__name__}: {exc}")
             return now + delay
         self._backoff.reset()
         self.health.pass_done()

@@ -50,7 +50,6 @@ class Health:
         self.stopped_reason = None
         self.storage_error = None       # message, while the database cannot be written
         self.storage_since = None
-        self.storage_retry_at = None
         self._storage_logged = 0.0
         self.pass_error = None          # the last failed pass's error, until a pass succeeds
         self.pass_error_since = None
@@ -74,32 +73,28 @@ class Health:
             if self.pass_error is not None:
                 log.info("engine passes succeed again")
             self.last_pass = now
-            self.storage_error = self.storage_since = self.storage_retry_at = None
+            self.storage_error = self.storage_since = None
             self.pass_error = self.pass_error_since = None
 
-    def storage_failed(self, message, delay):
+    def storage_failed(self, message):
         now = self.clock()
         with self._lock:
             first = self.storage_error is None
-            if first:
-                self.storage_since = now
             self.storage_error = message
-            self.storage_retry_at = now + delay
             if first:
+                self.storage_since = self._storage_logged = now
                 log.error("%s; runs are not started or recorded until it can be written again "
                           "(retrying, at most every %s)", message, format_duration(Backoff().cap))
-                self._storage_logged = now
             elif now - self._storage_logged >= RELOG_EVERY:
                 log.error("%s (since %s); still retrying", message, to_iso(self.storage_since))
                 self._storage_logged = now
 
-    def pass_failed(self, message, delay):
+    def pass_failed(self, message):
         now = self.clock()
         with self._lock:
             if self.pass_error is None:
                 self.pass_error_since = now
             self.pass_error = message
-            self.storage_retry_at = now + delay
 
     # -- reading ----------------------------------------------------------------
 

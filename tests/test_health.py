@@ -23,7 +23,7 @@ def test_storage_failure_and_recovery():
     clock = Clock(1000.0)
     health = Health(clock=clock)
     health.engine_started()
-    health.storage_failed("the database cannot be written: the disk is full", 0.5)
+    health.storage_failed("the database cannot be written: the disk is full")
     clock.t += 120  # no pass for two minutes: the disk, not a stuck engine, is the problem
     (problem,) = health.problems()
     assert problem.startswith("the database cannot be written: the disk is full (since ")
