@@ -73,11 +73,6 @@ class InServerRunner:
             return  # stopped meanwhile: the stop has already ended it
         self._done(run_id, state, message, output)
 
-    def close(self):
-        for context in self._running.values():
-            context.stopping.set()
-        self._pool.kill()
-
 
 def _call(program, context, started):
     """In a worker thread: run the program; (state, message, output) whatever it does."""
