@@ -553,6 +553,11 @@ def _reason(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
+def dropped_marker(count: int) -> bytes:
+    """The line that stands for ``count`` bytes of output dropped between the head and the tail."""
+    return f"\n[apsis-lite: {count} bytes of output dropped]\n".encode()
+
+
 def _lost_marker(count: int, reason: str) -> bytes:
     return f"\n[apsis-lite: {count} bytes of output lost: {reason}]\n".encode()
 
@@ -751,7 +756,7 @@ class _OutputSink:
         if self.head_gap:
             pieces.append(("lost", self.head_gap, self.head_gap_reason))
         if dropped:
-            pieces.append(("text", f"\n[apsis-lite: {dropped} bytes of output dropped]\n".encode()))
+            pieces.append(("text", dropped_marker(dropped)))
         offset = self.total - kept_tail
         lost = self.lost_head
         for start, end, reason in self.ring_gaps:

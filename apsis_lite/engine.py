@@ -21,6 +21,7 @@ import time
 from collections import deque
 
 from . import jobs as jobs_mod
+from .agent import dropped_marker
 from .errors import ApsisError, BadRequest, JobFileError, NotFound, StoreUnavailable, TransitionError
 from .health import Backoff, Health
 from .pauses import GLOBAL, Pause, pausable, pause_of
@@ -1694,8 +1695,7 @@ def _bounded_output(data, head, tail):
     if len(data) <= head + tail:
         return data, 0
     dropped = len(data) - head - tail
-    marker = f"\n[apsis-lite: {dropped} bytes of output dropped]\n".encode()
-    return data[:head] + marker + data[len(data) - tail:], dropped
+    return data[:head] + dropped_marker(dropped) + data[len(data) - tail:], dropped
 
 
 def outcome(res):
