@@ -191,13 +191,13 @@ class Engine:
             self._job_errors_by_id.setdefault(self._job_id_of(err.path), []).append(err)
         for job_id in (*added, *removed, *changed):
             self._broken.pop(job_id, None)  # a new file gets a new chance
-        if not self.started:
-            self._plan = []  # recover() plans every job
-            return summary
         touched = set(added) | set(changed) | set(removed)
         if not touched:
             return summary
         # Drop the touched jobs' planning entries: each job keeps exactly one.
+        # Before the engine has started too: recover() plans every job, but
+        # this may come while it is under way (it yields when it starts runs),
+        # when it has queued the jobs it found and must keep them.
         self._plan = [e for e in self._plan if e[2] not in touched]
         heapq.heapify(self._plan)
         for job_id in added:
@@ -207,7 +207,7 @@ class Engine:
             self._horizons[job_id] = start
             self._queue_plan(job_id, start)
         for job_id in changed:
-            self._queue_plan(job_id, self._horizons[job_id])
+            self._queue_plan(job_id, self._horizons.get(job_id, now))
         self.wake()
         return summary
 

@@ -362,3 +362,38 @@ def test_planning_serves_every_job_near_slots_first(world):
     while not engine._plan_due(T0, budget=0):
         pass
     assert max(r.time_schedule for r in all_runs(store)) == T0 + 59
+
+
+class ReloadWhileStarting(LocalLauncher):
+    """The real launcher, with a job reload at the moment it asks the agent to start runs:
+    where the server's engine yields to the jobs watcher and the web server."""
+
+    reload = None
+
+    def start(self, run_ids):
+        if self.reload is not None:
+            self.reload()
+        return super().start(run_ids)
+
+
+def test_a_reload_while_restarting_runs_leaves_every_job_planned(tmp_path):
+    config = load_config(None, data_dir=str(tmp_path / "data"), jobs_dir=str(tmp_path),
+                         horizon=60, max_age=3600, sweep_interval=1000)
+    store = Store(config.db_path)
+    launcher = ReloadWhileStarting(config)
+    # A run the last server committed as starting but never handed to the agent:
+    # recovery starts it, asking the agent, and the reload comes then.
+    store.set_meta("boot_id", launcher.boot_id())
+    store.insert_run("once", {}, "starting", T0 - 1, T0 - 1, program="true")
+    engine = Engine(config, store, launcher, clock=Clock(T0))
+    engine.set_jobs({"tick": noop_job("tick")}, [])
+    launcher.reload = lambda: engine.set_jobs({"tick": engine.jobs["tick"], "tock": noop_job("tock")}, [])
+    try:
+        engine.recover()
+        launcher.reload = None
+        tick(engine, T0)
+        planned = {r.job_id for r in all_runs(store) if r.state in ("scheduled", "success")}
+        assert {"tick", "tock"} <= planned
+    finally:
+        store.close()
+        _kill_agents(tmp_path / "data")
