@@ -232,15 +232,7 @@ def _check_filter(name, value, args, kwargs):
         for n in (*args, *kwargs.values()):
             _width(n, f"{name}: {'precision' if name == 'round' else 'width or count'}")
         if name == "indent":
-            width = args[0] if args else kwargs.get("width", 4)
-            if isinstance(width, str) and isinstance(value, str):
-                size = len(value) + (value.count("\n") + 1) * len(width)
-                if size > MAX_CHARS:
-                    raise _too_long("indent", size)
-            elif isinstance(width, int) and isinstance(value, str):
-                size = len(value) + (value.count("\n") + 1) * max(width, 0)
-                if size > MAX_CHARS:
-                    raise _too_long("indent", size)
+            _check_indent(value, args[0] if args else kwargs.get("width", 4))
     elif name == "replace" and len(args) >= 2 and isinstance(value, str):
         _check_str_method("replace", value, tuple(str(a) for a in args[:2]) + tuple(args[2:]), {})
     elif name == "format" and isinstance(value, str):
@@ -255,6 +247,15 @@ def _check_filter(name, value, args, kwargs):
         start = args[1] if len(args) > 1 else kwargs.get("start", 0)
         if not isinstance(start, Number):
             raise TemplateLimit("sum adds numbers in templates (start must be a number)")
+
+
+def _check_indent(value, width):
+    """Refuse ``value|indent(width)`` if it would make too long a string (``width``: spaces or a text)."""
+    if isinstance(value, str) and isinstance(width, (str, int)):
+        pad = len(width) if isinstance(width, str) else max(width, 0)
+        size = len(value) + (value.count("\n") + 1) * pad
+        if size > MAX_CHARS:
+            raise _too_long("indent", size)
 
 
 # Filters whose number arguments are widths, counts or precisions.
