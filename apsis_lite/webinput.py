@@ -56,9 +56,8 @@ def int_arg(args, name, default, lo=0, hi=MAX_INT):
     digits = text[1:] if text[:1] in "+-" else text
     if not (digits.isascii() and digits.isdigit()):
         raise BadRequest(f"{name}: not a whole number: {shown(raw)}")
-    if len(digits) > 19 or not lo <= int(text) <= hi:
+    if len(digits) > 19 or not lo <= (value := int(text)) <= hi:
         raise BadRequest(f"{name}: must be between {lo} and {hi}, not {shown(raw)}")
-    value = int(text)
     return value
 
 
