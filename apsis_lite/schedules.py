@@ -841,8 +841,9 @@ class DailyIntervalSchedule(_WallClock):
         if interval is not None and _micros(interval) == 0:
             f.error("interval", "must be at least one microsecond")
         if start is not None and stop is not None and not start.cal_shift and not stop.cal_shift:
-            length = (timedelta(days=stop.date_shift - start.date_shift)
-                      + datetime.combine(date.min, stop.daytime) - datetime.combine(date.min, start.daytime))
+            # The daytimes' difference first: a day's shift added to date.min could leave the range of dates.
+            length = (datetime.combine(date.min, stop.daytime) - datetime.combine(date.min, start.daytime)
+                      + timedelta(days=stop.date_shift - start.date_shift))
             if length <= timedelta(0):
                 f.error("stop", "must be after start (for a window past midnight, "
                                 "write stop: {daytime: ..., date_shift: 1})")

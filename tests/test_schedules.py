@@ -414,6 +414,12 @@ def test_daily_interval_errors_and_round_trip():
                             "on Mon-Fri Asia/Tokyo")
 
 
+
+def test_daily_interval_whose_stop_is_shifted_before_its_start_says_so():
+    got = problems({"type": "daily-interval", "start": {"daytime": "00:00", "date_shift": 1},
+                    "stop": "00:00", "interval": "1h"})
+    assert [k for k, _ in got] == ["stop"] and got[0][1].startswith("must be after start")
+
 # --- stop schedules, jitter -------------------------------------------------------
 
 def test_stop_form_duration_and_daytime():
