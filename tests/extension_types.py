@@ -1,7 +1,8 @@
 """Extension types for in-process engine tests, registered as an extension registers its own.
 
-Importing this module registers them; their names start with ``test-`` so
-that they cannot clash with a real type.
+Importing this module registers them. Their names are dotted, as aliases
+are (``tests.echo-in-server``): no real type has such a name, and the lists
+of known types in error messages, which other tests check, leave them out.
 """
 
 from dataclasses import dataclass
@@ -14,12 +15,12 @@ from apsis_lite.registry import CONDITIONS, PROGRAMS
 from apsis_lite.schedules import nonempty_text
 
 
-@PROGRAMS.register("test-echo-in-server")
+@PROGRAMS.register("tests.echo-in-server")
 @dataclass(frozen=True, kw_only=True)
 class EchoInServer(ServerProgram):
     """Runs in the server: says ``text`` and succeeds at once."""
 
-    type_name: ClassVar[str] = "test-echo-in-server"
+    type_name: ClassVar[str] = "tests.echo-in-server"
     text: str
 
     @classmethod
@@ -33,12 +34,12 @@ class EchoInServer(ServerProgram):
         return Outcome(message=f"said {self.text}", output=f"{self.text}\n")
 
 
-@PROGRAMS.register("test-wait-in-server")
+@PROGRAMS.register("tests.wait-in-server")
 @dataclass(frozen=True, kw_only=True)
 class WaitInServer(ServerProgram):
     """Runs in the server until it is told to stop."""
 
-    type_name: ClassVar[str] = "test-wait-in-server"
+    type_name: ClassVar[str] = "tests.wait-in-server"
 
     def run(self, context):
         while not context.stopping.wait(0.02):
@@ -46,16 +47,16 @@ class WaitInServer(ServerProgram):
         return Outcome(message="noticed the stop")
 
 
-#: While true, the ``test-store-fails`` condition cannot read the database.
+#: While true, the ``tests.store-fails`` condition cannot read the database.
 STORE_FAILS = {"now": False}
 
 
-@CONDITIONS.register("test-store-fails")
+@CONDITIONS.register("tests.store-fails")
 @dataclass(frozen=True)
 class StoreFails(Condition):
     """Holds, except while STORE_FAILS says that the store it reads from fails."""
 
-    type_name: ClassVar[str] = "test-store-fails"
+    type_name: ClassVar[str] = "tests.store-fails"
 
     @classmethod
     def _read(cls, f, allow_templates):

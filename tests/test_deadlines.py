@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-import extension_types  # noqa: F401 (registers test-wait-in-server)
+import extension_types  # noqa: F401 (registers tests.wait-in-server)
 from conftest import write_job
 from test_conditions import T0, messages, settle, worlds
 
@@ -162,7 +162,7 @@ def test_max_duration_alarm_at_the_exact_time_and_stop(world):
 
 
 def test_max_duration_holds_for_a_program_that_runs_in_the_server(world):
-    slow = job_from_jso({"program": {"type": "test-wait-in-server"},
+    slow = job_from_jso({"program": {"type": "tests.wait-in-server"},
                          "max_duration": {"duration": "1 min", "stop": True}}, "slow")
     engine, store, clock = world([slow])
     seen = alarms_of(engine)

@@ -229,7 +229,7 @@ def test_a_reload_the_disk_refuses_changes_nothing_and_applies_later(world, disk
 def test_an_in_server_result_whose_commit_fails_is_recorded_once_there_is_room(world, disk):
     engine, store, clock = world()
     passes(engine)
-    rid = engine.submit_job({"program": {"type": "test-echo-in-server", "text": "hi"}}).run_id
+    rid = engine.submit_job({"program": {"type": "tests.echo-in-server", "text": "hi"}}).run_id
     passes(engine)  # starts it in the server
     assert store.get_run(rid).state == "running"
     deadline = time.monotonic() + 10
@@ -251,7 +251,7 @@ def test_a_storage_failure_while_checking_conditions_is_waited_out_not_the_runs_
     passes(engine)
     extension_types.STORE_FAILS["now"] = True
     try:
-        rid = engine.submit_job({"program": {"type": "no-op"}, "condition": {"type": "test-store-fails"}}).run_id
+        rid = engine.submit_job({"program": {"type": "no-op"}, "condition": {"type": "tests.store-fails"}}).run_id
         passes(engine, 3)
         assert store.get_run(rid).state in ("scheduled", "waiting")
         assert "cannot be read" in engine.health.problems()[0]
