@@ -54,7 +54,7 @@ def main(argv=None):
     if argv[0] in SERVER_COMMANDS:
         from gevent import monkey
         monkey.patch_all()
-    from apsis_lite.cli import cli
+    from apsis_lite.cli.main import cli
     cli.main(args=argv, prog_name="apsis-lite")
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
-from .timeutil import parse_duration
+from apsis_lite.errors import ConfigError
+from apsis_lite.timeutil import parse_duration
 
 
 def default_data_dir() -> str:

@@ -19,19 +19,19 @@ import gevent
 import gevent.event
 from gevent.server import StreamServer
 
-from .actions import ActionRunner
-from .auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
-from .engine import Engine
-from .httpserver import gevent_server, waitress_server
-from .config import default_data_dir
-from .errors import ConfigError, StoreUnavailable
-from .health import Backoff
-from .reload import JobsWatcher
-from .launcher import LocalLauncher
-from .registry import load_extensions
-from .runs import parse_run_id
-from .store import Store
-from .web import create_app
+from apsis_lite.model.actions import ActionRunner
+from apsis_lite.web.auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
+from apsis_lite.engine.core import Engine
+from apsis_lite.web.httpserver import gevent_server, waitress_server
+from apsis_lite.config import default_data_dir
+from apsis_lite.errors import ConfigError, StoreUnavailable
+from apsis_lite.engine.health import Backoff
+from apsis_lite.engine.reload import JobsWatcher
+from apsis_lite.engine.launcher import LocalLauncher
+from apsis_lite.model.registry import load_extensions
+from apsis_lite.model.runs import parse_run_id
+from apsis_lite.store.database import Store
+from apsis_lite.web.app import create_app
 
 log = logging.getLogger("apsis_lite")
 

@@ -3,7 +3,7 @@
 
     bench/fill_db.py DATA_DIR --runs 1000000 --jobs 200 [--jobs-dir JOBS]
 
-Creates the schema by opening ``apsis_lite.store.Store`` (which runs the
+Creates the schema by opening ``apsis_lite.store.database.Store`` (which runs the
 migrations), then bulk-inserts with plain SQL in big transactions: runs of
 varied job ids (``team3/job0042``) with ``{"date": "2026-01-15"}`` args,
 scheduled times spread over the months before ``--end`` in run id order,
@@ -30,7 +30,7 @@ if ROOT not in sys.path:
 
 import apsw  # noqa: E402
 
-from apsis_lite.store import Store  # noqa: E402
+from apsis_lite.store.database import Store  # noqa: E402
 
 STATES = [("success", 0.85), ("failure", 0.10), ("error", 0.03), ("skipped", 0.02)]
 DAY = 86400.0

@@ -28,11 +28,11 @@ import fill_db
 from common import cleanup, figure, note, pct, size_args, tmpdir
 
 from apsis_lite.config import load_config
-from apsis_lite.engine import Engine
-from apsis_lite.jobs import load_jobs_dir
-from apsis_lite.launcher import LocalLauncher
-from apsis_lite.store import Store
-from apsis_lite.web import create_app
+from apsis_lite.engine.core import Engine
+from apsis_lite.model.jobs import load_jobs_dir
+from apsis_lite.engine.launcher import LocalLauncher
+from apsis_lite.store.database import Store
+from apsis_lite.web.app import create_app
 
 TARGET = "p95 < 100 ms"
 HX = {"HX-Request": "true", "HX-Target": "runs-results"}

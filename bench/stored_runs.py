@@ -46,8 +46,8 @@ def measure(url, paths, cap):
 def query_plans(db_path, queries):
     """EXPLAIN QUERY PLAN of the SQL the server runs for each filter (for the report)."""
     import apsw
-    from apsis_lite.runfilter import compile_filter
-    from apsis_lite.store import RUN_COLUMNS
+    from apsis_lite.store.runfilter import compile_filter
+    from apsis_lite.store.database import RUN_COLUMNS
     conn = apsw.Connection(db_path, flags=apsw.SQLITE_OPEN_READONLY)
     for label, q in queries:
         where, params = compile_filter(q)

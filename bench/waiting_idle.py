@@ -22,7 +22,7 @@ import time
 
 from common import Server, cleanup, cpu_seconds, figure, get_json, post_json, rss_mb, size_args, tmpdir, write_job
 
-from apsis_lite.store import Store
+from apsis_lite.store.database import Store
 
 
 def fill(data_dir, n, now):

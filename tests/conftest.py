@@ -80,7 +80,7 @@ class Server:
 
     def login_link(self):
         """A one-time login link, as the desktop start opens in the browser."""
-        from apsis_lite.auth import one_time_link
+        from apsis_lite.web.auth import one_time_link
         return one_time_link(self.url, self.token())
 
     def request(self, method, path, jso=None, headers=None, token=True):
@@ -218,11 +218,11 @@ def app_world(tmp_path):
     writer store, clock) over job files given as {id: yaml}, with the web app
     in this process and the engine's clock at ``t0``."""
     from apsis_lite.config import load_config
-    from apsis_lite.engine import Engine
-    from apsis_lite.jobs import load_jobs_dir
-    from apsis_lite.launcher import LocalLauncher
-    from apsis_lite.store import Store
-    from apsis_lite.web import create_app
+    from apsis_lite.engine.core import Engine
+    from apsis_lite.model.jobs import load_jobs_dir
+    from apsis_lite.engine.launcher import LocalLauncher
+    from apsis_lite.store.database import Store
+    from apsis_lite.web.app import create_app
 
     made = []
 

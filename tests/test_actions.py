@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from apsis_lite.actions import parse_action
-from apsis_lite.schedules import SpecError
+from apsis_lite.model.actions import parse_action
+from apsis_lite.model.schedules import SpecError
 
 from conftest import write_job
 

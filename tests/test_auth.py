@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, Clock, Server, _kill_agents, short_tmpdir, write_job
 from test_security import Browser
 
-from apsis_lite.auth import (
+from apsis_lite.web.auth import (
     ONCE_TTL,
     Auth,
     UsersFile,
@@ -62,8 +62,8 @@ def test_one_time_code_is_good_once_and_for_a_while(tmp_path):
 
 
 def test_login_throttle_doubles_the_wait_after_five_failures(monkeypatch):
-    from apsis_lite import login_throttle
-    from apsis_lite.login_throttle import FREE_FAILURES, MAX_WAIT, LoginThrottle
+    from apsis_lite.web import login_throttle
+    from apsis_lite.web.login_throttle import FREE_FAILURES, MAX_WAIT, LoginThrottle
 
     clock = Clock(T0)
     throttle = LoginThrottle(clock=clock)

@@ -255,7 +255,7 @@ def test_min_interval_is_a_setting(jobs_dir, running):
 
 
 def test_webhook_retries_are_bounded():
-    from apsis_lite.jobs import JobErrors, job_from_jso
+    from apsis_lite.model.jobs import JobErrors, job_from_jso
     with pytest.raises(JobErrors) as exc:
         job_from_jso({"program": "true", "action": {"type": "webhook", "url": "http://x.invalid/",
                                                       "retries": 10**30}}, "j")

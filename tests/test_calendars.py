@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from apsis_lite.calendars import ALL, CalendarError, CalendarLibrary, load_calendars
+from apsis_lite.model.calendars import ALL, CalendarError, CalendarLibrary, load_calendars
 
 LIB = CalendarLibrary()
 

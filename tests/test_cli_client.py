@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_job
 
-from apsis_lite.cli_client import (
+from apsis_lite.cli.server_commands import (
     exit_status, format_args, format_rusage, format_table, format_time, normalize_run_id,
     parse_assignments, program_from_argv, register,
 )
-from apsis_lite.client import DEFAULT_URL, Client, ClientError, base_url, quote_id, resolve_url
+from apsis_lite.cli.client import DEFAULT_URL, Client, ClientError, base_url, quote_id, resolve_url
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_format_table_no_trailing_spaces():
 
 
 def test_format_args_round_trips_through_filter():
-    from apsis_lite.runfilter import compile_filter
+    from apsis_lite.store.runfilter import compile_filter
 
     args = {"date": "2026-11-25", "my arg": 'say "hi"', "e": ""}
     text = format_args(args)

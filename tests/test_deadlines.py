@@ -8,8 +8,8 @@ import extension_types  # noqa: F401 (registers tests.wait-in-server)
 from conftest import write_job
 from test_conditions import T0, messages, settle, worlds
 
-from apsis_lite.deadlines import Deadline
-from apsis_lite.jobs import JobErrors, job_from_jso
+from apsis_lite.model.deadlines import Deadline
+from apsis_lite.model.jobs import JobErrors, job_from_jso
 from apsis_lite.timeutil import parse_time
 
 # T0 is 2027-01-15T08:00:00Z: London is on GMT, so 09:00 London is T0 + 1 h.
@@ -217,8 +217,8 @@ def test_server_command_action_fires_on_a_missed_deadline(server, jobs_dir, tmp_
 
 
 def test_an_alarm_event_as_webhooks_and_commands_see_it(tmp_path):
-    from apsis_lite.actions import ActionEvent, CommandAction
-    from apsis_lite.store import Store
+    from apsis_lite.model.actions import ActionEvent, CommandAction
+    from apsis_lite.store.database import Store
 
     store = Store(str(tmp_path / "db.sqlite"))
     run = store.insert_run("report", {"date": "2027-01-15"}, "waiting", T0, T0)

@@ -21,7 +21,7 @@ from itertools import islice
 
 import pytest
 
-from apsis_lite.schedules import parse_schedule
+from apsis_lite.model.schedules import parse_schedule
 
 UTC = timezone.utc
 
@@ -214,7 +214,7 @@ class TestCron:
         assert due(cron("30 2 * * *", ny, dst={"gap": "skip"}), "2026-03-07 12:00", 1) == ["2026-03-09 06:30"]
 
     def test_dst_is_checked(self):
-        from apsis_lite.schedules import SpecError
+        from apsis_lite.model.schedules import SpecError
         with pytest.raises(SpecError) as info:
             parse_schedule(cron("@daily", "UTC", dst={"gap": "later", "repeat": "both", "x": 1}))
         assert info.value.problems == [

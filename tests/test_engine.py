@@ -9,11 +9,11 @@ import pytest
 from conftest import Clock, _kill_agents
 
 from apsis_lite.config import load_config
-from apsis_lite.engine import PREPARE_AHEAD, Engine
+from apsis_lite.engine.core import PREPARE_AHEAD, Engine
 from apsis_lite.errors import BadRequest, NotFound, TransitionError
-from apsis_lite.jobs import job_from_jso
-from apsis_lite.launcher import LocalLauncher
-from apsis_lite.store import Store
+from apsis_lite.model.jobs import job_from_jso
+from apsis_lite.engine.launcher import LocalLauncher
+from apsis_lite.store.database import Store
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a multiple of 10 s
 
@@ -195,7 +195,7 @@ def test_inline_job_definition_is_templated_and_kept(world):
                             {"who": "ann"}, when=T0 + 3600)
     assert run.program["command"] == "echo ann"
     assert engine.get_job(run.job_id).params == ("who",)
-    from apsis_lite.jobs import JobErrors
+    from apsis_lite.model.jobs import JobErrors
     with pytest.raises(JobErrors, match="program"):
         engine.submit_job({"params": ["who"]}, {"who": "x"})
 
@@ -215,7 +215,7 @@ def _starting_run(engine, store, command="echo relaunched"):
     """A run left in 'starting' as a crash between commit and agent would leave it."""
     job = job_from_jso({"program": command}, "crashy")
     engine.jobs["crashy"] = job
-    from apsis_lite.jobs import bind
+    from apsis_lite.model.jobs import bind
     run = store.insert_run("crashy", {}, "starting", T0, T0, **bind(job, {}))
     return run
 
@@ -225,7 +225,7 @@ def test_recovery_starts_a_run_that_provably_never_started(world):
 
     engine, store, clock = world([])
     run = _starting_run(engine, store)
-    program = __import__("apsis_lite.programs", fromlist=["x"]).parse_program(run.program)
+    program = __import__("apsis_lite.model.programs", fromlist=["x"]).parse_program(run.program)
     engine.launcher.prepare(run, program)  # the spec was written, the agent never asked
     engine.recover()
     deadline = _time.monotonic() + 30
@@ -244,7 +244,7 @@ def test_after_a_restart_of_the_machine_an_unclaimed_start_proves_nothing(world)
     """Claims are not fsynced: a power cut can lose one whose program ran."""
     engine, store, clock = world([])
     run = _starting_run(engine, store)
-    program = __import__("apsis_lite.programs", fromlist=["x"]).parse_program(run.program)
+    program = __import__("apsis_lite.model.programs", fromlist=["x"]).parse_program(run.program)
     engine.launcher.prepare(run, program)  # the spec, unclaimed as far as the disk says
     engine.launcher.boot_id = lambda: "a-later-boot"
     engine.recover()
@@ -318,8 +318,8 @@ def test_recovery_retires_folders_of_runs_not_in_flight(world):
     retired at start-up; the folder of a run in flight is not."""
     import os
 
-    from apsis_lite.jobs import bind
-    from apsis_lite.programs import parse_program
+    from apsis_lite.model.jobs import bind
+    from apsis_lite.model.programs import parse_program
 
     engine, store, clock = world([])
     job = job_from_jso({"program": "echo never"}, "later")

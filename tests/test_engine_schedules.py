@@ -8,7 +8,7 @@ import pytest
 from conftest import write_job
 from test_engine import T0, all_runs, tick, world  # noqa: F401  (world is a fixture)
 
-from apsis_lite.jobs import job_from_jso
+from apsis_lite.model.jobs import job_from_jso
 
 
 def interval_job(job_id="tick", interval="10s", **extra):
@@ -36,7 +36,7 @@ def test_jitter_is_the_same_for_a_slot_after_a_restart(world, tmp_path):
     engine, store, clock = world([job])
     tick(engine, T0 - 1)
     first = {r.args["time"]: r.time_schedule for r in all_runs(store)}
-    from apsis_lite.schedules import jitter_offset
+    from apsis_lite.model.schedules import jitter_offset
     for time_arg, due in first.items():
         nominal = dt.datetime.fromisoformat(time_arg.replace("Z", "+00:00"))
         assert due == pytest.approx(nominal.timestamp() + jitter_offset("tick", nominal, 5.0), abs=1e-5)

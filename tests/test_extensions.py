@@ -8,8 +8,8 @@ from conftest import Server, write_job
 EXTENSION = '''
 from typing import ClassVar
 
-from apsis_lite.programs import ShellProgram
-from apsis_lite.registry import PROGRAMS
+from apsis_lite.model.programs import ShellProgram
+from apsis_lite.model.registry import PROGRAMS
 
 
 @PROGRAMS.register("greet", aliases=("greeter_ext.GreetProgram",))
@@ -72,10 +72,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
-from apsis_lite.conditions import OK, Condition, Verdict
-from apsis_lite.programs import Outcome, Program, ServerProgram
-from apsis_lite.registry import CONDITIONS, PROGRAMS, SCHEDULES
-from apsis_lite.schedules import Schedule, nonempty_text
+from apsis_lite.model.conditions import OK, Condition, Verdict
+from apsis_lite.model.programs import Outcome, Program, ServerProgram
+from apsis_lite.model.registry import CONDITIONS, PROGRAMS, SCHEDULES
+from apsis_lite.model.schedules import Schedule, nonempty_text
 
 
 @PROGRAMS.register("count-lines")

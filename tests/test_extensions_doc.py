@@ -12,8 +12,8 @@ CHECK = r'''
 import sys, yaml
 sys.path.insert(0, sys.argv[1])
 import doc_ext  # registers every type of the document
-from apsis_lite.jobs import job_from_jso
-from apsis_lite.registry import PROGRAMS, SCHEDULES, CONDITIONS, ACTIONS
+from apsis_lite.model.jobs import job_from_jso
+from apsis_lite.model.registry import PROGRAMS, SCHEDULES, CONDITIONS, ACTIONS
 for name, reg in (("greet", PROGRAMS), ("count-lines", PROGRAMS), ("every-other-hour", SCHEDULES),
                   ("file-exists", CONDITIONS), ("append-json", ACTIONS)):
     assert name in reg, name

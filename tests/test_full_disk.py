@@ -484,9 +484,9 @@ def test_a_run_that_ends_on_a_full_disk_is_recorded_once_when_there_is_room(jobs
 def test_a_stop_that_finds_no_room_for_its_request_is_delivered_once_there_is(small_disk, tmp_path):
     """The database has room (another disk) but the run folders' disk is full."""
     from apsis_lite.config import load_config
-    from apsis_lite.engine import Engine
-    from apsis_lite.launcher import LocalLauncher
-    from apsis_lite.store import Store
+    from apsis_lite.engine.core import Engine
+    from apsis_lite.engine.launcher import LocalLauncher
+    from apsis_lite.store.database import Store
 
     data = Path(short_tmpdir("al-data-"))
     os.symlink(small_disk, data / "runs")

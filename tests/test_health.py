@@ -1,6 +1,6 @@
 """The engine's health as /alive reports it, with an injected clock."""
 
-from apsis_lite.health import Backoff, Health
+from apsis_lite.engine.health import Backoff, Health
 from conftest import Clock
 
 

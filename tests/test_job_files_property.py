@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from apsis_lite.errors import BadRequest
-from apsis_lite.jobs import JobErrors, bind, job_from_jso, load_job_file
+from apsis_lite.model.jobs import JobErrors, bind, job_from_jso, load_job_file
 from strategies_jobs import greedy_templates, job_documents, job_texts, schedules, start_times
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from apsis_lite import jobs as jobs_mod
+from apsis_lite.model import jobs as jobs_mod
 from apsis_lite.errors import BadRequest, JobFileError
-from apsis_lite.jobs import (
+from apsis_lite.model.jobs import (
     Job, JobErrors, adhoc_job, args_from_schedule, bind, bind_program, check_args,
     job_from_jso, load_jobs_dir,
 )
-from apsis_lite.programs import ArgvProgram, NoOpProgram, ShellProgram, parse_program
-from apsis_lite.schedules import SpecError
+from apsis_lite.model.programs import ArgvProgram, NoOpProgram, ShellProgram, parse_program
+from apsis_lite.model.schedules import SpecError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "jobs"
 

@@ -9,7 +9,7 @@ from test_conditions import T0, messages, settle, worlds
 from test_engine import all_runs
 
 from apsis_lite.errors import NotFound, TransitionError
-from apsis_lite.jobs import job_from_jso
+from apsis_lite.model.jobs import job_from_jso
 
 
 @pytest.fixture

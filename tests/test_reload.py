@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from apsis_lite.reload import KEEPING_LAST_GOOD, JobsFolder
+from apsis_lite.engine.reload import KEEPING_LAST_GOOD, JobsFolder
 from apsis_lite.timeutil import parse_time
 
 from conftest import write_job

@@ -6,7 +6,7 @@ import pytest
 from conftest import write_job
 from test_conditions import T0, job, messages, settle, worlds
 
-from apsis_lite.store import Store
+from apsis_lite.store.database import Store
 from apsis_lite.timeutil import parse_time
 
 
@@ -203,8 +203,8 @@ def test_server_rerun_until_success(server, jobs_dir, tmp_path):
 
 
 def test_rerun_delays_stay_within_a_hundred_years_whatever_the_backoff():
-    from apsis_lite.jobs import JobErrors, job_from_jso
-    from apsis_lite.reruns import Reruns
+    from apsis_lite.model.jobs import JobErrors, job_from_jso
+    from apsis_lite.model.reruns import Reruns
     policy = Reruns.from_jso({"count": 10**6, "delay": "1s", "backoff": 1000})
     assert policy.delay_before(1) == 1.0 and policy.delay_before(3) == 1e6
     assert policy.delay_before(500) == policy.delay_before(10**6) == 100 * 365 * 86400.0

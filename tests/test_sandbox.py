@@ -5,7 +5,7 @@ import time
 import pytest
 
 from apsis_lite.errors import BadRequest
-from apsis_lite.jobs import JobErrors, _template_names, bind, job_from_jso
+from apsis_lite.model.jobs import JobErrors, _template_names, bind, job_from_jso
 
 
 def command(template, **args):

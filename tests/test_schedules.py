@@ -6,8 +6,8 @@ from itertools import islice
 
 import pytest
 
-from apsis_lite.registry import SCHEDULES
-from apsis_lite.schedules import (
+from apsis_lite.model.registry import SCHEDULES
+from apsis_lite.model.schedules import (
     CronSchedule, DailyIntervalSchedule, DailySchedule, ExplicitSchedule, IntervalSchedule, Schedule,
     SpecError, parse_schedule,
 )
@@ -360,7 +360,7 @@ def test_daily_round_trip():
 
 
 def test_daily_on_a_finite_calendar_ends():
-    from apsis_lite.calendars import load_calendars
+    from apsis_lite.model.calendars import load_calendars
     import tempfile, os
     with tempfile.TemporaryDirectory() as folder:
         with open(os.path.join(folder, "month-ends.cal"), "w") as f:
@@ -451,7 +451,7 @@ def test_stop_form_errors():
 
 
 def test_jitter_offset_is_stable_spread_and_bounded():
-    from apsis_lite.schedules import jitter_offset
+    from apsis_lite.model.schedules import jitter_offset
     t = utc(2026, 11, 26, 10)
     # Fixed values: a change of hash would move every job's start.
     assert round(jitter_offset("reports/daily", t, 60.0), 6) == round(jitter_offset("reports/daily", t, 60.0), 6)
@@ -466,8 +466,8 @@ def test_jitter_offset_is_stable_spread_and_bounded():
 
 def test_jitter_offset_is_the_same_in_another_process():
     import subprocess, sys
-    from apsis_lite.schedules import jitter_offset
-    code = ("from datetime import datetime, timezone; from apsis_lite.schedules import jitter_offset; "
+    from apsis_lite.model.schedules import jitter_offset
+    code = ("from datetime import datetime, timezone; from apsis_lite.model.schedules import jitter_offset; "
             "print(repr(jitter_offset('a/b', datetime(2026, 11, 26, 10, tzinfo=timezone.utc), 3600.0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=".")

@@ -9,7 +9,7 @@ import urllib.parse
 import pytest
 from conftest import Server, write_job
 
-from apsis_lite.webauth import SECURITY_HEADERS
+from apsis_lite.web.security import SECURITY_HEADERS
 
 HOSTILE = '<script>alert("x")</script>'
 
@@ -207,7 +207,7 @@ def test_login_form_viewer_session_and_logout(srv):
 
 
 def test_repeated_failed_logins_are_slowed_down(srv):
-    from apsis_lite.login_throttle import FREE_FAILURES
+    from apsis_lite.web.login_throttle import FREE_FAILURES
     add_user(srv, "olga", "operator", password="the right one")
     b = Browser(srv)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', b.request("GET", "/login")[1]).group(1)

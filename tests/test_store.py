@@ -4,7 +4,7 @@ import apsw
 import pytest
 
 from apsis_lite.errors import NotFound, TransitionError
-from apsis_lite.store import MIGRATIONS, Store
+from apsis_lite.store.database import MIGRATIONS, Store
 
 
 @pytest.fixture

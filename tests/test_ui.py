@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from apsis_lite.ui_format import TimeFormat, ago, complete_utf8, render_markdown
+from apsis_lite.web.format import TimeFormat, ago, complete_utf8, render_markdown
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 HOSTILE = '<script>alert("x")</script>'

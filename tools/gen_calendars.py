@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the shipped public-holiday calendars (apsis_lite/calendars_data/*.cal).
+"""Write the shipped public-holiday calendars (apsis_lite/model/calendars_data/*.cal).
 
 The dates come from the ``holidays`` package (https://pypi.org/project/holidays/),
 a well-kept, widely used library with per-country rules, observed-day
@@ -7,7 +7,7 @@ shifts and the NYSE exchange calendar. It is needed only to regenerate
 these files, not to run apsis-lite:
 
     python -m venv /tmp/calgen && /tmp/calgen/bin/pip install holidays
-    /tmp/calgen/bin/python tools/gen_calendars.py            # writes apsis_lite/calendars_data/
+    /tmp/calgen/bin/python tools/gen_calendars.py            # writes apsis_lite/model/calendars_data/
     /tmp/calgen/bin/python tools/gen_calendars.py --check    # exit 1 if the files are stale
 
 (A separate environment because ``holidays`` pins python-dateutil below 3.)
@@ -23,7 +23,7 @@ from datetime import date
 import holidays
 
 FIRST_YEAR, LAST_YEAR = 2000, 2050
-OUT_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apsis_lite", "calendars_data"))
+OUT_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apsis_lite", "model", "calendars_data"))
 
 # calendar name -> (title, function returning the holidays for some years)
 CALENDARS = {

@@ -1,0 +1,1 @@
+"""The ``apsis-lite`` command line: server commands, client commands, offline tools."""

@@ -1,0 +1,1 @@
+"""The SQLite store: runs, their history and output, transactions and storage faults."""

@@ -1,0 +1,1 @@
+"""The web side: the JSON API, the htmx pages, authentication, and the HTTP servers."""

@@ -1,0 +1,278 @@
+"""Authentication and web security for the Flask app, in front of every request.
+
+In order, before any view: the Host header must be one we answer to (no DNS
+rebinding); the request must prove who it is from (a Bearer token, or a
+browser session cookie made by the login page or a one-time link); a
+state-changing request from a session must carry its CSRF token (Bearer
+requests cannot be sent cross-site by a browser, so they need none); and
+changing anything needs the operator role. Every response gets the
+security headers. The login and logout pages are here too.
+"""
+
+import hmac
+import logging
+import math
+import secrets
+import socket
+import time
+from datetime import timedelta
+
+from flask import (
+    Blueprint,
+    g,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from apsis_lite.web.auth import USER_NAME, Identity, derived_key, is_loopback
+from apsis_lite.errors import ApsisError
+from apsis_lite.web.login_throttle import LoginThrottle
+from apsis_lite.web.password_checks import Busy, PasswordChecks
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "apsis_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Reachable without logging in.
+PUBLIC = {"api.alive", "static", "auth.login", "auth.login_submit"}
+# State-changing requests a viewer may send: their own preferences and session.
+VIEWER_POSTS = {"ui.set_zone", "auth.logout"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; "
+                                "frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# Sent over HTTPS (tls_cert, or secure_cookies behind a TLS proxy), except to
+# loopback names: browsers apply it to every port of a host, and forcing
+# HTTPS on all of a workstation's "localhost" for a year would break others.
+HSTS = "max-age=31536000"
+
+
+class BadHost(ApsisError):
+    status = 400
+
+
+class Unauthorized(ApsisError):
+    status = 401
+
+
+class Forbidden(ApsisError):
+    status = 403
+
+
+def allowed_hosts(config) -> set:
+    """Host names (without port) requests may name: loopback names, the bound host, the configured ones."""
+    hosts = {"localhost", "127.0.0.1", "[::1]", "::1"}
+    if config.host:
+        # Even 0.0.0.0: a rebinding page sends its own name as Host, never the address listened on.
+        hosts.add(f"[{config.host}]".lower() if ":" in config.host else config.host.lower())
+    if not is_loopback(config.host):
+        hosts.add(socket.gethostname().lower())  # this machine's own name, as colleagues type it
+    hosts.update(h.lower() for h in config.allowed_hosts)
+    return hosts
+
+
+def host_name(host_header) -> str:
+    """``example.com:5005`` -> ``example.com``; ``[::1]:5005`` -> ``[::1]``."""
+    host = (host_header or "").lower()
+    if host.startswith("["):
+        return host[:host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def current_user():
+    """The name of whoever sent this request (for run logs), or None."""
+    identity = g.get("identity")
+    return identity.name if identity else None
+
+
+def csrf_token() -> str:
+    """This browser session's CSRF token, made on first use ("" for Bearer requests: they need none)."""
+    if g.get("via") == "bearer":
+        return ""
+    if CSRF_FIELD not in session:
+        session[CSRF_FIELD] = secrets.token_urlsafe(24)
+    return session[CSRF_FIELD]
+
+
+def safe_next(target) -> str:
+    """A path on this site to go to after logging in; never another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def install(app, config, auth):
+    """Put ``auth`` in front of every request of ``app``; add the login pages."""
+    app.secret_key = derived_key(auth.local_token, "session")
+    https = bool(config.tls_cert) or config.secure_cookies
+    app.config.update(
+        SESSION_COOKIE_NAME=SESSION_COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=https,
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=config.session_lifetime))
+    app.extensions["apsis_auth"] = auth
+    hosts = allowed_hosts(config)
+    any_host = "*" in hosts
+
+    @app.before_request
+    def guard():
+        if not any_host and host_name(request.host) not in hosts:
+            raise BadHost(f"this server does not answer to the host name {host_name(request.host)!r} "
+                          f"(allowed: {', '.join(sorted(hosts))}); add it to the allowed_hosts setting")
+        g.identity, g.via = identify()
+        if request.endpoint in PUBLIC:
+            return None
+        if g.identity is None:
+            return refuse_anonymous()
+        if request.method in SAFE_METHODS:
+            return None
+        if g.via == "session":
+            check_csrf()
+        if not g.identity.can_operate and request.endpoint not in VIEWER_POSTS:
+            raise Forbidden(f"{g.identity.name} is a viewer; this needs the operator role")
+        return None
+
+    def identify():
+        header = request.headers.get("Authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            identity = auth.from_bearer(token.strip()) if scheme.lower() == "bearer" else None
+            if identity is None:
+                raise Unauthorized("bad credentials: the Authorization header must be "
+                                   "'Bearer TOKEN' with a valid token")
+            return identity, "bearer"
+        if "user" in session:
+            identity = auth.from_session(session.get("user"), session.get("kind"), session.get("stamp"))
+            if identity is not None:
+                return identity, "session"
+        return None, None
+
+    def refuse_anonymous():
+        message = ("authentication required: send 'Authorization: Bearer TOKEN' (the local token is in the "
+                   "server's data folder; 'apsis-lite user token NAME' issues one) or log in at /login")
+        if request.path.startswith("/api/"):
+            resp = jsonify(error=message)
+            resp.status_code = 401
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="apsis-lite"'
+            return resp
+        login = url_for("auth.login", next=request.full_path.rstrip("?"))
+        if request.headers.get("HX-Request"):
+            resp = make_response("", 401)
+            resp.headers["HX-Redirect"] = login
+            return resp
+        if request.method in SAFE_METHODS:
+            return redirect(login, 303)
+        raise Unauthorized("log in first: " + message)
+
+    def check_csrf():
+        sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
+        expected = session.get(CSRF_FIELD) or ""
+        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+
+    @app.after_request
+    def security_headers(resp):
+        for name, value in SECURITY_HEADERS.items():
+            resp.headers.setdefault(name, value)
+        if https and not is_loopback(host_name(request.host)):
+            resp.headers.setdefault("Strict-Transport-Security", HSTS)
+        if request.path.startswith("/api/") or "user" in session:
+            resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    @app.context_processor
+    def auth_context():
+        return {"csrf_token": csrf_token, "current_identity": g.get("identity")}
+
+    app.register_blueprint(login_blueprint(auth))
+
+
+def start_session(identity: Identity, auth):
+    """A fresh session (a new CSRF token too: no fixation) for ``identity``."""
+    session.clear()
+    session.permanent = True
+    session.update(user=identity.name, kind=identity.kind, stamp=auth.stamp(identity),
+                   since=int(time.time()))
+    csrf_token()
+
+
+def login_blueprint(auth):
+    bp = Blueprint("auth", __name__)
+    throttle = LoginThrottle(clock=auth.clock)
+    checks = PasswordChecks()
+
+    def form_page(error=None, status=200, name=""):
+        resp = make_response(render_template("login.html", error=error, name=name,
+                                             next=safe_next(request.values.get("next")),
+                                             has_users=auth.has_users()), status)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @bp.get("/login")
+    def login():
+        code = request.args.get("once")
+        if code is not None:
+            identity = auth.redeem_once(code)
+            if identity is None:
+                return form_page("This login link has expired or was used already. Ask for a new one "
+                                 "(start apsis-lite again, or log in below).", 403)
+            start_session(identity, auth)
+            return redirect(safe_next(request.args.get("next")), 303)
+        return form_page()
+
+    @bp.post("/login")
+    def login_submit():
+        sent = request.form.get(CSRF_FIELD, "")
+        expected = session.get(CSRF_FIELD) or ""
+        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+            return form_page("The form had expired; please try again.", 403)
+        name = request.form.get("name", "").strip()
+        address = request.remote_addr or "unknown"
+        if not USER_NAME.fullmatch(name):
+            # No user can have this name (the rule is public): nothing to hash or count.
+            log.warning("failed login as %r from %s (not a user name)", name[:64], address)
+            return form_page("Wrong user name or password.", 401, name=name[:64])
+        wait = math.ceil(throttle.wait(name, address))
+        if wait:
+            resp = form_page(f"Too many failed logins as this user from your address: "
+                             f"try again in {wait} s.", 429, name=name)
+            resp.headers["Retry-After"] = str(wait)
+            return resp
+        try:
+            identity = auth.check_password(name, request.form.get("password", ""),
+                                           run=lambda fn, *args: checks.run(address, fn, *args))
+        except Busy as exc:
+            log.warning("refused a login as %r from %s: %s", name, address, exc)
+            resp = form_page(f"{str(exc).capitalize()}.", 429, name=name)
+            resp.headers["Retry-After"] = str(exc.retry_after)
+            return resp
+        if identity is None:
+            throttle.failed(name, address)
+            log.warning("failed login as %r from %s", name, address)
+            return form_page("Wrong user name or password.", 401, name=name)
+        throttle.succeeded(name, address)
+        start_session(identity, auth)
+        return redirect(safe_next(request.form.get("next")), 303)
+
+    @bp.post("/logout")
+    def logout():
+        session.clear()
+        if request.headers.get("HX-Request"):
+            resp = make_response("", 204)
+            resp.headers["HX-Redirect"] = url_for("auth.login")
+            return resp
+        return redirect(url_for("auth.login"), 303)
+
+    return bp
+
