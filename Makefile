@@ -34,7 +34,7 @@ build: install
 	  mkdir -p dist && mv build/dist/apsis-lite $(EXE); \
 	else echo "$(EXE) is up to date"; fi
 
-# tests/test_executable.py tests the executable just built rather than building its own.
+# tests/system/test_executable.py tests the executable just built rather than building its own.
 test: install $(CHROMIUM) build
 	APSIS_LITE_EXE=$(abspath $(EXE)) $(PY) -m pytest -q
 

@@ -25,7 +25,7 @@ from apsis_lite.errors import BadRequest
 from apsis_lite.model.jobs import JobErrors, bind, job_from_jso, load_job_file
 from strategies_jobs import greedy_templates, job_documents, job_texts, schedules, start_times
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # More examples for a longer search: APSIS_LITE_FUZZ_EXAMPLES=20000.
 EXAMPLES = int(os.environ.get("APSIS_LITE_FUZZ_EXAMPLES", "400"))

@@ -15,7 +15,7 @@ from apsis_lite.model.jobs import (
 from apsis_lite.model.programs import ArgvProgram, NoOpProgram, ShellProgram, parse_program
 from apsis_lite.model.schedules import SpecError
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "jobs"
+EXAMPLES = Path(__file__).resolve().parents[2] / "jobs"
 
 
 def write(root, rel, text):

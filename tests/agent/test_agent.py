@@ -35,7 +35,7 @@ from apsis_lite.agent import (
     write_spec,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AGENT_COMMAND = [sys.executable, "-m", "apsis_lite.agent"]
 MiB = 1024 * 1024
 

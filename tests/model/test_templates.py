@@ -147,7 +147,7 @@ def test_stop_schedule_in_a_job_round_trips_through_storage():
 
 
 def test_example_jobs_load():
-    folder = os.path.join(os.path.dirname(__file__), "..", "jobs")
+    folder = os.path.join(os.path.dirname(__file__), "..", "..", "jobs")
     jobs, errors = load_jobs_dir(folder)
     assert [e for e in errors if "/schedules/" in e.path] == []
     names = {"daily report", "business hours poll", "settlement t+1", "dst choices", "nightly with stop"}
