@@ -1,12 +1,15 @@
 """Where the files that ship beside the code are: ``templates/``, ``static/`` and ``jobs/``.
 
-In the source tree they are top-level folders of the repository; in a
-PyInstaller one-file bundle they are unpacked under ``sys._MEIPASS``
-(``build.spec`` puts them there under the same names).
+In the source tree (and an editable install) they are top-level folders of
+the repository; an installed wheel carries them in ``apsis_lite/resources/``
+(setup.py copies them there); in a PyInstaller one-file bundle they are
+unpacked under ``sys._MEIPASS`` (``build.spec`` puts them there).
 """
 
 import os
 import sys
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def resource_root() -> str:
@@ -14,7 +17,10 @@ def resource_root() -> str:
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle:
         return bundle
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = os.path.join(_PACKAGE, "resources")
+    if os.path.isdir(installed):
+        return installed
+    return os.path.dirname(_PACKAGE)
 
 
 def templates_dir() -> str:
