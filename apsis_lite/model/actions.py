@@ -42,8 +42,8 @@ from urllib.parse import urlsplit
 from apsis_lite.model.conditions import parse_typed, state_list
 from apsis_lite.errors import NotFound
 from apsis_lite.model.registry import ACTIONS
-from apsis_lite.model.schedules import (Fields, SpecError, _kind, nonempty_text, positive_duration, string_list,
-                        string_map)
+from apsis_lite.model.fields import (Fields, SpecError, _kind, nonempty_text, positive_duration, string_list,
+                                     string_map)
 
 log = logging.getLogger(__name__)
 
