@@ -20,7 +20,7 @@ class SpecError(ValueError):
     """One or more problems in a spec, each a ``(key, message)`` pair.
 
     Keys are relative paths such as ``interval``, ``timeout.duration`` or
-    ``argv[2]``; ``""`` means the spec itself. ``jobs.py`` prefixes them
+    ``argv[2]``; ``""`` means the spec itself. ``jobs.reading`` prefixes them
     with where the spec sits in the file and turns them into JobFileErrors.
     """
 
