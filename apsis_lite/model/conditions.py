@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from apsis_lite.model.registry import CONDITIONS
 from apsis_lite.model.runs import TRANSITIONS, dumps, format_run_id
-from apsis_lite.model.schedules import Fields, SpecError, _kind, is_template, nonempty_text, string_list, string_map
+from apsis_lite.model.fields import Fields, SpecError, _kind, is_template, nonempty_text, string_list, string_map
 
 # Run states, as the runs module will name them; conditions and actions
 # check state names in job files against this.

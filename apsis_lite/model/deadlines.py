@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 
-from apsis_lite.model.schedules import MAX_DATE_SHIFT, Fields, _kind, flag, positive_duration
+from apsis_lite.model.fields import Fields, _kind, flag, positive_duration
+from apsis_lite.model.schedules.wallclock import MAX_DATE_SHIFT
 from apsis_lite.timeutil import (
     format_daytime,
     format_duration,

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from apsis_lite.model.registry import PROGRAMS
-from apsis_lite.model.schedules import (
+from apsis_lite.model.fields import (
     Fields, SpecError, _kind, duration, flag, is_template, nonempty_text,
     positive_duration, string_map, text,
 )

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from apsis_lite.model.conditions import state_list
-from apsis_lite.model.schedules import Fields, _kind, duration
+from apsis_lite.model.fields import Fields, _kind, duration
 from apsis_lite.timeutil import MAX_DURATION
 
 FINISHED_STATES = ("success", "failure", "error", "skipped")

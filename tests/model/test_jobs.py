@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from apsis_lite.model import jobs as jobs_mod
+from apsis_lite.model.jobs import templates as job_templates
 from apsis_lite.errors import BadRequest, JobFileError
 from apsis_lite.model.jobs import (
     Job, JobErrors, adhoc_job, args_from_schedule, bind, bind_program, check_args,
@@ -378,7 +378,7 @@ def test_binding_keeps_text_and_newlines_verbatim():
 
 
 def test_today_helper_uses_the_clock_at_binding(monkeypatch):
-    monkeypatch.setattr(jobs_mod, "utcnow", lambda: datetime(2026, 11, 27, 3, tzinfo=timezone.utc))
+    monkeypatch.setattr(job_templates, "utcnow", lambda: datetime(2026, 11, 27, 3, tzinfo=timezone.utc))
     job = job_from_jso({"program": "echo {{ today('America/New_York') }} {{ today() }}"}, "j")
     assert bind_program(job, {}).command == "echo 2026-11-26 2026-11-27"
 
