@@ -1,26 +1,10 @@
-"""The scheduler engine: one pass over collaborators that each own one concern.
+"""The scheduler engine: the Engine facade, the pass and the loop, over one collaborator per concern.
 
 ``Engine.tick(now)`` does one pass and returns the time it next wants to be
 woken; the loop in ``serve_forever`` only calls it and waits on an event, so
 tests drive the engine with explicit times. The engine owns the pass, the
-loop, its backoff and the read-back after a failed write; the work is done by:
-
-  catalog.JobCatalog           the jobs, their load errors, broken jobs
-  planning.Planner             slots up to the horizon, catch-up
-  folders_ahead.FoldersAhead   run folders written before the due time
-  launching.Starter            due runs to waiting to starting, handed to programs
-  waitlist.WaitingRuns         conditions, resources, waiting max_time
-  collecting.Collector         notices, results, reconciling runs in flight
-  stopping.Stopper             stops by hand and on stop schedules
-  alarms.Alarms                deadlines and max_duration
-  reruns.Reruns                automatic reruns
-  reactions.Reactions          committed state changes, reacted to in the pass
-  pauses.Pauses                the pauses in force
-  recovery.Recovery            start-up and resync: memory read back
-  operations.Operations        submit, start, skip, signal, rerun, mark
-  inserver_runs.InServerRuns   in-server programs' runs: started, recorded, abandoned
-  faults.RunGuard              a failure confined to its run
-
+loop, its backoff and the read-back after a failed write; the work is done
+by the collaborators the package docstring lists, which it makes and wires.
 Operations from the API, pages and CLI are methods here too: every state
 change goes through the same compare-and-set store transition, committed
 before it is acted on.
