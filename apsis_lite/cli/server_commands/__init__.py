@@ -19,14 +19,21 @@ from apsis_lite.cli.server_commands.run_commands import (
     stop_cmd,
 )
 
-# Imported from here by the local commands and the tests.
-from apsis_lite.cli.arguments import (  # noqa: F401
+# Names imported from this module before it became a package (the tests still do).
+from apsis_lite.cli.arguments import (
     normalize_run_id, parse_assignments, parse_when, program_from_argv,
 )
-from apsis_lite.cli.formatting import (  # noqa: F401
+from apsis_lite.cli.formatting import (
     exit_status, format_args, format_pause, format_reload, format_rusage, format_table, format_time,
     format_value, quote_word,
 )
+
+__all__ = [
+    "COMMANDS", "register",
+    "normalize_run_id", "parse_assignments", "parse_when", "program_from_argv",
+    "exit_status", "format_args", "format_pause", "format_reload", "format_rusage", "format_table", "format_time",
+    "format_value", "quote_word",
+]
 
 COMMANDS = (
     run_cmd, jobs_cmd, job_cmd, runs_cmd, show_cmd, explain_cmd, output_cmd,
