@@ -258,18 +258,7 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     gevent.signal_handler(signal.SIGTERM, shutdown, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
 
-    if config.server == "waitress":
-        web = waitress_server(listener, switchboard, config)
-        web_greenlet = gevent.spawn(web.run)
-        stop_web = web.close
-        bound = web.effective_port
-    else:
-        tls = {"certfile": config.tls_cert, "keyfile": config.tls_key} if config.tls_cert else {}
-        web = gevent_server(listener, switchboard, config, log=None, error_log=log, **tls)
-        web.start()
-        web_greenlet = None
-        stop_web = web.stop
-        bound = web.server_port
+    web_greenlet, stop_web, bound = _start_web(config, listener, switchboard)
     url = f"{'https' if config.tls_cert else 'http'}://{config.host}:{bound}"
     url_path = os.path.join(config.data_dir, "server.url")
     url_written = False
@@ -290,27 +279,10 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     launcher = LocalLauncher(config)
     engine = Engine(config, store, launcher, since_now=since_now)
     engine.yield_busy = gevent.idle
-    actions = ActionRunner(config, store, engine)
-    actions.start()
-    watcher = JobsWatcher(config, engine)
-    loaded = watcher.reload()
-    log.info("loaded %d jobs from %s (%d problems)", loaded["jobs"], config.jobs_dir, len(loaded["errors"]))
-
-    notify = StreamServer(_unix_listener(config.notify_path), _notice_handler(engine))
-    notify.start()
-
-    watcher.start()
+    actions, watcher, notify = _start_engine_helpers(config, store, engine)
     switchboard.app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload, auth=auth)
     url_written = _write_small_file(url_path, url)
-    log.info("serving on %s (data %s)", url, config.data_dir)
-    print(f"apsis-lite serving on {url}", flush=True)
-    if is_loopback(config.host):
-        link = one_time_link_for(config.data_dir, url)
-        if link:
-            print(f"log in from a browser on this machine: {link}\n"
-                  "(good once, for two minutes; 'apsis-lite login-link"
-                  f"{'' if config.data_dir == default_data_dir() else ' --data ' + config.data_dir}'"
-                  " prints another)", flush=True)
+    _say_serving(config, url)
     if on_ready is not None:
         gevent.spawn(on_ready, url)
 
@@ -321,6 +293,46 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
             url_written = _write_small_file(url_path, url)
     _stop_all(config, lock_fd, stop_web, web_greenlet, notify=notify, actions=actions, watcher=watcher,
               engine_greenlet=engine_greenlet, launcher=launcher, stores=(store, reader))
+
+
+def _start_web(config, listener, switchboard):
+    """Start the configured web server on ``listener``: (its greenlet or None, how to stop it, its port)."""
+    if config.server == "waitress":
+        web = waitress_server(listener, switchboard, config)
+        return gevent.spawn(web.run), web.close, web.effective_port
+    tls = {"certfile": config.tls_cert, "keyfile": config.tls_key} if config.tls_cert else {}
+    web = gevent_server(listener, switchboard, config, log=None, error_log=log, **tls)
+    web.start()
+    return None, web.stop, web.server_port
+
+
+def _start_engine_helpers(config, store, engine):
+    """Start what works beside the engine: the action runner, the jobs folder (loaded
+    now, then watched) and the socket where shepherds' notices arrive."""
+    actions = ActionRunner(config, store, engine)
+    actions.start()
+    watcher = JobsWatcher(config, engine)
+    loaded = watcher.reload()
+    log.info("loaded %d jobs from %s (%d problems)", loaded["jobs"], config.jobs_dir, len(loaded["errors"]))
+
+    notify = StreamServer(_unix_listener(config.notify_path), _notice_handler(engine))
+    notify.start()
+
+    watcher.start()
+    return actions, watcher, notify
+
+
+def _say_serving(config, url):
+    """Log and print that the server is ready, with a login link when it listens on loopback."""
+    log.info("serving on %s (data %s)", url, config.data_dir)
+    print(f"apsis-lite serving on {url}", flush=True)
+    if is_loopback(config.host):
+        link = one_time_link_for(config.data_dir, url)
+        if link:
+            print(f"log in from a browser on this machine: {link}\n"
+                  "(good once, for two minutes; 'apsis-lite login-link"
+                  f"{'' if config.data_dir == default_data_dir() else ' --data ' + config.data_dir}'"
+                  " prints another)", flush=True)
 
 
 def _stop_all(config, lock_fd, stop_web, web_greenlet, notify=None, actions=None, watcher=None,

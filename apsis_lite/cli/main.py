@@ -1,5 +1,5 @@
 """The ``apsis-lite`` command line: ``serve`` and the offline commands (``check-jobs``,
-``schedule``, ``try``, ``import-crontab``) here, API clients in ``cli_client``."""
+``schedule``, ``try``, ``import-crontab``) here, API clients in ``server_commands``."""
 
 import logging
 import os
@@ -217,7 +217,7 @@ def schedule_cmd(jobs_dir, job_id, count, start, zone_name, as_json, config_file
     zone's offset (daylight saving) between two times is marked.
     """
     import json
-    from apsis_lite.cli.server_commands import format_args
+    from apsis_lite.cli.formatting import format_args
     from apsis_lite.cli.offline import due_times, format_local, iso_local, local_zone_name, zone_changes
     from apsis_lite.timeutil import get_tz, parse_time, utcnow
     zone_name = zone_name or local_zone_name() or "UTC"
@@ -276,7 +276,8 @@ def try_cmd(jobs_dir, job_id, assignments, run_it, as_json, config_file, calenda
     Ctrl-C sends the job's stop signal to the whole process group.
     """
     import json
-    from apsis_lite.cli.server_commands import format_args, parse_assignments
+    from apsis_lite.cli.arguments import parse_assignments
+    from apsis_lite.cli.formatting import format_args
     from apsis_lite.errors import BadRequest
     from apsis_lite.model.jobs import bind, check_args
     from apsis_lite.model.programs import parse_program
@@ -312,7 +313,7 @@ def try_cmd(jobs_dir, job_id, assignments, run_it, as_json, config_file, calenda
 
 
 def _run_here(program, job_id, args):
-    from apsis_lite.cli.server_commands import format_args
+    from apsis_lite.cli.formatting import format_args
     from apsis_lite.cli.offline import CannotRun, no_op_result, run_locally
 
     def say(text):

@@ -1,0 +1,139 @@
+"""Warnings about a jobs folder that loads but looks wrong (``check-jobs``).
+
+Dependencies and successors naming jobs that do not exist, args the other
+job does not take or lacks, schedules that never fill a param or never run
+again. Schedules are used only through their interface (``times``,
+``describe``, ``enabled``), so new schedule types are checked unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import yaml
+
+from apsis_lite.cli.offline.job_lookup import close_matches
+from apsis_lite.errors import JobFileError
+from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job
+from apsis_lite.model.schedules import is_template
+
+
+def folder_warnings(jobs: dict, errors, root: str, now: datetime) -> list[JobFileError]:
+    """Warnings for jobs that load but look wrong; ``now`` is when "no more due times" is judged.
+
+    Loading already rejects a schedule that cannot fill a param; what is
+    left is what only the folder as a whole, or the schedule's actual
+    times, can show.
+    """
+    known = set(jobs) | failed_job_ids(root, errors)
+    warnings = []
+    for job_id in sorted(jobs):
+        job = jobs[job_id]
+        where = job.path or job_id
+        try:
+            _job_warnings(job, jobs, known, now, where, warnings)
+        except Exception as exc:  # an extension's schedule, say: report it, check the other jobs
+            warnings.append(JobFileError(where, None, f"cannot check: {type(exc).__name__}: {exc}"))
+    return warnings
+
+
+def _job_warnings(job, jobs, known, now, where, warnings):
+    """Append the warnings for one job."""
+    cond_keys, action_keys = _file_keys(job)
+    for key, cond in zip(cond_keys, job.conditions):
+        if cond.get("type") == "dependency":
+            for sub, msg in _reference_problems(job, cond.get("job_id"), cond.get("args") or {},
+                                                jobs, known):
+                warnings.append(JobFileError(where, f"{key}.{sub}", msg))
+    for key, action in zip(action_keys, job.actions):
+        if action.get("type") == "schedule":
+            # A successors entry written as a bare job id has no job_id key.
+            for sub, msg in _reference_problems(job, action.get("job_id"),
+                                                action.get("args") or {}, jobs, known):
+                bare = key.startswith("successors") and sub == "job_id"
+                warnings.append(JobFileError(where, key if bare else f"{key}.{sub}", msg))
+    for key, msg in _schedule_problems(job, now):
+        warnings.append(JobFileError(where, key, msg))
+
+
+def _file_keys(job: Job):
+    """The keys the job's conditions and actions have in its file: ``condition[0]``, ``successors``, ..."""
+    raw = {}
+    if job.path:
+        try:
+            with open(job.path, "rb") as f:
+                raw = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError):
+            raw = {}
+
+    def keys(name):
+        value = raw.get(name) if isinstance(raw, dict) else None
+        if value is None:
+            return []
+        return [f"{name}[{i}]" for i in range(len(value))] if isinstance(value, list) else [name]
+
+    cond_keys = keys("condition")
+    action_keys = keys("action") + keys("successors")
+    # Should the file have changed since it was loaded, fall back to plain positions.
+    if len(cond_keys) != len(job.conditions):
+        cond_keys = [f"condition[{i}]" for i in range(len(job.conditions))]
+    if len(action_keys) != len(job.actions):
+        action_keys = [f"action[{i}]" for i in range(len(job.actions))]
+    return cond_keys, action_keys
+
+
+def _reference_problems(job: Job, target_id, args: dict, jobs: dict, known: set):
+    """(subkey, message) for a reference from ``job`` to another job by id."""
+    if not isinstance(target_id, str) or is_template(target_id):
+        return  # known only once bound
+    if target_id not in known:
+        msg = f"no job {target_id!r} in this folder"
+        close = close_matches(target_id, sorted(known), n=1)
+        if close:
+            msg += f" (did you mean {close[0]!r}?)"
+        yield "job_id", msg
+        return
+    target = jobs.get(target_id)
+    if target is None:
+        return  # it failed to load; its own errors say why
+    for name in args:
+        if name not in target.params:
+            yield f"args.{name}", (f"job {target_id!r} has no param {name!r} "
+                                   f"(params: {', '.join(target.params) or 'none'})")
+    for name in target.params:
+        if name not in args and name not in job.params:
+            yield "args", (f"no value for {target_id!r}'s param {name!r}: give it under args "
+                           f"(it is not a param of this job, so it is not passed through)")
+
+
+def _schedule_problems(job: Job, now: datetime):
+    """(key, message) for schedules that never fill a param or have no due time after ``now``."""
+    many = len(job.schedules) > 1
+    enabled = [s for s in job.schedules if s.enabled]
+    if job.schedules and not enabled:
+        yield "schedule", "every schedule is disabled: the job runs only when started by hand"
+    for i, schedule in enumerate(job.schedules):
+        if not schedule.enabled:
+            continue
+        key = f"schedule[{i}]" if many else "schedule"
+        first = next(iter(schedule.times(now)), None)
+        if first is None:
+            yield key, f"no due times left ({schedule.describe()})"
+            continue
+        _, supplied = first
+        missing = [p for p in job.params if p not in supplied]
+        if missing:
+            yield key, (f"gives no value for param{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(map(repr, missing))} ({schedule.describe()})")
+
+
+def failed_job_ids(root: str, errors) -> set:
+    """Ids of the job files behind ``errors`` (files that exist but did not load)."""
+    ids = set()
+    for err in errors:
+        rel = os.path.relpath(err.path, root)
+        base, suffix = os.path.splitext(rel)
+        if suffix in JOB_FILE_SUFFIXES and not rel.startswith(".."):
+            ids.add(base.replace(os.sep, "/"))
+    return ids

@@ -1,0 +1,298 @@
+"""The client commands about runs: run, runs, show, explain, output, and the
+operations on one run (start, skip, stop, mark, rerun, signal).
+"""
+
+import time
+
+import click
+
+from apsis_lite import timeutil
+from apsis_lite.cli.arguments import normalize_run_id, parse_assignments, parse_when, program_from_argv
+from apsis_lite.cli.client import ClientError, quote_id
+from apsis_lite.cli.formatting import (
+    exit_status, format_args, format_fields, format_rusage, format_table, format_time, indent,
+)
+from apsis_lite.cli.server_commands.options import (
+    api_session, json_option, print_json, table_width, url_option, utc_option,
+)
+
+# Seconds per output long poll; the server answers sooner on new output.
+POLL_WAIT = 30
+
+
+def _run_path(run, *rest):
+    return "/runs/" + quote_id(normalize_run_id(run)) + "".join(f"/{quote_id(r)}" for r in rest)
+
+
+def _follow_output(api, run_id, follow):
+    """Copy a run's output to stdout; with ``follow``, until the run is over."""
+    path, offset = _run_path(run_id, "output"), 0
+    while True:
+        data, headers = api.get_bytes(path, offset=offset, wait=POLL_WAIT if follow else None)
+        if data:
+            click.echo(data, nl=False)  # bytes go to the binary stdout, flushed
+            offset += len(data)
+        if headers.get("X-Output-Complete") == "1" or (not follow and not data):
+            return
+        if not data:
+            # The poll ended on a state change; don't spin if it keeps doing so.
+            time.sleep(0.1)
+
+
+def _detached(ctx, rid):
+    click.echo(
+        f"\nstopped waiting; {rid} carries on "
+        f"(see it with 'apsis-lite output {rid} --follow')", err=True,
+    )
+    ctx.exit(130)
+
+
+class _RunCommand(click.Command):
+    """Keeps everything after ``--`` away from click: it is the program's argv."""
+
+    def parse_args(self, ctx, args):
+        if "--" in args:
+            i = args.index("--")
+            ctx.meta["apsis_lite.argv"] = args[i + 1:]
+            args = args[:i]
+        return super().parse_args(ctx, args)
+
+
+@click.command("run", cls=_RunCommand)
+@click.argument("job_and_args", nargs=-1, metavar="JOB [ARG=VALUE]...")
+@click.option("--at", "at", metavar="TIME",
+              help="When to run: a local time, ISO time, '+10m' from now. Default: now.")
+@click.option("--no-wait", is_flag=True, help="Print the run id and exit at once.")
+@url_option
+@click.pass_context
+def run_cmd(ctx, job_and_args, at, no_wait, url):
+    """Run a job, or a command, now or --at a time.
+
+    \b
+      apsis-lite run JOB [ARG=VALUE]...   run job JOB with these args
+      apsis-lite run -- PROGRAM [ARG]...  run a program; all after -- is its argv
+      apsis-lite run -- 'CMD | CMD'       a single word with spaces runs in a shell
+
+    Options go before '--'. Unless --no-wait, streams the run's output and
+    exits with its exit status (128+N if killed by signal N; 1 with a note on
+    stderr if the run ends in error or is skipped).
+    """
+    argv = ctx.meta.get("apsis_lite.argv")
+    if argv is not None and job_and_args:
+        raise click.UsageError("give either JOB [ARG=VALUE]... or -- PROGRAM..., not both")
+    if argv is not None:
+        if not argv:
+            raise click.UsageError("no program after '--'")
+        body = {"program": program_from_argv(argv)}
+    elif job_and_args:
+        body = {"job_id": job_and_args[0], "args": parse_assignments(job_and_args[1:])}
+    else:
+        raise click.UsageError("give a job id, or a program after '--'")
+    body["time"] = parse_when(at) if at else "now"
+
+    with api_session(url) as api:
+        try:
+            run = api.post("/runs", body)
+        except ClientError as exc:
+            if exc.status == 404 and "job_id" in body:
+                raise click.ClickException(
+                    f"{exc.message} (to run a program, put it after '--': "
+                    f"apsis-lite run -- {' '.join(job_and_args)})"
+                ) from None
+            raise
+        rid = run["run_id"]
+        if no_wait:
+            click.echo(rid)
+            return
+        if run.get("state") == "scheduled" and at:
+            t = format_time(run.get("times", {}).get("schedule"))
+            click.echo(f"{rid}: scheduled for {t}; waiting", err=True)
+        try:
+            _follow_output(api, rid, follow=True)
+            run = api.get(_run_path(rid))
+        except KeyboardInterrupt:
+            _detached(ctx, rid)
+    code, note = exit_status(run)
+    if note:
+        click.echo(note, err=True)
+    ctx.exit(code)
+
+
+@click.command("runs")
+@click.argument("filter_words", nargs=-1, metavar="[FILTER]...")
+@click.option("--since", metavar="TIME", help="Only runs at or after TIME ('-2h': 2 hours ago).")
+@click.option("--until", metavar="TIME", help="Only runs before TIME.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Runs per page.")
+@click.option("--all", "all_pages", is_flag=True, help="Follow every page, not just the first.")
+@json_option
+@utc_option
+@url_option
+def runs_cmd(filter_words, since, until, limit, all_pages, as_json, utc, url):
+    """List runs, newest first, matching a filter.
+
+    The words are joined with spaces into one filter: job id text, job:ID,
+    state:S1,S2, ARG=VALUE, !TERM. Quote for the shell and for the filter:
+
+    \b
+      apsis-lite runs '"load prices"' state:fail,err date=2026-11-25
+    """
+    params = {
+        "q": " ".join(filter_words) or None,
+        "since": parse_when(since) if since else None,
+        "until": parse_when(until) if until else None,
+        "limit": limit,
+    }
+    with api_session(url) as api:
+        page = api.get("/runs", **params)
+        items = list(page["items"])
+        while all_pages and page.get("next"):
+            page = api.get("/runs", cursor=page["next"], **params)
+            items.extend(page["items"])
+    if as_json:
+        print_json({"items": items, "next": page.get("next")})
+        return
+    rows = [
+        (r["run_id"], r.get("job_id") or "(program)", format_args(r.get("args")), r.get("state"),
+         format_time((r.get("times") or {}).get("schedule"), utc),
+         timeutil.format_duration(r.get("elapsed")))
+        for r in items
+    ]
+    headers = ("RUN", "JOB", "ARGS", "STATE", "SCHEDULED", "ELAPSED")
+    click.echo(format_table(headers, rows, table_width(), shrink=(1, 2)))
+    if page.get("next"):
+        click.echo("(more runs: use --all, or narrow the filter)", err=True)
+
+
+@click.command("show")
+@click.argument("run")
+@json_option
+@utc_option
+@url_option
+def show_cmd(run, as_json, utc, url):
+    """Show a run and its state log."""
+    with api_session(url) as api:
+        r = api.get(_run_path(run))
+        log = api.get(_run_path(run, "log"))["items"]
+        # What a pending run waits for, checked now rather than as last recorded.
+        why = api.get(_run_path(run, "explain"))["summary"] if r.get("state") == "waiting" else None
+    if as_json:
+        print_json({**r, "log": log})
+        return
+    click.echo(format_fields([
+        ("run", r.get("run_id")),
+        ("job", r.get("job_id")),
+        ("args", format_args(r.get("args"))),
+        ("state", r.get("state")),
+        ("waiting", why),
+        ("exit code", r.get("exit_code")),
+        ("signal", r.get("signal")),
+        ("message", r.get("message")),
+        ("rerun of", r.get("rerun_of")),
+        ("elapsed", timeutil.format_duration(r.get("elapsed"))),
+        ("output", None if r.get("output_length") is None else f"{r['output_length']} bytes"),
+        ("rusage", format_rusage(r.get("rusage"))),
+    ]))
+    times = r.get("times") or {}
+    if times:
+        click.echo("\ntimes:")
+        click.echo(indent(format_fields([(k, format_time(v, utc)) for k, v in times.items()])))
+    if log:
+        click.echo("\nlog:")
+        rows = [(format_time(e.get("time"), utc), e.get("state"), e.get("message")) for e in log]
+        click.echo(indent(format_table(("TIME", "STATE", "MESSAGE"), rows)))
+
+
+@click.command("explain")
+@click.argument("run")
+@json_option
+@url_option
+def explain_cmd(run, as_json, url):
+    """Say why a run is in its state: what it waits for, since when, how it ended."""
+    with api_session(url) as api:
+        e = api.get(_run_path(run, "explain"))
+    if as_json:
+        print_json(e)
+        return
+    click.echo(f"{e['run_id']} ({e['state']}): {e['summary']}")
+    for line in e.get("lines") or ():
+        click.echo(f"  {line}")
+
+
+@click.command("output")
+@click.argument("run")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run finishes.")
+@url_option
+@click.pass_context
+def output_cmd(ctx, run, follow, url):
+    """Print a run's output."""
+    with api_session(url) as api:
+        try:
+            _follow_output(api, run, follow)
+        except KeyboardInterrupt:
+            _detached(ctx, normalize_run_id(run))
+
+
+def _change(url, run, op, as_json):
+    """POST an operation; confirm it as ``r12: running -> stopping``."""
+    with api_session(url) as api:
+        before = None if as_json else api.get(_run_path(run))
+        after = api.post(_run_path(run, *op))
+    if as_json:
+        print_json(after)
+    else:
+        click.echo(f"{after['run_id']}: {before['state']} -> {after['state']}")
+
+
+def _change_command(op, help_):
+    @click.command(op, help=help_)
+    @click.argument("run")
+    @json_option
+    @url_option
+    def cmd(run, as_json, url):
+        _change(url, run, (op,), as_json)
+
+    return cmd
+
+
+start_cmd = _change_command("start", "Start a scheduled or waiting run now.")
+skip_cmd = _change_command("skip", "Skip a run that has not started.")
+stop_cmd = _change_command("stop", "Stop a running run (its program's stop method).")
+
+
+@click.command("mark")
+@click.argument("run")
+@click.argument("state")
+@json_option
+@url_option
+def mark_cmd(run, state, as_json, url):
+    """Set a finished run's state by hand (e.g. to success)."""
+    _change(url, run, ("mark", state), as_json)
+
+
+@click.command("rerun")
+@click.argument("run")
+@json_option
+@url_option
+def rerun_cmd(run, as_json, url):
+    """Run a finished run again with the same job and args, as a new run."""
+    with api_session(url) as api:
+        new = api.post(_run_path(run, "rerun"))
+    if as_json:
+        print_json(new)
+    else:
+        click.echo(f"{normalize_run_id(run)}: rerun as {new['run_id']} ({new['state']})")
+
+
+@click.command("signal")
+@click.argument("run")
+@click.argument("name")
+@json_option
+@url_option
+def signal_cmd(run, name, as_json, url):
+    """Send signal NAME (SIGTERM, SIGUSR1, ...) to a running run."""
+    with api_session(url) as api:
+        r = api.post(_run_path(run, "signal", name))
+    if as_json:
+        print_json(r)
+    else:
+        click.echo(f"{r['run_id']}: sent {name} ({r['state']})")
