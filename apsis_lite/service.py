@@ -19,7 +19,7 @@ import gevent
 import gevent.event
 from gevent.server import StreamServer
 
-from apsis_lite.model.actions import ActionRunner
+from apsis_lite.engine.action_runner import ActionRunner
 from apsis_lite.web.auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
 from apsis_lite.engine.core import Engine
 from apsis_lite.web.httpserver import gevent_server, waitress_server

@@ -5,7 +5,8 @@ imported: ``schedule`` (a run of another job; ``successors:`` in a job file
 is shorthand for ``schedule`` actions with ``if: {states: [success]}``),
 ``command``, ``webhook`` and ``email`` (module ``mail``). ``base`` holds the
 Action class, the ``if:`` rule and parsing. ``event`` is what an action is
-done for; ``runner`` does due actions off the engine's path, durably.
+done for. Doing due actions, durably and off the engine's path, is the
+engine side's ``engine.action_runner``.
 The names below were always imported from ``apsis_lite.model.actions``.
 """
 
@@ -18,13 +19,9 @@ from apsis_lite.model.actions.webhook import (
 )
 from apsis_lite.model.actions.mail import EmailAction
 from apsis_lite.model.actions.event import ActionEvent
-from apsis_lite.model.actions.runner import (
-    ACTIONS_CACHE_SIZE, ALARM_WORDS, EMAIL_OUTPUT_BYTES, PENDING_PAGE, STOP_WAIT, ActionRunner,
-)
 
 __all__ = [
     "Action", "ActionFailed", "parse_action", "ScheduleAction", "successor_action",
-    "CommandAction", "WebhookAction", "EmailAction", "ActionEvent", "ActionRunner",
+    "CommandAction", "WebhookAction", "EmailAction", "ActionEvent",
     "LOG_OUTPUT_CHARS", "DEFAULT_WEBHOOK_TIMEOUT", "MAX_RETRY_DELAY", "MAX_WEBHOOK_RETRIES",
-    "ACTIONS_CACHE_SIZE", "ALARM_WORDS", "EMAIL_OUTPUT_BYTES", "PENDING_PAGE", "STOP_WAIT",
 ]
