@@ -11,8 +11,6 @@ warm in the background once the calendar has been looked at. At most RUN_CAP
 runs are read per window; the page says when that cut something off.
 """
 
-import heapq
-import logging
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -20,38 +18,26 @@ from datetime import date, timedelta
 from flask import request, url_for
 from markupsafe import Markup
 
-from apsis_lite.model import jobs as jobs_mod
 from apsis_lite.model.calendars import CalendarError, load_calendars
-from apsis_lite.web.due_summary import DueSummaries, Warmer, day_start, grid_bounds, interval_times
+from apsis_lite.web.calendar_dues import (
+    ARGS_STEP_BUDGET, GRID_DAY_CAP, PER_DAY_CAP, day_job_times, due_matcher, due_times, grid_dues,
+)
+from apsis_lite.web.due_summary import DueSummaries, Warmer, day_start, grid_bounds
 from apsis_lite.errors import BadRequest
 from apsis_lite.web.request_args import shown
-from apsis_lite.store.runfilter import compile_filter, parse_terms
+from apsis_lite.store.runfilter import compile_filter
 from apsis_lite.model.runs import ACTIVE, FINISHED, PENDING
-from apsis_lite.model.schedules import IntervalSchedule
-from apsis_lite.timeutil import from_epoch, get_tz, parse_date
-
-log = logging.getLogger(__name__)
+from apsis_lite.timeutil import get_tz, parse_date
 
 RUN_CAP = 2000         # runs read per window, latest scheduled first
-PER_DAY_CAP = 100      # due times kept per job and day in a day timeline; more shows as "100+"
-GRID_DAY_CAP = 10      # the same in a month or week cell, which shows a count, not each time
 CELL_MAX = 6           # entries of each kind listed in a month cell (a week cell: 4x)
 DAY_ROWS_MAX = 300     # job rows in a day timeline
-ARGS_STEP_BUDGET = 25_000  # due times stepped through per page for an ARG=VAL filter (no summary)
 FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)   # days the calendar shows
 ABBR = {"scheduled": "sched", "waiting": "wait", "starting": "start", "running": "run",
         "stopping": "stop", "success": "ok", "failure": "fail", "error": "err", "skipped": "skip"}
 
 # The day timeline's SVG geometry, in its own units (pixels at 100%).
 LABEL_W, TRACK_W, ROW_H, HEAD_H = 230, 960, 30, 20
-
-
-@dataclass
-class Due:
-    """An upcoming due time of a job."""
-
-    job_id: str
-    t: float
 
 
 @dataclass
@@ -68,123 +54,7 @@ class DayCell:
     more: set = field(default_factory=set)      # job ids with more due times than were counted
 
 
-# -- the filter, applied to due times ----------------------------------------------
-
-
-def due_matcher(q):
-    """Predicates ``(job_ok(job_id), args_ok(args))`` for the run filter ``q``, applied to due times.
-
-    A due time is what would become a run in state "scheduled" with the
-    schedule's args, so every term has a meaning: words and ``job:`` match
-    the job id as for runs, ``state:`` matches if it names "scheduled", and
-    ``ARG=VAL`` the schedule's args. ``args_ok`` is None when no term is
-    about args; ``job_ok.all_jobs`` says no term is about the job.
-    """
-    job_terms, arg_terms = [], []
-    for term in parse_terms(q or ""):
-        test = _term_test(term)
-        wrapped = (lambda v, f=test: not f(v)) if term.negated else test
-        (arg_terms if term.kind == "arg" else job_terms).append(wrapped)
-
-    def job_ok(job_id):
-        return all(f(job_id) for f in job_terms)
-
-    job_ok.all_jobs = not job_terms
-    return job_ok, (lambda args: all(f(args) for f in arg_terms)) if arg_terms else None
-
-
-def _term_test(term):
-    """The predicate of one term: on the job id, or on the args for an arg term."""
-    if term.kind == "job":
-        return lambda job_id: job_id == term.value
-    if term.kind == "state":
-        names = [n.strip().lower() for n in term.value.split(",")]
-        hit = any("scheduled".startswith(n) for n in names if n)
-        return lambda _job_id: hit
-    if term.kind == "arg":
-        name, value = term.name, term.value
-        if value is None:
-            return lambda args: name in args
-        return lambda args: str(args.get(name)) == value if name in args else False
-    word = term.value.lower()
-    return lambda job_id: word in job_id.lower()
-
-
 # -- data ------------------------------------------------------------------------
-
-
-def due_times(engine, since, until, bounds, job_ok, args_ok, budget=float("inf"), per_day=PER_DAY_CAP,
-              stored=frozenset()):
-    """Due times of matching jobs in [since, until), each job's at most ``per_day`` a day.
-
-    ``bounds`` are the epoch starts of the window's days (and its end): a
-    job's times beyond ``per_day`` in one day are skipped by restarting its
-    schedules at the next day. Times in ``stored`` ((job_id, rounded epoch)
-    of runs already planned) are left out before counting. ``budget`` caps
-    the due times stepped through in all. Returns ``(list of Due, {(day
-    index, job_id) with more}, jobs computed, jobs matching)``.
-    """
-    found, more = [], set()
-    jobs = sorted((j for j in engine.jobs.items() if job_ok(j[0])), key=lambda j: j[0])
-    done = 0
-    for job_id, job in jobs:
-        if budget <= 0:
-            break
-        done += 1
-        try:
-            budget = job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, budget,
-                                   found, more)
-        except Exception:  # a schedule that raises (an extension's) hides no other job
-            log.debug("the due times of %s cannot be computed", job_id, exc_info=True)
-    return found, more, done, len(jobs)
-
-
-def job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, budget, found, more):
-    """Add one job's due times to ``found`` and ``more`` (see ``due_times``); returns the budget left."""
-    schedules = [s for s in job.schedules if s.enabled]
-    if not schedules:
-        return budget
-    start, day, count = since, None, 0
-    while start < until and budget > 0:
-        merged = heapq.merge(*(s.times(from_epoch(start)) for s in schedules), key=lambda ta: ta[0])
-        restart = None
-        for dt, supplied in merged:
-            t = dt.timestamp()
-            budget -= 1
-            if t >= until or budget <= 0:
-                break
-            i = bisect_right(bounds, t) - 1
-            if i != day:
-                day, count = i, 0
-            if (job_id, round(t, 3)) in stored:
-                continue
-            if args_ok is not None and not args_ok(jobs_mod.args_from_schedule(job, supplied)):
-                continue
-            count += 1
-            if count > per_day:
-                more.add((i, job_id))
-                restart = bounds[i + 1]
-                break
-            found.append(Due(job_id, t))
-        if restart is None:
-            break
-        start = restart
-    return budget
-
-
-def day_job_times(job_id, job, since, until, bounds, per_day, stored, found, more):
-    """``job_due_times`` without an args filter for one day, by arithmetic when every
-    enabled schedule is an interval (the common many-times-a-day case)."""
-    schedules = [s for s in job.schedules if s.enabled]
-    if not all(type(s) is IntervalSchedule for s in schedules):
-        job_due_times(job_id, job, since, until, bounds, None, per_day, stored, float("inf"), found, more)
-        return
-    n = per_day + 1 + sum(1 for j, _t in stored if j == job_id)
-    times = sorted(t for s in schedules for t in interval_times(s, since, until, n))
-    times = [t for t in times if (job_id, round(t, 3)) not in stored]
-    found.extend(Due(job_id, t) for t in times[:per_day])
-    if len(times) > per_day:
-        more.add((bisect_right(bounds, times[per_day]) - 1, job_id))
 
 
 def due_marks_svg(times, y, label, start, span):
@@ -210,94 +80,6 @@ def day_labeller(tf, day, start, end):
         return f"{prefix}{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
 
     return label
-
-
-def grid_dues(engine, summaries, bounds, now, job_ok, args_ok, stored, cell_max, cap=GRID_DAY_CAP):
-    """Per day of a grid, ``(due, total, more)``: the first ``cell_max`` matching job ids'
-    ``{job_id: (first, count)}``, how many jobs are due that day, and which have more than
-    ``cap``; with (jobs computed, jobs matching), which differ only when an ARG=VAL filter ran
-    out of its step budget.
-
-    Without an ARG=VAL filter every matching job counts. Without an args filter the cached per-day
-    summaries answer; a job-day holding a planned run (``stored``) is
-    counted afresh so that run is not also shown as due.
-    """
-    n = len(bounds) - 1
-    out = [({}, 0, set()) for _ in range(n)]
-    since = max(bounds[0], now)
-    if since >= bounds[-1]:
-        return out, 0, 0
-    d0 = bisect_right(bounds, since) - 1
-    jobs = engine.jobs
-    if args_ok is not None:
-        # Args come from each due time: no summary to reuse, so count them here.
-        found, more, done, total = due_times(engine, since, bounds[-1], bounds, job_ok, args_ok,
-                                             budget=ARGS_STEP_BUDGET, per_day=cap, stored=stored)
-        per_job = {}
-        for d in found:
-            i = bisect_right(bounds, d.t) - 1
-            first, count = per_job.get((d.job_id, i), (d.t, 0))
-            per_job[(d.job_id, i)] = (first, count + 1)
-        for (job_id, i), (first, count) in sorted(per_job.items()):
-            due, total, m = out[i]
-            if len(due) < cell_max:
-                due[job_id] = (first, count)
-            out[i] = (due, total + 1, m)
-        for i, job_id in more:
-            out[i][2].add(job_id)
-        return out, done, total
-    w = summaries.summary(jobs, bounds, now)
-    overrides = {}
-    for job_id, t in stored:
-        if not (since <= t < bounds[-1]) or job_id not in jobs or not job_ok(job_id):
-            continue
-        i = bisect_right(bounds, t) - 1
-        if i in overrides.get(job_id, {}):
-            continue
-        found, more = [], set()
-        job_due_times(job_id, jobs[job_id], max(since, bounds[i]), bounds[i + 1], bounds, None, cap,
-                      stored, float("inf"), found, more)
-        overrides.setdefault(job_id, {})[i] = (found[0].t, len(found) + bool(more)) if found else None
-    totals = [0] * n
-    if job_ok.all_jobs:
-        totals = list(w.day_jobs)
-        for job_id, days in overrides.items():
-            base = w.entries[job_id].days
-            for i, v in days.items():
-                totals[i] += (v is not None) - (i in base)
-    open_mask = ((1 << n) - 1) & ~((1 << d0) - 1)
-    all_days = open_mask
-    for job_id in sorted(w.entries):
-        if not open_mask and job_ok.all_jobs:
-            break
-        if not job_ok(job_id):
-            continue
-        e = w.entries[job_id]
-        days, mask = e.days, e.mask & all_days
-        if job_id in overrides:
-            days = {**days, **overrides[job_id]}
-            days = {i: v for i, v in days.items() if v is not None}
-            mask = sum(1 << i for i in days) & all_days
-        if not job_ok.all_jobs:
-            m = mask
-            while m:
-                low = m & -m
-                totals[low.bit_length() - 1] += 1
-                m ^= low
-        m = mask & open_mask
-        while m:
-            low = m & -m
-            i = low.bit_length() - 1
-            m ^= low
-            first, count = days[i]
-            due = out[i][0]
-            due[job_id] = (first, min(count, cap))
-            if count > cap:
-                out[i][2].add(job_id)
-            if len(due) >= cell_max:
-                open_mask &= ~low
-    out = [(due, totals[i] if i >= d0 else 0, more) for i, (due, _t, more) in enumerate(out)]
-    return out, 0, 0
 
 
 def window_runs(store, where, params, since, until):
