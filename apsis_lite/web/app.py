@@ -14,12 +14,12 @@ from werkzeug.exceptions import HTTPException
 
 from apsis_lite import paths
 from apsis_lite.errors import ApsisError
-from apsis_lite.web import api, security
+from apsis_lite.web import api, pages, security
 from apsis_lite.web.auth import Auth, ensure_local_token, users_path
 from apsis_lite.web.backend import EXTENSION, Backend, backend
 from apsis_lite.web.body_limit import limit_request_bodies
 from apsis_lite.web.httpserver import too_large_message
-from apsis_lite.web.pages import create_ui, render_error
+from apsis_lite.web.pages.rendering import render_error
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
     security.install(app, config, auth)
     app.json.sort_keys = False
     app.register_blueprint(api.bp)
-    app.register_blueprint(create_ui(config, store, engine, launcher))
+    app.register_blueprint(pages.bp)
     app.register_error_handler(ApsisError, apsis_error)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, internal_error)

@@ -307,7 +307,7 @@ def test_month_shows_upcoming_times_of_every_job(world):
                                        ("Asia/Kolkata", "2027-01-15")])
 def test_day_timeline_shortcuts_equal_the_general_path(world, zone, day):
     from apsis_lite.web.calendar_dues import day_job_times, job_due_times
-    from apsis_lite.web.calendar_pages import day_labeller
+    from apsis_lite.web.pages.calendar_day import day_labeller
     from apsis_lite.web.format import TimeFormat
 
     _client, engine, _store = world({**MIXED, "f/odd": """
