@@ -14,7 +14,7 @@
   any process that can read the token file can make one; the server refuses
   a link twice and after ``ONCE_TTL`` seconds.
 
-The Flask side (sessions, CSRF, Host checks, headers) is in ``webauth``.
+The Flask side (sessions, CSRF, Host checks, headers) is in ``web.security``.
 """
 
 import getpass

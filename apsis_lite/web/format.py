@@ -1,4 +1,4 @@
-"""Formatting for the pages: times in the viewer's zone, Markdown, output text.
+"""Formatting for the pages: times in the viewer's zone, Markdown, programs as YAML, output text.
 
 Pure functions and small values; the clock is passed in, so tests are exact.
 """
@@ -7,6 +7,7 @@ from datetime import datetime
 from functools import lru_cache
 
 import pytz
+import yaml
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
@@ -24,6 +25,11 @@ def render_markdown(text) -> Markup:
     if not text:
         return Markup("")
     return Markup(_MARKDOWN.render(str(text)))
+
+
+def program_text(program) -> str:
+    """A program (or condition, action) as the YAML a job file would hold ("" for none)."""
+    return yaml.safe_dump(program, sort_keys=False, default_flow_style=False).strip() if program else ""
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,7 @@ than MAX_HEAD_BYTES (431; under gevent, a request line longer than
 MAX_REQUEST_LINE is a 414). Whatever the server layer refuses by itself
 gets the same JSON error body as the app's own errors, ``{"error":
 message}``, instead of an empty or plain-text one. The app checks the body
-size too (see ``web.limit_request_bodies``): a chunked body has no length
+size too (see ``web.body_limit``): a chunked body has no length
 to check in advance, so it is cut off once it passes the limit.
 
 A refused body is not read to its end (a client could send gigabytes): the

@@ -15,10 +15,12 @@ import math
 import secrets
 import socket
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import (
     Blueprint,
+    current_app,
     g,
     jsonify,
     make_response,
@@ -29,8 +31,8 @@ from flask import (
     url_for,
 )
 
-from apsis_lite.web.auth import USER_NAME, Identity, derived_key, is_loopback
 from apsis_lite.errors import ApsisError
+from apsis_lite.web.auth import USER_NAME, Auth, Identity, derived_key, is_loopback
 from apsis_lite.web.login_throttle import LoginThrottle
 from apsis_lite.web.password_checks import Busy, PasswordChecks
 
@@ -57,6 +59,7 @@ SECURITY_HEADERS = {
 # loopback names: browsers apply it to every port of a host, and forcing
 # HTTPS on all of a workstation's "localhost" for a year would break others.
 HSTS = "max-age=31536000"
+EXTENSION = "apsis_security"
 
 
 class BadHost(ApsisError):
@@ -113,89 +116,134 @@ def safe_next(target) -> str:
     return target
 
 
+@dataclass(frozen=True)
+class Gatekeeper:
+    """One app's security: who it knows (``auth``), the host names it answers to, whether it
+    is served over HTTPS, and the login form's throttle and password-check pool."""
+
+    auth: Auth
+    hosts: frozenset
+    https: bool
+    throttle: LoginThrottle
+    checks: PasswordChecks
+
+    @property
+    def any_host(self) -> bool:
+        return "*" in self.hosts
+
+
+def gatekeeper() -> Gatekeeper:
+    """The gatekeeper of the app serving this request."""
+    return current_app.extensions[EXTENSION]
+
+
 def install(app, config, auth):
     """Put ``auth`` in front of every request of ``app``; add the login pages."""
-    app.secret_key = derived_key(auth.local_token, "session")
     https = bool(config.tls_cert) or config.secure_cookies
+    configure_sessions(app, config, auth, https)
+    app.extensions["apsis_auth"] = auth
+    app.extensions[EXTENSION] = Gatekeeper(auth, frozenset(allowed_hosts(config)), https,
+                                           LoginThrottle(clock=auth.clock), PasswordChecks())
+    app.before_request(guard)
+    app.after_request(security_headers)
+    app.context_processor(auth_context)
+    app.register_blueprint(login_pages)
+
+
+def configure_sessions(app, config, auth, https):
+    """Browser sessions: signed with a key derived from the local token, in an HttpOnly,
+    SameSite=Lax cookie (Secure over HTTPS) that lasts ``session_lifetime``."""
+    app.secret_key = derived_key(auth.local_token, "session")
     app.config.update(
         SESSION_COOKIE_NAME=SESSION_COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=https,
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=config.session_lifetime))
-    app.extensions["apsis_auth"] = auth
-    hosts = allowed_hosts(config)
-    any_host = "*" in hosts
 
-    @app.before_request
-    def guard():
-        if not any_host and host_name(request.host) not in hosts:
-            raise BadHost(f"this server does not answer to the host name {host_name(request.host)!r} "
-                          f"(allowed: {', '.join(sorted(hosts))}); add it to the allowed_hosts setting")
-        g.identity, g.via = identify()
-        if request.endpoint in PUBLIC:
-            return None
-        if g.identity is None:
-            return refuse_anonymous()
-        if request.method in SAFE_METHODS:
-            return None
-        if g.via == "session":
-            check_csrf()
-        if not g.identity.can_operate and request.endpoint not in VIEWER_POSTS:
-            raise Forbidden(f"{g.identity.name} is a viewer; this needs the operator role")
+
+# -- in front of every request ------------------------------------------------------
+
+
+def guard():
+    """Before every view: the Host check, who is asking, CSRF for a session, the operator role for a change."""
+    gk = gatekeeper()
+    if not gk.any_host and host_name(request.host) not in gk.hosts:
+        raise BadHost(f"this server does not answer to the host name {host_name(request.host)!r} "
+                      f"(allowed: {', '.join(sorted(gk.hosts))}); add it to the allowed_hosts setting")
+    g.identity, g.via = identify(gk.auth)
+    if request.endpoint in PUBLIC:
         return None
+    if g.identity is None:
+        return refuse_anonymous()
+    if request.method in SAFE_METHODS:
+        return None
+    if g.via == "session":
+        check_csrf()
+    if not g.identity.can_operate and request.endpoint not in VIEWER_POSTS:
+        raise Forbidden(f"{g.identity.name} is a viewer; this needs the operator role")
+    return None
 
-    def identify():
-        header = request.headers.get("Authorization", "")
-        if header:
-            scheme, _, token = header.partition(" ")
-            identity = auth.from_bearer(token.strip()) if scheme.lower() == "bearer" else None
-            if identity is None:
-                raise Unauthorized("bad credentials: the Authorization header must be "
-                                   "'Bearer TOKEN' with a valid token")
-            return identity, "bearer"
-        if "user" in session:
-            identity = auth.from_session(session.get("user"), session.get("kind"), session.get("stamp"))
-            if identity is not None:
-                return identity, "session"
-        return None, None
 
-    def refuse_anonymous():
-        message = ("authentication required: send 'Authorization: Bearer TOKEN' (the local token is in the "
-                   "server's data folder; 'apsis-lite user token NAME' issues one) or log in at /login")
-        if request.path.startswith("/api/"):
-            resp = jsonify(error=message)
-            resp.status_code = 401
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="apsis-lite"'
-            return resp
-        login = url_for("auth.login", next=request.full_path.rstrip("?"))
-        if request.headers.get("HX-Request"):
-            resp = make_response("", 401)
-            resp.headers["HX-Redirect"] = login
-            return resp
-        if request.method in SAFE_METHODS:
-            return redirect(login, 303)
-        raise Unauthorized("log in first: " + message)
+def identify(auth):
+    """(identity, "bearer" or "session") of this request, or (None, None); Unauthorized for a bad token."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        identity = auth.from_bearer(token.strip()) if scheme.lower() == "bearer" else None
+        if identity is None:
+            raise Unauthorized("bad credentials: the Authorization header must be "
+                               "'Bearer TOKEN' with a valid token")
+        return identity, "bearer"
+    if "user" in session:
+        identity = auth.from_session(session.get("user"), session.get("kind"), session.get("stamp"))
+        if identity is not None:
+            return identity, "session"
+    return None, None
 
-    def check_csrf():
-        sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
-        expected = session.get(CSRF_FIELD) or ""
-        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-            raise Forbidden("missing or wrong CSRF token: reload the page and try again")
 
-    @app.after_request
-    def security_headers(resp):
-        for name, value in SECURITY_HEADERS.items():
-            resp.headers.setdefault(name, value)
-        if https and not is_loopback(host_name(request.host)):
-            resp.headers.setdefault("Strict-Transport-Security", HSTS)
-        if request.path.startswith("/api/") or "user" in session:
-            resp.headers.setdefault("Cache-Control", "no-store")
+def refuse_anonymous():
+    """401 for the API; the login page for a browser (htmx follows HX-Redirect)."""
+    message = ("authentication required: send 'Authorization: Bearer TOKEN' (the local token is in the "
+               "server's data folder; 'apsis-lite user token NAME' issues one) or log in at /login")
+    if request.path.startswith("/api/"):
+        resp = jsonify(error=message)
+        resp.status_code = 401
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="apsis-lite"'
         return resp
+    login = url_for("auth.login", next=request.full_path.rstrip("?"))
+    if request.headers.get("HX-Request"):
+        resp = make_response("", 401)
+        resp.headers["HX-Redirect"] = login
+        return resp
+    if request.method in SAFE_METHODS:
+        return redirect(login, 303)
+    raise Unauthorized("log in first: " + message)
 
-    @app.context_processor
-    def auth_context():
-        return {"csrf_token": csrf_token, "current_identity": g.get("identity")}
 
-    app.register_blueprint(login_blueprint(auth))
+def check_csrf():
+    sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
+    expected = session.get(CSRF_FIELD) or ""
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+
+
+def security_headers(resp):
+    """After every view: the security headers; HSTS over HTTPS; no caching of what is private."""
+    for name, value in SECURITY_HEADERS.items():
+        resp.headers.setdefault(name, value)
+    if gatekeeper().https and not is_loopback(host_name(request.host)):
+        resp.headers.setdefault("Strict-Transport-Security", HSTS)
+    if request.path.startswith("/api/") or "user" in session:
+        resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+def auth_context():
+    return {"csrf_token": csrf_token, "current_identity": g.get("identity")}
+
+
+# -- the login and logout pages -----------------------------------------------------
+
+login_pages = Blueprint("auth", __name__)
 
 
 def start_session(identity: Identity, auth):
@@ -207,72 +255,71 @@ def start_session(identity: Identity, auth):
     csrf_token()
 
 
-def login_blueprint(auth):
-    bp = Blueprint("auth", __name__)
-    throttle = LoginThrottle(clock=auth.clock)
-    checks = PasswordChecks()
+def form_page(error=None, status=200, name=""):
+    resp = make_response(render_template("login.html", error=error, name=name,
+                                         next=safe_next(request.values.get("next")),
+                                         has_users=gatekeeper().auth.has_users()), status)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
-    def form_page(error=None, status=200, name=""):
-        resp = make_response(render_template("login.html", error=error, name=name,
-                                             next=safe_next(request.values.get("next")),
-                                             has_users=auth.has_users()), status)
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
 
-    @bp.get("/login")
-    def login():
-        code = request.args.get("once")
-        if code is not None:
-            identity = auth.redeem_once(code)
-            if identity is None:
-                return form_page("This login link has expired or was used already. Ask for a new one "
-                                 "(start apsis-lite again, or log in below).", 403)
-            start_session(identity, auth)
-            return redirect(safe_next(request.args.get("next")), 303)
-        return form_page()
-
-    @bp.post("/login")
-    def login_submit():
-        sent = request.form.get(CSRF_FIELD, "")
-        expected = session.get(CSRF_FIELD) or ""
-        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-            return form_page("The form had expired; please try again.", 403)
-        name = request.form.get("name", "").strip()
-        address = request.remote_addr or "unknown"
-        if not USER_NAME.fullmatch(name):
-            # No user can have this name (the rule is public): nothing to hash or count.
-            log.warning("failed login as %r from %s (not a user name)", name[:64], address)
-            return form_page("Wrong user name or password.", 401, name=name[:64])
-        wait = math.ceil(throttle.wait(name, address))
-        if wait:
-            resp = form_page(f"Too many failed logins as this user from your address: "
-                             f"try again in {wait} s.", 429, name=name)
-            resp.headers["Retry-After"] = str(wait)
-            return resp
-        try:
-            identity = auth.check_password(name, request.form.get("password", ""),
-                                           run=lambda fn, *args: checks.run(address, fn, *args))
-        except Busy as exc:
-            log.warning("refused a login as %r from %s: %s", name, address, exc)
-            resp = form_page(f"{str(exc).capitalize()}.", 429, name=name)
-            resp.headers["Retry-After"] = str(exc.retry_after)
-            return resp
+@login_pages.get("/login")
+def login():
+    """The login form; with ``once``, a one-time link that logs the browser in."""
+    code = request.args.get("once")
+    if code is not None:
+        auth = gatekeeper().auth
+        identity = auth.redeem_once(code)
         if identity is None:
-            throttle.failed(name, address)
-            log.warning("failed login as %r from %s", name, address)
-            return form_page("Wrong user name or password.", 401, name=name)
-        throttle.succeeded(name, address)
+            return form_page("This login link has expired or was used already. Ask for a new one "
+                             "(start apsis-lite again, or log in below).", 403)
         start_session(identity, auth)
-        return redirect(safe_next(request.form.get("next")), 303)
+        return redirect(safe_next(request.args.get("next")), 303)
+    return form_page()
 
-    @bp.post("/logout")
-    def logout():
-        session.clear()
-        if request.headers.get("HX-Request"):
-            resp = make_response("", 204)
-            resp.headers["HX-Redirect"] = url_for("auth.login")
-            return resp
-        return redirect(url_for("auth.login"), 303)
 
-    return bp
+@login_pages.post("/login")
+def login_submit():
+    """A name and password: checked off the event loop, throttled per name and address."""
+    sent = request.form.get(CSRF_FIELD, "")
+    expected = session.get(CSRF_FIELD) or ""
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        return form_page("The form had expired; please try again.", 403)
+    name = request.form.get("name", "").strip()
+    address = request.remote_addr or "unknown"
+    if not USER_NAME.fullmatch(name):
+        # No user can have this name (the rule is public): nothing to hash or count.
+        log.warning("failed login as %r from %s (not a user name)", name[:64], address)
+        return form_page("Wrong user name or password.", 401, name=name[:64])
+    gk = gatekeeper()
+    wait = math.ceil(gk.throttle.wait(name, address))
+    if wait:
+        resp = form_page(f"Too many failed logins as this user from your address: "
+                         f"try again in {wait} s.", 429, name=name)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
+    try:
+        identity = gk.auth.check_password(name, request.form.get("password", ""),
+                                          run=lambda fn, *args: gk.checks.run(address, fn, *args))
+    except Busy as exc:
+        log.warning("refused a login as %r from %s: %s", name, address, exc)
+        resp = form_page(f"{str(exc).capitalize()}.", 429, name=name)
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
+    if identity is None:
+        gk.throttle.failed(name, address)
+        log.warning("failed login as %r from %s", name, address)
+        return form_page("Wrong user name or password.", 401, name=name)
+    gk.throttle.succeeded(name, address)
+    start_session(identity, gk.auth)
+    return redirect(safe_next(request.form.get("next")), 303)
 
+
+@login_pages.post("/logout")
+def logout():
+    session.clear()
+    if request.headers.get("HX-Request"):
+        resp = make_response("", 204)
+        resp.headers["HX-Redirect"] = url_for("auth.login")
+        return resp
+    return redirect(url_for("auth.login"), 303)

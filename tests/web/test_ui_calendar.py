@@ -13,7 +13,7 @@ import pytest
 from apsis_lite.web.due_summary import DueSummaries, grid_bounds
 from apsis_lite.model.jobs import load_jobs_dir
 from apsis_lite.timeutil import get_tz
-from apsis_lite.web.calendar_pages import GRID_DAY_CAP, due_matcher, due_times, grid_dues
+from apsis_lite.web.calendar_dues import GRID_DAY_CAP, due_matcher, due_times, grid_dues
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a Friday
 HOSTILE_ID = "evil/<script>x"
@@ -306,7 +306,8 @@ def test_month_shows_upcoming_times_of_every_job(world):
 @pytest.mark.parametrize("zone, day", [("Europe/London", "2027-03-28"), ("Europe/London", "2027-10-31"),
                                        ("Asia/Kolkata", "2027-01-15")])
 def test_day_timeline_shortcuts_equal_the_general_path(world, zone, day):
-    from apsis_lite.web.calendar_pages import day_job_times, day_labeller, job_due_times
+    from apsis_lite.web.calendar_dues import day_job_times, job_due_times
+    from apsis_lite.web.pages.calendar_day import day_labeller
     from apsis_lite.web.format import TimeFormat
 
     _client, engine, _store = world({**MIXED, "f/odd": """

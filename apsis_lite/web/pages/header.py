@@ -1,0 +1,43 @@
+"""The page header's own requests: the zone picker (a cookie) and the connection check."""
+
+from urllib.parse import urlsplit
+
+from flask import make_response, redirect, render_template, request, url_for
+
+from apsis_lite.errors import BadRequest
+from apsis_lite.web.format import valid_zone, zone_names
+from apsis_lite.web.pages import bp
+from apsis_lite.web.pages.rendering import ZONE_COOKIE, page
+from apsis_lite.web.request_args import shown
+
+
+@bp.get("/ui/zones")
+def zones():
+    return page("_zones.html", zones=zone_names())
+
+
+@bp.post("/ui/zone")
+def set_zone():
+    name = valid_zone(request.form.get("tz", "").strip())
+    if name is None:
+        raise BadRequest(f"unknown time zone {shown(request.form.get('tz', ''))}; "
+                         "pick one from the list, e.g. Europe/London")
+    # Back to the page the picker was on (its path only: never another site).
+    try:
+        ref = urlsplit(request.referrer or "")
+        back = (ref.path or url_for("ui.runs")) + (f"?{ref.query}" if ref.query else "")
+    except ValueError:  # not a URL (a malformed IPv6 host, say)
+        back = url_for("ui.runs")
+    if request.headers.get("HX-Request"):
+        resp = make_response("", 204)
+        resp.headers["HX-Refresh"] = "true"
+    else:
+        resp = redirect(back, 303)
+    resp.set_cookie(ZONE_COOKIE, name, max_age=5 * 365 * 86400, samesite="Lax", httponly=True)
+    return resp
+
+
+@bp.get("/ui/ping")
+def ping():
+    # The health banner, out of band: it appears and goes without a reload.
+    return render_template("_health.html", oob=True)
