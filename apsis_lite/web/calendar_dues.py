@@ -189,10 +189,10 @@ def counted_grid_dues(engine, bounds, since, job_ok, args_ok, stored, cell_max, 
         first, count = per_job.get((d.job_id, i), (d.t, 0))
         per_job[(d.job_id, i)] = (first, count + 1)
     for (job_id, i), (first, count) in sorted(per_job.items()):
-        due, total, m = out[i]
+        due, jobs_that_day, m = out[i]
         if len(due) < cell_max:
             due[job_id] = (first, count)
-        out[i] = (due, total + 1, m)
+        out[i] = (due, jobs_that_day + 1, m)
     for i, job_id in more:
         out[i][2].add(job_id)
     return out, done, total

@@ -397,3 +397,22 @@ def test_an_arg_filter_is_computed_time_by_time_within_a_budget_and_says_so(worl
         assert time.perf_counter() - t < 5
         assert re.search(r"computed for the first \d+ of 40 matching jobs", body), url
         assert 'data-due=' not in body and 'class="tl-due"' not in body
+
+
+def test_the_budget_note_counts_every_matching_job_when_some_have_times_shown(world):
+    # One job whose times match the filter (its schedule's args), then 40 whose times must be
+    # stepped through to find that they do not: the note counts all 41, whatever the grid shows.
+    jobs = {f"m{i:02d}": """
+        program: {type: no-op}
+        schedule: {type: interval, interval: 1m}
+    """ for i in range(40)}
+    jobs["a-match"] = """
+        params: [date]
+        program: {type: no-op}
+        schedule: {type: interval, interval: 1h, args: {date: x}}
+    """
+    client, _engine, _store = world(jobs)
+    body = client.get("/calendar?q=date%3Dx").get_data(as_text=True)
+    assert "a-match" in body
+    assert re.search(r"computed for the first \d+ of 41 matching jobs", body), \
+        re.findall(r"computed for the first \d+ of \d+ matching jobs", body)
