@@ -27,7 +27,7 @@ from apsis_lite.model.actions.event import ActionEvent
 from apsis_lite.model.fields import SpecError
 
 # Under the package's name, as the action runner has always logged.
-log = logging.getLogger("apsis_lite.model.actions")
+log = logging.getLogger("apsis_lite.engine")
 
 # Output of a run in an e-mail.
 EMAIL_OUTPUT_BYTES = 4096

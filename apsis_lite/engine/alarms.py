@@ -17,7 +17,7 @@ from apsis_lite.model.runs import ACTIVE, dumps
 from apsis_lite.timeutil import to_iso
 
 # The engine's log lines keep the logger name they had when it was one module.
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 
 class Alarms:

@@ -14,7 +14,7 @@ from apsis_lite.model import jobs as jobs_mod
 from apsis_lite.timeutil import from_epoch
 
 # The engine's log lines keep the logger name they had when it was one module.
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 
 class JobCatalog:

@@ -13,7 +13,7 @@ from apsis_lite.engine.stopping import request_stop
 from apsis_lite.model.runs import ACTIVE
 
 # The engine's log lines keep the logger name they had when it was one module.
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 # A spec not claimed by a shepherd after this long is asked for again (the
 # claim rename makes a second request harmless).

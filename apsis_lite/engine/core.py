@@ -36,7 +36,7 @@ from apsis_lite.timeutil import format_duration, to_iso
 # Names this module has always offered, now defined with their owners.
 __all__ = ["Engine", "PREPARE_AHEAD", "disk_fault", "outcome", "raise_if_fault", "slot_key"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.engine")
 
 # How early the engine's timer fires before a due time, and how it waits
 # the rest; see _sleep_until.

@@ -13,7 +13,7 @@ import logging
 from apsis_lite.errors import NotFound, StoreUnavailable
 from apsis_lite.model.runs import FINISHED, format_run_id
 
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 # Errors of the data folder's disk: like a failed commit, they say nothing
 # about the run at hand, so the engine waits and tries again.

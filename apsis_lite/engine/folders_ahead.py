@@ -16,7 +16,7 @@ from apsis_lite.engine.faults import disk_fault
 from apsis_lite.model.programs import parse_program
 
 # The engine's log lines keep the logger name they had when it was one module.
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 # How long before its due time a run's folder and spec are written. A folder
 # made new (no spare to recycle) costs six file creations, up to a few ms on a

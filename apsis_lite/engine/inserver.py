@@ -20,7 +20,7 @@ from apsis_lite.model.programs import Outcome, ServerContext
 from apsis_lite.model.runs import format_run_id
 from apsis_lite.timeutil import format_duration
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.engine")
 
 #: Worker threads for in-server programs.
 WORKERS = 4

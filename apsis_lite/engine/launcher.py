@@ -30,7 +30,7 @@ import sys
 from apsis_lite import agent
 from apsis_lite.model.runs import format_run_id
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.engine")
 
 #: Where emptied run folders wait for their next run.
 SPARE_DIR = ".spare"

@@ -16,7 +16,7 @@ from apsis_lite.model.programs import parse_program
 from apsis_lite.timeutil import format_duration, to_iso
 
 # The engine's log lines keep the logger name they had when it was one module.
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 # Runs handed to the agent at a time: the first program of a big batch
 # starts after this many specs are written, not after all of them.

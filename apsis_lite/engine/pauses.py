@@ -14,7 +14,7 @@ from apsis_lite.errors import BadRequest, TransitionError
 from apsis_lite.model.pauses import GLOBAL, Pause, pausable, pause_of
 
 # The engine's log lines keep the logger name they had when it was one module.
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 
 class Pauses:

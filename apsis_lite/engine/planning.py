@@ -20,7 +20,7 @@ from apsis_lite.model.schedules import jitter_offset
 from apsis_lite.timeutil import format_duration, from_epoch, to_iso
 
 # The engine's log lines keep the logger name they had when it was one module.
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 # How far one planning step extends one job's slots.
 PLAN_STEP = 10.0

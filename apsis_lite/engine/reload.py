@@ -25,7 +25,7 @@ from apsis_lite.config import DEFAULT_MIN_INTERVAL
 from apsis_lite.errors import JobFileError, StoreUnavailable
 from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job, JobErrors, load_job_file
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.engine")
 
 # A file modified this recently may be modified again within the same
 # timestamp tick without its stat changing (the "racy git" problem): such

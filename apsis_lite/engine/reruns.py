@@ -15,7 +15,7 @@ from apsis_lite.model.runs import FINISHED, format_run_id
 from apsis_lite.timeutil import format_duration, to_iso
 
 # The engine's log lines keep the logger name they had when it was one module.
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 # Meta key: run ids below it had finished and been reacted to at the last checkpoint.
 LOW_WATER_KEY = "reacted_low_water"

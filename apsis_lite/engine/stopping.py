@@ -16,7 +16,7 @@ from apsis_lite.model.runs import format_run_id
 from apsis_lite.timeutil import format_duration, to_iso
 
 # The engine's log lines keep the logger name they had when it was one module.
-log = logging.getLogger("apsis_lite.engine.core")
+log = logging.getLogger("apsis_lite.engine")
 
 
 def request_stop(launcher, run):

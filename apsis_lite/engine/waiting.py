@@ -17,7 +17,7 @@ from apsis_lite.errors import StoreUnavailable
 from apsis_lite.model.runs import format_run_id
 from apsis_lite.timeutil import format_duration, to_iso
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.engine")
 
 # A condition that does not hold, names nothing to watch and sets no poll
 # interval is still checked again this often: no run waits unseen forever.

@@ -13,7 +13,7 @@ import importlib
 import importlib.metadata
 import logging
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.model")
 
 
 class Registry:

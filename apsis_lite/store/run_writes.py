@@ -13,7 +13,7 @@ from apsis_lite.store.schema import JSON_FIELDS
 from apsis_lite.timeutil import to_iso
 
 # The name the store's log lines have always carried.
-log = logging.getLogger("apsis_lite.store.database")
+log = logging.getLogger("apsis_lite.store")
 
 
 def _call_listener(fn, run_id, old, new):

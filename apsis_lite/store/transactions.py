@@ -22,7 +22,7 @@ from apsis_lite.errors import StoreUnavailable
 from apsis_lite.store.schema import MIGRATIONS
 
 # The name the store's log lines have always carried.
-log = logging.getLogger("apsis_lite.store.database")
+log = logging.getLogger("apsis_lite.store")
 
 # apsw errors that say the storage failed rather than the statement: a full
 # disk, an I/O error, a file gone read-only or locked by another program.

@@ -21,7 +21,7 @@ from apsis_lite.web.body_limit import limit_request_bodies
 from apsis_lite.web.httpserver import too_large_message
 from apsis_lite.web.pages.rendering import render_error
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.web")
 
 
 def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):

@@ -19,7 +19,7 @@ from apsis_lite.store.runfilter import parse_terms
 from apsis_lite.timeutil import from_epoch
 from apsis_lite.web.due_summary import interval_times
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.web")
 
 PER_DAY_CAP = 100      # due times kept per job and day in a day timeline; more shows as "100+"
 GRID_DAY_CAP = 10      # the same in a month or week cell, which shows a count, not each time

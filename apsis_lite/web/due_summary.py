@@ -26,7 +26,7 @@ from datetime import time as dtime
 from apsis_lite.model.schedules import _EPOCH, _MICRO, IntervalSchedule, _as_utc, _micros
 from apsis_lite.timeutil import first_instant_at, from_epoch
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.web")
 
 WINDOWS_MAX = 16   # windows kept; each holds about 10 bytes per job and day
 

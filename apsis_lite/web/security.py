@@ -36,7 +36,7 @@ from apsis_lite.web.auth import USER_NAME, Auth, Identity, derived_key, is_loopb
 from apsis_lite.web.login_throttle import LoginThrottle
 from apsis_lite.web.password_checks import Busy, PasswordChecks
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apsis_lite.web")
 
 SESSION_COOKIE = "apsis_session"
 CSRF_HEADER = "X-CSRF-Token"

@@ -26,7 +26,7 @@ def test_a_run_whose_earlier_folder_is_still_a_spare_is_recycled_too(tmp_path, c
 
         assert launcher.prepare(Run(5, "job", {}, "starting", 0.0), program).endswith("r5")
         assert sorted(p.name for p in spares.iterdir()) == ["r5"]  # It took r9.
-        with caplog.at_level(logging.WARNING, logger="apsis_lite.engine.launcher"):
+        with caplog.at_level(logging.WARNING, logger="apsis_lite.engine"):
             launcher.remove(5)
         assert caplog.records == []
         assert not (tmp_path / "data" / "runs" / "r5").exists()

@@ -20,7 +20,7 @@ from apsis_lite.model.jobs.reading import job_from_jso
 from apsis_lite.model.jobs.safe_yaml import _YamlLimit, _load_yaml, _yaml_error
 
 # Under the package's name, as the job loader has always logged.
-log = logging.getLogger("apsis_lite.model.jobs")
+log = logging.getLogger("apsis_lite.model")
 
 # What one job file may be: a document far larger than any job needs is a
 # mistake or an attack, and reading it must not cost the server its memory.
