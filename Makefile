@@ -19,6 +19,12 @@ $(CHROMIUM):
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
 
+# The remote-host tests start a real sshd on 127.0.0.1 (Debian's openssh-server).
+SSHD := /usr/sbin/sshd
+$(SSHD):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server openssh-client
+
 run: install
 	$(VENV)/bin/apsis-lite serve --jobs jobs
 
@@ -35,7 +41,7 @@ build: install
 	else echo "$(EXE) is up to date"; fi
 
 # tests/system/test_executable.py tests the executable just built rather than building its own.
-test: install $(CHROMIUM) build
+test: install $(CHROMIUM) $(SSHD) build
 	APSIS_LITE_EXE=$(abspath $(EXE)) $(PY) -m pytest -q
 
 bench: install

@@ -30,7 +30,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from apsis_lite.cli.offline import to_yaml
-from apsis_lite.model.schedules import SpecError, is_template, parse_schedule
+from apsis_lite.model.fields import SpecError, is_template
+from apsis_lite.model.schedules import parse_schedule
 from apsis_lite.timeutil import get_tz
 
 MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")

@@ -23,7 +23,8 @@ from collections import OrderedDict
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 
-from apsis_lite.model.schedules import _EPOCH, _MICRO, IntervalSchedule, _as_utc, _micros
+from apsis_lite.model.schedules import IntervalSchedule
+from apsis_lite.model.schedules.instants import _EPOCH, _MICRO, _as_utc, _micros
 from apsis_lite.timeutil import first_instant_at, from_epoch
 
 log = logging.getLogger("apsis_lite.web")

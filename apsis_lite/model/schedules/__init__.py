@@ -25,7 +25,6 @@ from apsis_lite.model.fields import (
 )
 from apsis_lite.model.schedules.base import Schedule, jitter_offset, parse_schedule
 from apsis_lite.model.schedules.dst import Dst, parse_dst
-from apsis_lite.model.schedules.instants import _EPOCH, _MICRO, _as_utc, _micros
 from apsis_lite.model.schedules.stops import STOP_TYPES, DaytimeStop, DurationStop, StopSchedule, parse_stop
 # The kinds, in the order they register.
 from apsis_lite.model.schedules.interval import IntervalSchedule
