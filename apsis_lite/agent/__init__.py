@@ -18,7 +18,8 @@ The parts
 ---------
 ``protocol``     the run folder's files, the state folder's, the socket lines
                  (and the recovery rules the server follows from them)
-``server``       the agent process: serves requests, forks and reuses shepherds
+``server``       the agent process: serves start requests on ``agent.sock``
+``pool``         its shepherds: forked, handed runs when idle, retired
 ``shepherd``     one run's supervision, claim to result; a shepherd's life
 ``program``      the run's program and its process group: spawn, stop, timeout
 ``sink``         the run's output on disk, within its head and tail caps

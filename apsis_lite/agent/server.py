@@ -1,5 +1,5 @@
-"""The agent process: serves start requests on ``agent.sock`` and hands each
-run to a shepherd, an idle one or one it forks; ``main`` is its command."""
+"""The agent process: serves the requests on ``agent.sock`` and hands each
+run to its shepherd pool; ``main`` is its command line."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import selectors
 import signal
 import socket
 import struct
-import sys
 import time
 
 from apsis_lite.agent.files import atomic_write_bytes
@@ -18,19 +17,11 @@ from apsis_lite.agent.log import log
 from apsis_lite.agent.processes import reset_signals
 from apsis_lite.agent.protocol import (
     AGENT_LOCK, AGENT_PID, AGENT_SOCK, OP_PING, OP_START, SPEC, decode_request, encode_message,
-    error_reply, handoff_line, ok_reply, unix_address,
+    error_reply, ok_reply, unix_address,
 )
-from apsis_lite.agent.shepherd import shepherd_loop
+from apsis_lite.agent.pool import IDLE_SHEPHERD_TTL, ShepherdPool
 
 DEFAULT_IDLE_TIMEOUT = 300.0
-#: Finished shepherds kept waiting for their next run. A freshly forked
-#: shepherd pays several milliseconds of CPU in copy-on-write page faults
-#: before it can start a program; a reused one pays none, which is what lets
-#: a slot of many runs start within milliseconds. Each idle one holds about
-#: 2 MB of its own memory, so they retire after IDLE_SHEPHERD_TTL unused:
-#: only a workload that keeps coming back keeps them.
-MAX_IDLE_SHEPHERDS = 256
-IDLE_SHEPHERD_TTL = 120.0
 
 
 class _Conn:
@@ -66,10 +57,7 @@ class Agent:
         self.listener: socket.socket | None = None
         self.selector: selectors.BaseSelector | None = None
         self.conns: dict[int, _Conn] = {}
-        self.children: set[int] = set()
-        self.shepherds: dict[int, tuple[int, socket.socket]] = {}  # ctl fd -> (pid, ctl)
-        # (pid, ctl, idle since): the warmest last, the first to expire first.
-        self.idle: list[tuple[int, socket.socket, float]] = []
+        self.pool: ShepherdPool | None = None
         self.pending: set[int] = set()
         self.wake_r = self.wake_w = -1
         self.stopping = False
@@ -122,6 +110,7 @@ class Agent:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
         self.selector.register(self.wake_r, selectors.EVENT_READ, self._drain_wakeup)
+        self.pool = ShepherdPool(self.selector, self.shepherd_ttl, self._become_shepherd)
 
     def _on_signal(self, signum, frame) -> None:
         self.pending.add(signum)
@@ -131,7 +120,7 @@ class Agent:
         while not self.stopping:
             now = time.monotonic()
             timeout = None  # Busy: wait for events only.
-            if self.conns or len(self.children) > len(self.idle):
+            if self.conns or self.pool.busy():
                 idle_since = None
             else:
                 if idle_since is None:
@@ -140,8 +129,9 @@ class Agent:
                 if timeout <= 0:
                     log.info("idle for %gs; exiting", self.idle_timeout)
                     break
-            if self.idle:
-                expires = self.idle[0][2] + self.shepherd_ttl - now
+            expiry = self.pool.next_expiry()
+            if expiry is not None:
+                expires = expiry - now
                 timeout = expires if timeout is None else min(timeout, expires)
             backlog = [conn for conn in self.conns.values() if conn.backlog]
             if backlog:
@@ -152,27 +142,15 @@ class Agent:
                 if conn.backlog and self.conns.get(conn.sock.fileno()) is conn:
                     self._serve(conn)
             self._handle_signals()
-            self._retire_expired()
-
-    def _retire_expired(self) -> None:
-        now = time.monotonic()
-        while self.idle and self.idle[0][2] + self.shepherd_ttl <= now:
-            self._retire(self.idle[0][1])
+            self.pool.retire_expired()
 
     def _handle_signals(self) -> None:
         pending, self.pending = self.pending, set()
         if signal.SIGCHLD in pending:
-            while True:
-                try:
-                    pid, _ = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                self.children.discard(pid)
+            self.pool.reap()
         if pending & {signal.SIGTERM, signal.SIGINT}:
             log.info("signalled; exiting (shepherds keep running)")
-            self.stopping = True
+            self.stopping = self.pool.closing = True
 
     def _drain_wakeup(self, key, mask) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -290,67 +268,7 @@ class Agent:
             raise ValueError(f"no such run dir: {run_dir}")
         if not os.path.exists(os.path.join(run_dir, SPEC)):
             raise ValueError(f"no {SPEC} in {run_dir} (already claimed or revoked)")
-        while self.idle:
-            pid, ctl, _ = self.idle.pop()
-            try:
-                ctl.send(handoff_line(run_dir))
-            except OSError:
-                self._retire(ctl)
-                continue
-            log.debug("reused shepherd %d for %s", pid, run_dir)
-            return pid
-        return self._fork_shepherd(run_dir)
-
-    def _fork_shepherd(self, run_dir: str) -> int:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()  # Or the child would print our buffer again.
-        pid = os.fork()
-        if pid == 0:
-            status = 1
-            try:
-                ours.close()
-                self._become_shepherd()
-                status = shepherd_loop(theirs, run_dir)
-            except BaseException:
-                with contextlib.suppress(BaseException):
-                    log.exception("%s: shepherd crashed", run_dir)
-            finally:
-                os._exit(status)
-        theirs.close()
-        ours.setblocking(False)
-        self.shepherds[ours.fileno()] = (pid, ours)
-        self.selector.register(ours, selectors.EVENT_READ, self._on_shepherd)
-        self.children.add(pid)
-        log.debug("started shepherd %d for %s", pid, run_dir)
-        return pid
-
-    def _on_shepherd(self, key, mask) -> None:
-        """A shepherd finished a run (``idle``) or went away (EOF)."""
-        entry = self.shepherds.get(key.fd)
-        if entry is None:
-            return
-        pid, ctl = entry
-        try:
-            data = ctl.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._retire(ctl)
-        elif len(self.idle) < MAX_IDLE_SHEPHERDS and not self.stopping:
-            self.idle.append((pid, ctl, time.monotonic()))
-        else:
-            self._retire(ctl)  # It exits on EOF.
-
-    def _retire(self, ctl: socket.socket) -> None:
-        self.shepherds.pop(ctl.fileno(), None)
-        self.idle = [entry for entry in self.idle if entry[1] is not ctl]
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(ctl)
-        ctl.close()
+        return self.pool.start(run_dir)
 
     def _become_shepherd(self) -> None:
         """In the forked child: shed everything that belongs to the agent.
@@ -371,7 +289,7 @@ class Agent:
             conn.sock.close()
         # Or a sibling would never see EOF on its control socket when the
         # agent goes away.
-        for _, ctl in self.shepherds.values():
+        for _, ctl in self.pool.shepherds.values():
             ctl.close()
         os.close(self.wake_r)
         os.close(self.wake_w)

@@ -22,9 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from apsis_lite import agent
-from apsis_lite.agent.protocol import atomic_write_json, unix_address
-from apsis_lite.agent.shepherd import Shepherd
 from apsis_lite.agent import (
     AgentClient,
     AgentError,
@@ -36,6 +33,8 @@ from apsis_lite.agent import (
     signal_from_name,
     write_spec,
 )
+from apsis_lite.agent.protocol import atomic_write_json, unix_address
+from apsis_lite.agent.shepherd import Shepherd
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_COMMAND = [sys.executable, "-m", "apsis_lite.agent"]
