@@ -645,6 +645,10 @@ def test_finished_shepherd_is_reused_and_ignores_stale_stops(client, tmp_path):
     shepherd = client.start(first)
     wait_result(first)
     wait_for(lambda: not is_alive(first))
+    # The shepherd tells the agent it is free only after it has flushed the
+    # first run's outcome to disk (no server took its notice): a few fsyncs
+    # after it let go of the run, longer on a busy disk.
+    time.sleep(0.5)
     second = str(tmp_path / "runs" / "second")
     write_spec(second, make_spec("second", ["sh", "-c", "sleep 0.5; echo survived"]))
     assert client.start(second) == shepherd  # no fork: the idle shepherd took it
