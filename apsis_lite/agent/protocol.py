@@ -178,11 +178,14 @@ def is_alive(run_dir: str) -> bool:
         os.close(fd)  # Also releases our probe lock, if we got it.
 
 
-def process_info(pid: int, start_time: int | None, when: float, pgid: int | None = None) -> dict:
-    """The content of shepherd.json (no ``pgid``) or of pid.json."""
-    if pgid is None:
-        return {"pid": pid, "start_time": start_time, "time": when}
-    return {"pid": pid, "pgid": pgid, "start_time": start_time, "time": when}
+def shepherd_info(pid: int, start_time: int | None, when: float) -> dict:
+    """The content of shepherd.json: the shepherd's pid and /proc start time."""
+    return {"pid": pid, "start_time": start_time, "time": when}
+
+
+def program_info(pid: int, start_time: int | None, when: float) -> dict:
+    """The content of pid.json: the program, which leads its own process group."""
+    return {"pid": pid, "pgid": pid, "start_time": start_time, "time": when}
 
 
 def write_stop_request(run_dir: str, sig: signal.Signals, grace_period: float) -> None:
@@ -368,10 +371,12 @@ def decode_reply(line: bytes):
 
 
 def ok_reply(pid: int) -> dict:
+    """The agent's answer to a request it carried out: its pid or the shepherd's."""
     return {"ok": True, "pid": pid}
 
 
 def error_reply(text: str) -> dict:
+    """The agent's answer to a request it refused, saying why."""
     return {"ok": False, "error": text}
 
 

@@ -19,8 +19,8 @@ from apsis_lite.agent.processes import proc_start_time
 from apsis_lite.agent.program import ExecFailed, Program
 from apsis_lite.agent.protocol import (
     IDLE, NOTICE_DONE, NOTICE_RUNNING, OUTPUT, PID, RESULT, SHEPHERD, SPEC, SPEC_CLAIMED, STOP, SpecError,
-    atomic_write_json, notice_line, parse_spec, process_info, read_json, read_stop_request,
-    result_document, unix_address,
+    atomic_write_json, notice_line, parse_spec, program_info, read_json, read_stop_request,
+    result_document, shepherd_info, unix_address,
 )
 from apsis_lite.agent.sink import OutputSink
 from apsis_lite.agent.state_files import StateFiles
@@ -107,7 +107,7 @@ class Shepherd:
         # may send SIGTERM, which must not kill us with the default action.
         self._install_signal_handlers()
         me = os.getpid()
-        self.files.write(SHEPHERD, process_info(me, proc_start_time(me), time.time()))
+        self.files.write(SHEPHERD, shepherd_info(me, proc_start_time(me), time.time()))
         error = self._start_program()
         if error is not None:
             return self._finish(error)
@@ -145,8 +145,7 @@ class Shepherd:
         pid = self.program.pid
         # Record the program before anything else: if we die from here on,
         # the server must still be able to find (and kill) it.
-        self.files.write(PID, process_info(pid, proc_start_time(pid), self.program.start_wall,
-                                           pgid=pid))
+        self.files.write(PID, program_info(pid, proc_start_time(pid), self.program.start_wall))
         os.set_blocking(out_r, False)
         self.out_r = out_r
         log.debug("%s: started pid %d: %s", self.spec["run_id"], pid, self.spec["argv"])
