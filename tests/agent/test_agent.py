@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from apsis_lite import agent
 from apsis_lite.agent import (
     AgentClient,
     AgentError,
@@ -34,6 +33,8 @@ from apsis_lite.agent import (
     signal_from_name,
     write_spec,
 )
+from apsis_lite.agent.protocol import atomic_write_json, unix_address
+from apsis_lite.agent.shepherd import Shepherd
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_COMMAND = [sys.executable, "-m", "apsis_lite.agent"]
@@ -511,7 +512,7 @@ def test_shepherd_whose_claim_loses_does_nothing(tmp_path):
     run_dir = str(tmp_path / "r1")
     write_spec(run_dir, make_spec("r1", ["touch", str(tmp_path / "ran")]))
     revoke(run_dir)
-    assert agent._Shepherd(run_dir).run() == 0
+    assert Shepherd(run_dir).run() == 0
     assert sorted(os.listdir(run_dir)) == ["spec.revoked.json"]
     assert not (tmp_path / "ran").exists()
 
@@ -573,7 +574,7 @@ class NotifyListener:
     def __init__(self, path: str):
         self.lines: list[str] = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with agent._unix_address(path) as address:
+        with unix_address(path) as address:
             self.sock.bind(address)
         self.sock.listen(16)
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -644,6 +645,10 @@ def test_finished_shepherd_is_reused_and_ignores_stale_stops(client, tmp_path):
     shepherd = client.start(first)
     wait_result(first)
     wait_for(lambda: not is_alive(first))
+    # The shepherd tells the agent it is free only after it has flushed the
+    # first run's outcome to disk (no server took its notice): a few fsyncs
+    # after it let go of the run, longer on a busy disk.
+    time.sleep(0.5)
     second = str(tmp_path / "runs" / "second")
     write_spec(second, make_spec("second", ["sh", "-c", "sleep 0.5; echo survived"]))
     assert client.start(second) == shepherd  # no fork: the idle shepherd took it
@@ -756,7 +761,7 @@ def test_agent_rejects_bad_requests(client, state_dir):
     client.ping()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
-        with agent._unix_address(client.socket_path) as address:
+        with unix_address(client.socket_path) as address:
             sock.connect(address)
         sock.sendall(b'not json\n{"op": "dance"}\n{"op": "start", "run_dir": "relative"}\n{"op": "ping"}\n')
         data = b""
@@ -846,7 +851,7 @@ def test_read_json_tolerates_missing_and_broken_files(tmp_path):
     assert read_json(str(tmp_path), "result.json") is None
     (tmp_path / "result.json").write_text("[1]")
     assert read_json(str(tmp_path), "result.json") is None
-    agent.atomic_write_json(str(tmp_path / "result.json"), {"exit_code": 0})
+    atomic_write_json(str(tmp_path / "result.json"), {"exit_code": 0})
     assert read_json(str(tmp_path), "result.json") == {"exit_code": 0}
     assert not (tmp_path / "result.json.tmp").exists()
 

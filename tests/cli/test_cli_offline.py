@@ -470,10 +470,12 @@ def test_try_run_timeout_kills_what_ignores_the_stop_signal_after_the_program_ex
 
 
 def test_try_run_ctrl_c_kills_what_ignores_the_stop_signal(jobs_dir, tmp_path):
+    # The grandchild writes its pid only once it ignores SIGTERM: the Ctrl-C
+    # below may come a moment after the program started.
     pid_file = tmp_path / "grandchild"
     write_job(jobs_dir, "stubborn", f"""
         program:
-          command: "(trap '' TERM; exec sleep 300) & echo $! > {pid_file}; echo started; wait"
+          command: "(trap '' TERM; exec sh -c 'echo $$ > {pid_file}; exec sleep 300') & echo started; wait"
           stop: {{signal: SIGTERM, grace_period: 60s}}
     """)
     proc = subprocess.Popen([sys.executable, "-m", "apsis_lite", "try", str(jobs_dir), "stubborn", "--run"],
