@@ -7,9 +7,9 @@ define these names: they may move between releases, this module will not.
 
 from apsis_lite.model.actions import Action, ActionFailed
 from apsis_lite.model.conditions import OK, Condition, Verdict
+from apsis_lite.model.fields import nonempty_text
 from apsis_lite.model.programs import Outcome, Program, ServerProgram, ShellProgram
 from apsis_lite.model.registry import ACTIONS, CONDITIONS, PROGRAMS, SCHEDULES
-from apsis_lite.model.fields import nonempty_text
 from apsis_lite.model.schedules import Schedule
 
 __all__ = [

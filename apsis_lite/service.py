@@ -19,19 +19,20 @@ import gevent
 import gevent.event
 from gevent.server import StreamServer
 
-from apsis_lite.engine.action_runner import ActionRunner
-from apsis_lite.web.auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
-from apsis_lite.engine.core import Engine
-from apsis_lite.web.httpserver import gevent_server, waitress_server
+from apsis_lite.agent.protocol import parse_notices
 from apsis_lite.config import default_data_dir
-from apsis_lite.errors import ConfigError, StoreUnavailable
+from apsis_lite.engine.action_runner import ActionRunner
+from apsis_lite.engine.core import Engine
 from apsis_lite.engine.health import Backoff
-from apsis_lite.engine.reload import JobsWatcher
 from apsis_lite.engine.launcher import LocalLauncher
+from apsis_lite.engine.reload import JobsWatcher
+from apsis_lite.errors import ConfigError, StoreUnavailable
 from apsis_lite.model.registry import load_extensions
 from apsis_lite.model.runs import parse_run_id
 from apsis_lite.store.database import Store
 from apsis_lite.web.app import create_app
+from apsis_lite.web.auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
+from apsis_lite.web.httpserver import gevent_server, waitress_server
 
 log = logging.getLogger("apsis_lite")
 
@@ -61,12 +62,11 @@ def _notice_handler(engine):
                 if not chunk:
                     break
                 data += chunk
-        for line in data.decode("utf-8", "replace").splitlines():
-            kind, _, run_id = line.strip().partition(" ")
+        for kind, run_id in parse_notices(data):
             try:
                 engine.notice(kind, parse_run_id(run_id))
             except Exception:
-                log.warning("ignored a malformed notice: %r", line)
+                log.warning("ignored a malformed notice: %r", f"{kind} {run_id}".strip())
     return handle
 
 

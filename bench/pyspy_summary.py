@@ -19,7 +19,7 @@ def kind(procs, frames):
     cmd = procs[-1] if procs else ""
     if "apsis_lite.agent" in cmd or " agent " in cmd:
         text = ";".join(frames)
-        return "shepherd" if ("_Shepherd" in text or "_become_shepherd" in text) else "agent"
+        return "shepherd" if ("shepherd_loop" in text or "_become_shepherd" in text) else "agent"
     return "server"
 
 

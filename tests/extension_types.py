@@ -8,8 +8,8 @@ of known types in error messages, which other tests check, leave them out.
 from dataclasses import dataclass
 from typing import ClassVar
 
-from apsis_lite.model.conditions import OK, Condition
 from apsis_lite.errors import StoreUnavailable
+from apsis_lite.model.conditions import OK, Condition
 from apsis_lite.model.programs import Outcome, ServerProgram
 from apsis_lite.model.registry import CONDITIONS, PROGRAMS
 from apsis_lite.model.schedules import nonempty_text

@@ -59,12 +59,10 @@ from apsis_lite.agent.protocol import (
     is_alive, read_json, revoke, signal_from_name, write_spec,
 )
 from apsis_lite.agent.server import main
-from apsis_lite.agent.sink import OutputSink as _OutputSink
 
 __all__ = [
     "AgentClient", "AgentError", "request_stop", "send_signal",
     "exited_unreaped", "group_members", "KILL_WAIT", "SETTLE_POLL_MAX", "SETTLE_POLL_MIN",
     "OUTPUT", "PID", "RESULT", "SHEPHERD", "SPEC", "SPEC_CLAIMED", "SPEC_REVOKED", "STOP",
     "boot_id", "dropped_marker", "is_alive", "read_json", "revoke", "signal_from_name", "write_spec",
-    "main", "_OutputSink",
 ]

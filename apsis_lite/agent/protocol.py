@@ -385,6 +385,13 @@ def notice_line(word: str, run_id: str) -> bytes:
     return f"{word} {run_id}\n".encode()
 
 
+def parse_notices(data: bytes):
+    """The ``(word, run_id)`` pairs of the notice lines in ``data`` (the server's side of notice_line)."""
+    for line in data.decode("utf-8", "replace").splitlines():
+        word, _, run_id = line.strip().partition(" ")
+        yield word, run_id
+
+
 def handoff_line(run_dir: str) -> bytes:
     """What the agent sends an idle shepherd: the next run folder."""
     return run_dir.encode() + b"\n"

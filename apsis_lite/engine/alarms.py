@@ -11,8 +11,8 @@ import heapq
 import logging
 import math
 
-from apsis_lite.errors import NotFound, TransitionError
 from apsis_lite.engine.faults import raise_if_fault
+from apsis_lite.errors import NotFound, TransitionError
 from apsis_lite.model.runs import ACTIVE, dumps
 from apsis_lite.timeutil import to_iso
 

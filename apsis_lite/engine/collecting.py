@@ -9,6 +9,7 @@ it finds, including specs nobody claimed and supervisors that vanished.
 import logging
 from collections import deque
 
+from apsis_lite.agent.protocol import NOTICE_DONE, NOTICE_RUNNING
 from apsis_lite.engine.stopping import request_stop
 from apsis_lite.model.runs import ACTIVE
 
@@ -47,9 +48,9 @@ class Collector:
             while self._notices:
                 kind, rid = self._notices.popleft()
                 with self._guard.item(self.clock(), rid, f"recording that it is {kind}"):
-                    if kind == "running":
+                    if kind == NOTICE_RUNNING:
                         self._mark_running(rid)
-                    elif kind == "done":
+                    elif kind == NOTICE_DONE:
                         self._collect(rid)
 
     def _mark_running(self, rid):
@@ -124,7 +125,7 @@ class Collector:
             if restarted:
                 self.store.log(rid, now, "re-attached after restart")
         elif run.state == "starting" and restarted and rebooted:
-            # Claims are not fsynced (see agent.py): after a restart of the
+            # Claims are not fsynced (see agent/protocol.py): after a restart of the
             # machine an unclaimed spec proves nothing.
             self.store.transition(rid, "starting", "error", now,
                                   "may have started: the machine restarted while it was starting")
@@ -149,7 +150,7 @@ class Collector:
         elif run.state == "starting":
             why = "may have started: its supervisor vanished while it was starting"
         elif rebooted:
-            # Results not yet recorded are not fsynced (see agent.py).
+            # Results not yet recorded are not fsynced (see agent/protocol.py).
             why = "the machine restarted while it ran, or before its result was recorded"
         else:
             why = "its supervisor vanished without recording a result"

@@ -14,12 +14,11 @@ import logging
 import threading
 import time
 
-from apsis_lite.errors import StoreUnavailable
-from apsis_lite.engine.folders_ahead import PREPARE_AHEAD, FoldersAhead
 from apsis_lite.engine.alarms import Alarms
 from apsis_lite.engine.catalog import JobCatalog
 from apsis_lite.engine.collecting import Collector, outcome
 from apsis_lite.engine.faults import RunGuard, disk_fault, raise_if_fault
+from apsis_lite.engine.folders_ahead import PREPARE_AHEAD, FoldersAhead
 from apsis_lite.engine.health import Backoff, Health
 from apsis_lite.engine.inserver_runs import InServerRuns
 from apsis_lite.engine.launching import Starter
@@ -31,6 +30,7 @@ from apsis_lite.engine.recovery import Recovery
 from apsis_lite.engine.reruns import Reruns
 from apsis_lite.engine.stopping import Stopper
 from apsis_lite.engine.waitlist import WaitingRuns
+from apsis_lite.errors import StoreUnavailable
 from apsis_lite.timeutil import format_duration, to_iso
 
 # Names this module has always offered, now defined with their owners.

@@ -11,8 +11,8 @@ import logging
 import math
 import time
 
-from apsis_lite.errors import StoreUnavailable
 from apsis_lite.engine.faults import disk_fault
+from apsis_lite.errors import StoreUnavailable
 from apsis_lite.model.programs import parse_program
 
 # The engine's log lines keep the logger name they had when it was one module.

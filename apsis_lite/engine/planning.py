@@ -12,8 +12,8 @@ import logging
 import math
 import time
 
-from apsis_lite.errors import BadRequest
 from apsis_lite.engine.faults import raise_if_fault
+from apsis_lite.errors import BadRequest
 from apsis_lite.model import jobs as jobs_mod
 from apsis_lite.model.runs import dumps
 from apsis_lite.model.schedules import jitter_offset

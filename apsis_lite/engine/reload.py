@@ -20,9 +20,9 @@ import select
 import threading
 import time
 
-from apsis_lite.model.calendars import load_calendars
 from apsis_lite.config import DEFAULT_MIN_INTERVAL
 from apsis_lite.errors import JobFileError, StoreUnavailable
+from apsis_lite.model.calendars import load_calendars
 from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job, JobErrors, load_job_file
 
 log = logging.getLogger("apsis_lite.engine")

@@ -8,8 +8,8 @@ history. (The policy itself is model/reruns.py.)
 
 import logging
 
-from apsis_lite.errors import BadRequest
 from apsis_lite.engine.faults import raise_if_fault
+from apsis_lite.errors import BadRequest
 from apsis_lite.model import jobs as jobs_mod
 from apsis_lite.model.runs import FINISHED, format_run_id
 from apsis_lite.timeutil import format_duration, to_iso

@@ -9,8 +9,8 @@ import heapq
 import logging
 import math
 
-from apsis_lite.errors import NotFound, TransitionError
 from apsis_lite.engine.faults import disk_fault, raise_if_fault
+from apsis_lite.errors import NotFound, TransitionError
 from apsis_lite.model.programs import parse_program
 from apsis_lite.model.runs import format_run_id
 from apsis_lite.timeutil import format_duration, to_iso

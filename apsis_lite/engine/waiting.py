@@ -12,8 +12,8 @@ import threading
 import time
 from collections import defaultdict
 
-from apsis_lite.model.conditions import OK, Verdict, describe_runs, parse_condition
 from apsis_lite.errors import StoreUnavailable
+from apsis_lite.model.conditions import OK, Verdict, describe_runs, parse_condition
 from apsis_lite.model.runs import format_run_id
 from apsis_lite.timeutil import format_duration, to_iso
 

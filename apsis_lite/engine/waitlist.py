@@ -11,9 +11,9 @@ resources, checks) are in waiting.py.
 import heapq
 import math
 
-from apsis_lite.errors import NotFound
 from apsis_lite.engine.pauses import words as pause_words
 from apsis_lite.engine.waiting import Resources, StoreContext, WaitIndex, check_conditions, explain_run, resource_wants
+from apsis_lite.errors import NotFound
 from apsis_lite.timeutil import format_duration
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from apsis_lite.model.fields import Fields, SpecError, _kind, is_template, nonempty_text, string_list, string_map
 from apsis_lite.model.registry import CONDITIONS
 from apsis_lite.model.runs import TRANSITIONS, dumps, format_run_id
-from apsis_lite.model.fields import Fields, SpecError, _kind, is_template, nonempty_text, string_list, string_map
 
 # Run states, as the runs module will name them; conditions and actions
 # check state names in job files against this.

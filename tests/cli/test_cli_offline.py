@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 
 from conftest import ROOT, write_job
 
-from apsis_lite.model.jobs import load_jobs_dir
 from apsis_lite.cli.offline import due_times, find_job, folder_warnings, run_locally, zone_changes
+from apsis_lite.model.jobs import load_jobs_dir
 from apsis_lite.model.programs import parse_program
 from apsis_lite.timeutil import get_tz
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import ROOT
 
 from apsis_lite.cli.crontab_import import job_name, parse_crontab, split_percent, unique_ids
-from apsis_lite.model.jobs import bind_program, load_jobs_dir
 from apsis_lite.cli.offline import due_times
+from apsis_lite.model.jobs import bind_program, load_jobs_dir
 
 UTC = timezone.utc
 

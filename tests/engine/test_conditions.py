@@ -17,8 +17,8 @@ from test_engine import tick
 
 from apsis_lite.config import load_config
 from apsis_lite.engine.core import Engine
-from apsis_lite.model.jobs import job_from_jso
 from apsis_lite.engine.launcher import LocalLauncher
+from apsis_lite.model.jobs import job_from_jso
 from apsis_lite.store.database import Store
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z

@@ -10,9 +10,9 @@ from conftest import Clock, _kill_agents
 
 from apsis_lite.config import load_config
 from apsis_lite.engine.core import PREPARE_AHEAD, Engine
+from apsis_lite.engine.launcher import LocalLauncher
 from apsis_lite.errors import BadRequest, NotFound, TransitionError
 from apsis_lite.model.jobs import job_from_jso
-from apsis_lite.engine.launcher import LocalLauncher
 from apsis_lite.store.database import Store
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a multiple of 10 s

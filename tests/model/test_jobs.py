@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from apsis_lite.model.jobs import templates as job_templates
 from apsis_lite.errors import BadRequest, JobFileError
+from apsis_lite.model.jobs import templates as job_templates
 from apsis_lite.model.jobs import (
     Job, JobErrors, adhoc_job, args_from_schedule, bind, bind_program, check_args,
     job_from_jso, load_jobs_dir,

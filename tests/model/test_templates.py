@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from apsis_lite.model.calendars import load_calendars
 from apsis_lite.errors import BadRequest
+from apsis_lite.model.calendars import load_calendars
 from apsis_lite.model.jobs import JobErrors, bind, job_from_jso, load_jobs_dir
 
 

@@ -4,8 +4,8 @@
 import pytest
 
 from apsis_lite.errors import BadRequest
-from apsis_lite.store.runfilter import STATES, compile_filter
 from apsis_lite.store.database import Store
+from apsis_lite.store.runfilter import STATES, compile_filter
 
 ROWS = [
     (1, "etl/load prices", {"date": "2026-11-25"}, "success"),

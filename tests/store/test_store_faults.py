@@ -15,9 +15,9 @@ import pytest
 import extension_types
 from apsis_lite.config import load_config
 from apsis_lite.engine.core import Engine
+from apsis_lite.engine.launcher import LocalLauncher
 from apsis_lite.errors import StoreUnavailable
 from apsis_lite.model.jobs import job_from_jso
-from apsis_lite.engine.launcher import LocalLauncher
 from apsis_lite.store.database import Store
 from conftest import Clock, _kill_agents
 from faults import FaultyDisk

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 import strategies_output
 from conftest import ROOT, Server, short_tmpdir, write_job
 
-from apsis_lite.agent import AgentClient, _OutputSink, is_alive, read_json, request_stop, write_spec
+from apsis_lite.agent import AgentClient, is_alive, read_json, request_stop, write_spec
+from apsis_lite.agent.sink import OutputSink
 
 DISK_SIZE = "24m"
 
@@ -237,7 +238,7 @@ def wait_until_storing_is_tried_again(sink):
 def test_output_lost_in_the_head_is_counted_and_marked_where_it_was(small_disk):
     run_dir = small_disk / "run"
     run_dir.mkdir()
-    sink = _OutputSink(str(run_dir), head=1 << 20, tail=1 << 20)
+    sink = OutputSink(str(run_dir), head=1 << 20, tail=1 << 20)
     stream = lines(0, 10_000)
     sink.write(stream[:5000])
     fill(small_disk)
@@ -260,7 +261,7 @@ def test_output_lost_past_the_head_is_marked_in_the_tail(small_disk):
     run_dir = small_disk / "run"
     run_dir.mkdir()
     head, tail = 1100, 1 << 20
-    sink = _OutputSink(str(run_dir), head=head, tail=tail)
+    sink = OutputSink(str(run_dir), head=head, tail=tail)
     stream = lines(0, 100_000)  # 1.1 MB: more than head and tail
     dropped = len(stream) - head - tail
     sink.write(stream[:300_000])
@@ -287,7 +288,7 @@ def test_output_lost_past_the_head_is_marked_in_the_tail(small_disk):
 def test_a_tail_that_finds_no_room_at_the_end_is_given_up_not_waited_for(small_disk):
     run_dir = small_disk / "run"
     run_dir.mkdir()
-    sink = _OutputSink(str(run_dir), head=1000, tail=1 << 20)
+    sink = OutputSink(str(run_dir), head=1000, tail=1 << 20)
     stream = lines(0, 50_000)  # 550 kB, nearly all of it in the tail
     sink.write(stream)
     fill(small_disk)
@@ -301,7 +302,7 @@ def test_a_tail_that_finds_no_room_at_the_end_is_given_up_not_waited_for(small_d
 def test_the_line_that_says_what_was_lost_waits_for_room(small_disk):
     run_dir = small_disk / "run"
     run_dir.mkdir()
-    sink = _OutputSink(str(run_dir), head=1 << 20, tail=1 << 20)
+    sink = OutputSink(str(run_dir), head=1 << 20, tail=1 << 20)
     page = os.sysconf("SC_PAGE_SIZE")
     stream = lines(0, 1000)[:page + 500]
     sink.write(stream[:page])  # the file's pages are full
@@ -336,7 +337,7 @@ def test_stored_output_and_its_lines_add_up_to_what_was_printed(small_disk, size
     total = sum(step[1] for step in steps if step[0] == "write")
     stream = b"".join(b"%09d\n" % i for i in range(0, total + 10, 10))[:total]
     full = False
-    sink = _OutputSink(str(run_dir), head=head, tail=tail)
+    sink = OutputSink(str(run_dir), head=head, tail=tail)
     offset = 0
     try:
         for step in steps:
@@ -388,7 +389,7 @@ def test_stored_output_and_its_lines_add_up_to_what_was_printed(small_disk, size
 
 @pytest.fixture
 def agent_client(tmp_path):
-    from test_agent import AGENT_COMMAND, agent_env, terminate_agent
+    from agents import AGENT_COMMAND, agent_env, terminate_agent
     client = AgentClient(str(tmp_path / "agent"), AGENT_COMMAND, env=agent_env())
     yield client
     terminate_agent(client)
@@ -396,7 +397,7 @@ def agent_client(tmp_path):
 
 def test_a_shepherd_on_a_full_disk_runs_the_program_and_holds_its_result_until_there_is_room(
         small_disk, agent_client, tmp_path):
-    from test_agent import make_spec, wait_for
+    from agents import make_spec, wait_for
     run_dir = str(small_disk / "run")
     flag = tmp_path / "flag"
     ledger = tmp_path / "ledger"
@@ -433,7 +434,7 @@ def test_a_shepherd_on_a_full_disk_runs_the_program_and_holds_its_result_until_t
 
 def test_a_stop_asked_for_before_the_shepherd_could_write_its_pid_file_is_carried_out(
         small_disk, agent_client, tmp_path):
-    from test_agent import make_spec, wait_for
+    from agents import make_spec, wait_for
     run_dir = str(small_disk / "run")
     ledger = tmp_path / "ledger"
     write_spec(run_dir, make_spec("full", ["sh", "-c", f"echo $$ >> {ledger}; exec sleep 300"]))

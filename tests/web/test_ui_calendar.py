@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from apsis_lite.web.due_summary import DueSummaries, grid_bounds
 from apsis_lite.model.jobs import load_jobs_dir
 from apsis_lite.timeutil import get_tz
 from apsis_lite.web.calendar_dues import GRID_DAY_CAP, due_matcher, due_times, grid_dues
+from apsis_lite.web.due_summary import DueSummaries, grid_bounds
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a Friday
 HOSTILE_ID = "evil/<script>x"

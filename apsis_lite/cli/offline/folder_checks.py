@@ -15,8 +15,8 @@ import yaml
 
 from apsis_lite.cli.offline.job_lookup import close_matches
 from apsis_lite.errors import JobFileError
-from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job
 from apsis_lite.model.fields import is_template
+from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job
 
 
 def folder_warnings(jobs: dict, errors, root: str, now: datetime) -> list[JobFileError]:

@@ -231,7 +231,7 @@ def _start_and_wait(program, job_id, args, argv, cwd, say, stdout, stderr, inter
 
 def _settle_group(pgid, kill_at, killed_at, signal_group, say, interrupts):
     """The program exited during a stop or a timeout: wait for the rest of its
-    group as the server does (see ``agent._Shepherd._settle_group``), sending
+    group as the server does (see ``apsis_lite.agent.program.Program.settle``), sending
     it SIGKILL when the grace period ends (or at Ctrl-C), and giving up on
     members still there KILL_WAIT after that."""
     from apsis_lite.agent import KILL_WAIT, SETTLE_POLL_MAX, SETTLE_POLL_MIN, group_members

@@ -2,9 +2,9 @@
 
 from flask import request, url_for
 
+from apsis_lite.model.fields import SpecError
 from apsis_lite.model.programs import parse_program
 from apsis_lite.model.runs import format_run_id
-from apsis_lite.model.fields import SpecError
 from apsis_lite.store.runfilter import compile_filter
 from apsis_lite.web.backend import backend
 from apsis_lite.web.format import program_text, render_markdown, zone_names
