@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+from apsis_lite.agent import run_as
 from apsis_lite.agent.log import log
 from apsis_lite.agent.processes import RESETTABLE_SIGNALS, exited_unreaped, group_members
 
@@ -73,6 +74,12 @@ class Program:
         """
         self.spec = spec
         argv, env, cwd = spec["argv"], spec["env"], spec["cwd"]
+        try:
+            user = run_as.target_user(spec["user"]) if spec.get("user") else None
+        except run_as.UserError as exc:
+            raise ExecFailed(f"exec failed: {exc}") from None
+        if user is not None:
+            return self._spawn_as(user, argv, run_as.login_env(env, user), cwd)
         if cwd is not None:
             # Where the program starts; nothing else here uses relative paths.
             try:
@@ -106,12 +113,28 @@ class Program:
             raise ExecFailed(f"exec failed: cannot run {argv[0]!r}: {exc}") from None
         finally:
             os.close(out_w)
+        self._started(pid)
+        return out_r
+
+    def _spawn_as(self, user, argv, env, cwd) -> int:
+        """``spawn`` for a program that runs as another user (see ``run_as``)."""
+        out_r, out_w = os.pipe()
+        try:
+            pid = run_as.spawn_as(user, argv, env, cwd, out_w)
+        except run_as.UserError as exc:
+            os.close(out_r)
+            raise ExecFailed(f"exec failed: {exc}") from None
+        finally:
+            os.close(out_w)
+        self._started(pid)
+        return out_r
+
+    def _started(self, pid) -> None:
         self.pid = pid
         self.start_wall = time.time()
         self.start_mono = time.monotonic()
-        if spec["timeout_duration"] is not None:
-            self.timeout_deadline = self.start_mono + spec["timeout_duration"]
-        return out_r
+        if self.spec["timeout_duration"] is not None:
+            self.timeout_deadline = self.start_mono + self.spec["timeout_duration"]
 
     def child_signalled(self) -> None:
         """On SIGCHLD: collect the program's exit, if that is what it was."""

@@ -313,6 +313,10 @@ def parse_spec(raw: dict | None, run_dir: str) -> dict:
     if cwd is not None and not isinstance(cwd, str):
         raise SpecError("cwd must be a string or null")
     spec["cwd"] = cwd or None
+    user = raw.get("user")
+    if user is not None and not (isinstance(user, str) and user):
+        raise SpecError("user must be a user name or null")
+    spec["user"] = user
     try:
         stop = raw.get("stop") or {}
         spec["stop_signal"] = signal_from_name(stop.get("signal", DEFAULT_STOP["signal"]))

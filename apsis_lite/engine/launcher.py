@@ -93,12 +93,15 @@ class LocalLauncher:
         env["APSIS_ARGS"] = json.dumps(run.args, sort_keys=True)
         for name, value in run.args.items():
             env[f"APSIS_ARG_{name}"] = str(value)
+        user = getattr(program, "user", None)
         return {
             "run_id": format_run_id(run.run_id),
             "argv": program.argv(),
             "env": env,
-            # Like cron: a program without a cwd runs in the home directory.
-            "cwd": program.cwd or os.path.expanduser("~"),
+            # Like cron: a program without a cwd runs in the home directory
+            # (the agent finds another user's).
+            "cwd": program.cwd or (None if user else os.path.expanduser("~")),
+            "user": user,
             "timeout": program.timeout,
             "stop": program.stop,
             "output_head": self.config.output_head,

@@ -9,6 +9,8 @@ then kept as text and checked after binding, when they have their values.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shlex
 import signal as _signal
 from dataclasses import dataclass, field
@@ -166,6 +168,28 @@ class _ProcessProgram(Program):
         if self.stop != DEFAULT_STOP:
             jso["stop"] = dict(self.stop)
         return jso
+
+
+def local_user_problem(user: str) -> str | None:
+    """Why a program on this machine cannot run as ``user`` (a job's ``user:``), or None if it can.
+
+    A server running as root starts the program as that user; any other
+    server runs programs only as itself, so a file naming another user is
+    refused rather than run as the wrong one.
+    """
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return f"no such user on this machine: {user!r}"
+    euid = os.geteuid()
+    if entry.pw_uid == euid or euid == 0:
+        return None
+    try:
+        me = repr(pwd.getpwuid(euid).pw_name)
+    except KeyError:
+        me = f"uid {euid}"
+    return (f"cannot run programs as {user!r}: the server runs as {me}, not root, and runs "
+            f"programs only as itself (run the server as root, or remove user:)")
 
 
 @PROGRAMS.register("shell", aliases=[

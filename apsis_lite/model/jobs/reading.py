@@ -18,10 +18,12 @@ from apsis_lite.model import actions as _actions
 from apsis_lite.model import conditions as _conditions
 from apsis_lite.model import deadlines as _deadlines
 from apsis_lite.model import reruns as _reruns
-from apsis_lite.model.fields import Fields, SpecError, _kind, join_key, positive_duration, unknown_key_message
+from apsis_lite.model.fields import (
+    Fields, SpecError, _kind, is_template, join_key, positive_duration, unknown_key_message,
+)
 from apsis_lite.model.jobs.job import Job, JobErrors
 from apsis_lite.model.jobs.templates import template_problems
-from apsis_lite.model.programs import parse_program
+from apsis_lite.model.programs import local_user_problem, parse_program
 from apsis_lite.model.schedules import parse_schedule
 
 
@@ -146,10 +148,18 @@ def _program(raw, adhoc, fail, fail_spec) -> dict | None:
         fail("program", "missing (required)")
         return None
     try:
-        return parse_program(raw, allow_templates=not adhoc).to_jso()
+        program = parse_program(raw, allow_templates=not adhoc)
     except SpecError as exc:
         fail_spec("program", exc)
         return None
+    user = getattr(program, "user", None)
+    # A remote program's user is its login there; a template is checked when the run starts.
+    if user and not getattr(program, "host", None) and not is_template(user):
+        problem = local_user_problem(user)
+        if problem:
+            fail("program.user", problem)
+            return None
+    return program.to_jso()
 
 
 def _schedules(raw, params, calendars, min_interval, fail, fail_spec) -> list:
@@ -311,9 +321,14 @@ def _positive_int(value):
 def adhoc_job(program_jso, job_id: str) -> Job:
     """A job with no params or schedules from a command string, an argv list or a program mapping."""
     try:
-        program = parse_program(program_jso).to_jso()
+        parsed = parse_program(program_jso)
     except SpecError as exc:
         raise BadRequest("ad hoc program: " + "; ".join(
             f"{join_key('program', k)}: {m}" for k, m in exc.problems)) from None
+    user = getattr(parsed, "user", None)
+    problem = user and not getattr(parsed, "host", None) and local_user_problem(user)
+    if problem:
+        raise BadRequest(f"ad hoc program: program.user: {problem}")
+    program = parsed.to_jso()
     return Job(job_id=job_id, params=(), program=program, schedules=(), conditions=(),
                actions=(), metadata={}, path=None, adhoc=True)
