@@ -161,3 +161,31 @@ def test_a_server_that_is_not_root_refuses_a_file_naming_another_user(other):
         for f in folder.iterdir():
             f.unlink()
         folder.rmdir()
+
+
+def test_a_stop_ends_the_users_whole_process_group(other, server, jobs_dir):
+    pidfile = Path(tempfile.mkdtemp(prefix="al-pid-"))
+    pidfile.chmod(0o777)
+    pidfile = pidfile / "grandchild"
+    write_job(jobs_dir, "long", f"""\
+        program:
+          type: shell
+          user: {RUN_AS_USER}
+          command: |
+            sh -c 'trap "" TERM; echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 300' &
+            wait
+          stop: {{signal: SIGTERM, grace_period: 1s}}
+    """)
+    server.start()
+    rid = server.post("/api/v1/runs", {"job_id": "long", "time": "now"})["run_id"]
+    grandchild = int(server.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(),
+                                     what="the grandchild's pid"))
+    assert Path(f"/proc/{grandchild}").stat().st_uid == other.pw_uid
+    server.post(f"/api/v1/runs/{rid}/stop")
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] in ("failure", "error"), run
+    stat_line = Path(f"/proc/{grandchild}/stat")
+    assert not stat_line.exists() or stat_line.read_text().split(") ")[1][0] == "Z", \
+        "the user's grandchild outlived the stop"
+    os.unlink(pidfile)
+    pidfile.parent.rmdir()
