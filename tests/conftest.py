@@ -18,6 +18,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A suite started in the background by a non-interactive shell (nohup, some CI
+# runners) inherits SIGINT ignored, and so would every CLI it starts: the
+# Ctrl-C tests would test nothing. Give the suite the disposition a terminal gives.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def short_tmpdir(prefix):
     # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
