@@ -117,13 +117,13 @@ def install_agent(target: Target, zipapp: Zipapp | None = None) -> Installed:
     or the uploaded agent does not start."""
     zipapp = zipapp or shipped_zipapp()
     size = str(len(zipapp.data))
-    found = call(target, ["sh", "-c", _CHECK, "sh", zipapp.name, size])
+    found = call(target, ["/bin/sh", "-c", _CHECK, "sh", zipapp.name, size])
     word, _, path = found.stdout.decode(errors="replace").strip().partition(" ")
     if found.status != 0 or word not in ("present", "absent"):
         raise HostError(f"host {target.name}: checking for the agent failed: {_said(found)}")
     if word == "present":
         return Installed(target.name, path, uploaded=False)
-    done = call(target, ["sh", "-c", _UPLOAD, "sh", zipapp.name, size], stdin=zipapp.data,
+    done = call(target, ["/bin/sh", "-c", _UPLOAD, "sh", zipapp.name, size], stdin=zipapp.data,
                 timeout=INSTALL_TIMEOUT)
     if done.status != 0:
         raise HostError(f"host {target.name}: installing the agent in ~/{REMOTE_FOLDER} failed: {_said(done)}")
