@@ -266,7 +266,8 @@ def load_config(path=None, **overrides) -> Config:
             name = str(key).replace("-", "_")
             if name not in SETTINGS:
                 raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(SETTINGS)})")
-            values[name] = value
+            if value is not None:  # `key:` with nothing after it (or null) leaves the default
+                values[name] = value
     for name, value in overrides.items():
         if value is not None:
             values[name] = value
