@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from apsis_lite.hosts import install, ssh
+from remote_hosts import clean_remote_cache, make_target, sshd, stranger_key  # noqa: F401 (fixtures)
 from sshd import NO_PYTHON_USER
 
 

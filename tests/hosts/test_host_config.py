@@ -1,10 +1,9 @@
 """hosts: and host_groups: in the config: what they give, and a clear ConfigError
 naming the key for everything else."""
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
-
-import pytest
 
 from apsis_lite.config import Config, HostGroup, HostSettings, load_config
 from apsis_lite.errors import ConfigError

@@ -11,6 +11,7 @@ import pytest
 
 from apsis_lite.config import HostSettings
 from apsis_lite.hosts import ssh
+from remote_hosts import clean_remote_cache, make_target, sshd, stranger_key  # noqa: F401 (fixtures)
 from sshd import NO_PYTHON_USER, free_port
 
 

@@ -1,4 +1,8 @@
-"""A real sshd for the session, and targets that reach it."""
+"""Fixtures for tests/hosts: a real sshd for the session, and targets that reach it.
+
+Imported by the test modules (a conftest.py there would shadow the top-level
+one for the modules that ``from conftest import`` its helpers).
+"""
 
 import os
 import pwd
