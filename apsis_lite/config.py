@@ -29,6 +29,32 @@ def _setting(default, help, kind=str):
     return field(default=default, metadata={"help": help, "kind": kind})
 
 
+HOST_SELECTIONS = ("round-robin", "random", "least-busy")
+# ssh_options a host may not set: a password prompt would hang a start.
+_FORBIDDEN_SSH_OPTIONS = {"batchmode"}
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """How to reach one remote host; ``None`` leaves the value to ``~/.ssh/config``."""
+
+    name: str
+    hostname: str
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    ssh_options: tuple = ()
+
+
+@dataclass(frozen=True)
+class HostGroup:
+    """A name for several hosts and how a run picks one of them."""
+
+    name: str
+    hosts: tuple
+    select: str = "round-robin"
+
+
 @dataclass(frozen=True)
 class Config:
     jobs_dir: str = _setting("jobs", "folder of job files (YAML)", "path")
@@ -47,6 +73,8 @@ class Config:
     min_interval: float = _setting(DEFAULT_MIN_INTERVAL, "the shortest interval a job's interval or daily-interval schedule may have (duration); a job file with a shorter one does not load", "duration")
     waiting_max_time: float = _setting(86400.0, "a run that waits longer than this for its conditions or resources goes to error (duration; a job's waiting: max_time overrides it)", "duration")
     resources: dict = _setting(None, "capacity of each named resource, e.g. {db: 2}; a resource not listed has capacity 1", "capacities")
+    hosts: dict = _setting(None, "remote hosts reached over ssh, by name: {NAME: {hostname, user, port, identity_file, ssh_options}}; each key is optional and what is left out comes from ~/.ssh/config (see docs/remote.md)", "hosts")
+    host_groups: dict = _setting(None, "named groups of hosts: {NAME: {hosts: [HOST, ...], select: round-robin | random | least-busy}}", "host_groups")
     extensions: tuple = _setting((), "modules to import at start-up that register extra program/schedule/condition/action types", tuple)
     log_level: str = _setting("INFO", "logging level")
     log_file: str = _setting(None, "write the log to this file instead of stderr, rotated by size", "path")
@@ -117,6 +145,10 @@ def _convert(name, value):
             return tuple(str(v) for v in value)
         if kind == "capacities":
             return _capacities(value)
+        if kind == "hosts":
+            return _hosts(value)
+        if kind == "host_groups":
+            return _host_groups(value)
         if kind == "path":
             return os.path.abspath(os.path.expanduser(str(value)))
         return str(value)
@@ -134,6 +166,86 @@ def _capacities(value) -> dict:
             raise ValueError(f"{name}: capacity must be a whole number of at least 1, not {cap!r}")
         out[str(name)] = cap
     return out
+
+
+def _name(value, what) -> str:
+    """A host or group name, user or host name: text that cannot be read as an ssh option."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty text, not {value!r}")
+    if value.startswith("-") or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{what} {value!r} may not start with '-' or contain spaces or control characters")
+    return value
+
+
+def _mapping(value, what, keys) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{what}: expected a mapping, not {value!r}")
+    unknown = [str(k) for k in value if k not in keys]
+    if unknown:
+        raise ValueError(f"{what}: {unknown[0]}: unknown key (known: {', '.join(keys)})")
+    return value
+
+
+def _ssh_options(value, what) -> tuple:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{what}: expected a list of Key=Value texts, not {value!r}")
+    for option in value:
+        key, eq, rest = option.partition("=") if isinstance(option, str) else ("", "", "")
+        if not (eq and key.isalnum() and key.isascii() and rest.strip() and rest.isprintable()):
+            raise ValueError(f"{what}: expected Key=Value (as for ssh -o), not {option!r}")
+        if key.lower() in _FORBIDDEN_SSH_OPTIONS:
+            raise ValueError(f"{what}: {key} is always yes (ssh must never prompt)")
+    return tuple(value)
+
+
+def _host(name, value) -> HostSettings:
+    fields = _mapping(value, name, ("hostname", "user", "port", "identity_file", "ssh_options"))
+    port = fields.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        raise ValueError(f"{name}: port: must be a whole number from 1 to 65535, not {port!r}")
+    user = fields.get("user")
+    if user is not None and "@" in _name(user, f"{name}: user"):
+        raise ValueError(f"{name}: user: may not contain '@', not {user!r}")
+    identity = fields.get("identity_file")
+    if identity is not None:
+        if not isinstance(identity, str) or not identity or "\0" in identity:
+            raise ValueError(f"{name}: identity_file: must be a file name, not {identity!r}")
+        identity = os.path.abspath(os.path.expanduser(identity))
+    hostname = _name(fields.get("hostname", name), f"{name}: hostname")
+    options = _ssh_options(fields.get("ssh_options") or [], f"{name}: ssh_options")
+    return HostSettings(name, hostname, user, port, identity, options)
+
+
+def _hosts(value) -> dict:
+    """``{name: HostSettings}`` from the ``hosts:`` mapping."""
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of host name: settings")
+    return {name: _host(_name(name, "host name"), settings) for name, settings in value.items()}
+
+
+def _host_groups(value) -> dict:
+    """``{name: HostGroup}`` from the ``host_groups:`` mapping."""
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of group name: {hosts, select}")
+    groups = {}
+    for name, settings in value.items():
+        name = _name(name, "group name")
+        fields = _mapping(settings, name, ("hosts", "select"))
+        hosts = fields.get("hosts")
+        if not isinstance(hosts, (list, tuple)) or not hosts:
+            raise ValueError(f"{name}: hosts: expected a non-empty list of host names, not {hosts!r}")
+        hosts = tuple(_name(h, f"{name}: hosts: host name") for h in hosts)
+        if len(set(hosts)) != len(hosts):
+            raise ValueError(f"{name}: hosts: a host is listed twice")
+        select = fields.get("select", "round-robin")
+        if select not in HOST_SELECTIONS:
+            raise ValueError(f"{name}: select: must be {', '.join(HOST_SELECTIONS)}, not {select!r}")
+        groups[name] = HostGroup(name, hosts, select)
+    return groups
 
 
 def load_config(path=None, **overrides) -> Config:
@@ -154,13 +266,15 @@ def load_config(path=None, **overrides) -> Config:
             name = str(key).replace("-", "_")
             if name not in SETTINGS:
                 raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(SETTINGS)})")
-            values[name] = value
+            if value is not None:  # `key:` with nothing after it (or null) leaves the default
+                values[name] = value
     for name, value in overrides.items():
         if value is not None:
             values[name] = value
     converted = {name: _convert(name, value) for name, value in values.items()}
-    if converted.get("resources") is None:
-        converted["resources"] = {}
+    for name in ("resources", "hosts", "host_groups"):
+        if converted.get(name) is None:
+            converted[name] = {}
     if converted.get("data_dir") is None:
         converted["data_dir"] = default_data_dir()
     if "jobs_dir" not in converted:
@@ -195,6 +309,9 @@ def load_config(path=None, **overrides) -> Config:
         raise ConfigError("config: session_lifetime: must be more than zero")
     if cfg.jobs_poll_interval <= 0:
         raise ConfigError("config: jobs_poll_interval: must be more than zero")
+    both = sorted(set(cfg.hosts) & set(cfg.host_groups))
+    if both:
+        raise ConfigError(f"config: host_groups: {both[0]}: is also the name of a host; a job's host: must name one or the other")
     if cfg.min_interval < 0.001:
         raise ConfigError(f"config: min_interval: must be at least 1 ms, not {cfg.min_interval:g} s")
     return cfg

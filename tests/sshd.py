@@ -5,6 +5,10 @@ key generated for the session and one login user, ``apsis-remote``, whose
 ``authorized_keys`` holds a client key also generated here. sshd must run as
 root to log in as another user, as CI does; anywhere else the fixture fails
 saying so rather than skipping.
+
+A second login user, ``apsis-nopython``, has the same key but sshd gives its
+sessions a ``PATH`` with no ``python3`` on it (``Match User`` + ``SetEnv``):
+to the client it is a host without Python.
 """
 
 import os
@@ -19,6 +23,8 @@ from users import ensure_user
 
 SSHD = "/usr/sbin/sshd"
 LOGIN_USER = "apsis-remote"
+NO_PYTHON_USER = "apsis-nopython"
+NO_PYTHON_PATH = "/nonexistent/apsis-no-python"
 
 
 def free_port() -> int:
@@ -64,24 +70,17 @@ def start_sshd(folder: Path) -> Sshd:
     for key in (host_key, client_key):
         if not key.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    user = ensure_user(LOGIN_USER)
-    ssh_dir = Path(user.pw_dir) / ".ssh"
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    auth = ssh_dir / "authorized_keys"
     pub = (folder / "client_key.pub").read_text()
-    lines = auth.read_text().splitlines(keepends=True) if auth.exists() else []
-    if pub not in lines:
-        auth.write_text("".join(lines) + pub)
-    for path in (ssh_dir, auth):
-        os.chown(path, user.pw_uid, user.pw_gid)
-    auth.chmod(0o600)
+    for name in (LOGIN_USER, NO_PYTHON_USER):
+        _authorize(name, pub)
     port = free_port()
     config = folder / "sshd_config"
     config.write_text("\n".join([
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {folder / 'sshd.pid'}",
         "AuthorizedKeysFile .ssh/authorized_keys", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "PermitRootLogin no",
-        "MaxStartups 200:30:400", "MaxSessions 200", "LogLevel ERROR", "",
+        "MaxStartups 200:30:400", "MaxSessions 200", "LogLevel ERROR",
+        f"Match User {NO_PYTHON_USER}", f"    SetEnv PATH={NO_PYTHON_PATH}", "",
     ]))
     log = open(folder / "sshd.log", "ab")
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
@@ -97,6 +96,20 @@ def start_sshd(folder: Path) -> Sshd:
     known_hosts = folder / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {(folder / 'host_key.pub').read_text()}")
     return Sshd(port, folder, client_key, known_hosts, LOGIN_USER, proc)
+
+
+def _authorize(name: str, pub: str):
+    """Let ``name`` log in with the public key ``pub``."""
+    user = ensure_user(name)
+    ssh_dir = Path(user.pw_dir) / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    auth = ssh_dir / "authorized_keys"
+    lines = auth.read_text().splitlines(keepends=True) if auth.exists() else []
+    if pub not in lines:
+        auth.write_text("".join(lines) + pub)
+    for path in (ssh_dir, auth):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    auth.chmod(0o600)
 
 
 def remove_user(name: str):

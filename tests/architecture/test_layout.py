@@ -18,7 +18,7 @@ LAYERS = {
     "errors": 0, "paths": 0, "timeutil": 0, "config": 0,
     "agent": 0,
     "model": 1,
-    "store": 2,
+    "store": 2, "hosts": 2,
     "engine": 3,
     "web": 4,
     "service": 5,
