@@ -94,7 +94,8 @@ class Config:
     smtp_from: str = _setting(None, "From address of e-mails (default: apsis-lite@ this host's name)")
     users_file: str = _setting(None, "file of users, their roles, password hashes and API token hashes, managed by 'apsis-lite user' (default: users.json in the data folder); listening beyond loopback needs at least one user", "path")
     allowed_hosts: tuple = _setting((), "host names requests may be addressed to, besides localhost, 127.0.0.1, [::1] and the host listened on (a guard against DNS rebinding); '*' allows any, e.g. behind a proxy that checks the name", tuple)
-    session_lifetime: float = _setting(12 * 3600.0, "how long a browser login lasts (duration)", "duration")
+    session_lifetime: float = _setting(12 * 3600.0, "how long a browser login lasts from the moment of logging in, however busy the browser is (duration)", "duration")
+    session_idle_timeout: float = _setting(8 * 3600.0, "a browser login ends after this long without the user doing anything; the pages' background refreshes do not count (duration)", "duration")
     tls_cert: str = _setting(None, "certificate file (PEM) to serve HTTPS directly (gevent server only; or put a TLS proxy in front, see docs/security.md)", "path")
     tls_key: str = _setting(None, "private key file (PEM) for tls_cert", "path")
     secure_cookies: bool = _setting(False, "mark the session cookie Secure (set this behind a TLS proxy; on by itself with tls_cert)", bool)
@@ -307,6 +308,8 @@ def load_config(path=None, **overrides) -> Config:
         raise ConfigError(f"config: max_request_size: must be at least 1024 bytes, not {cfg.max_request_size}")
     if cfg.session_lifetime <= 0:
         raise ConfigError("config: session_lifetime: must be more than zero")
+    if cfg.session_idle_timeout <= 0:
+        raise ConfigError("config: session_idle_timeout: must be more than zero")
     if cfg.jobs_poll_interval <= 0:
         raise ConfigError("config: jobs_poll_interval: must be more than zero")
     both = sorted(set(cfg.hosts) & set(cfg.host_groups))

@@ -31,7 +31,14 @@ from apsis_lite.model.registry import load_extensions
 from apsis_lite.model.runs import parse_run_id
 from apsis_lite.store.database import Store
 from apsis_lite.web.app import create_app
-from apsis_lite.web.auth import Auth, ensure_local_token, is_loopback, one_time_link_for, users_path
+from apsis_lite.web.auth import (
+    Auth,
+    ensure_local_token,
+    is_loopback,
+    one_time_link_for,
+    used_links_path,
+    users_path,
+)
 from apsis_lite.web.httpserver import gevent_server, waitress_server
 
 log = logging.getLogger("apsis_lite")
@@ -120,7 +127,8 @@ def start_auth(config):
     Refuses to listen beyond loopback without a user: other machines could
     reach the server, and nobody there could log in but by sharing the token.
     """
-    auth = Auth(ensure_local_token(config.data_dir), users_path(config))
+    auth = Auth(ensure_local_token(config.data_dir), users_path(config),
+                used_links=used_links_path(config.data_dir))
     if not is_loopback(config.host) and not auth.has_users():
         raise ConfigError(
             f"refusing to listen on {config.host}: other machines can reach it, so it needs users, "

@@ -70,6 +70,12 @@
   document.addEventListener("htmx:configRequest", function (event) {
     var meta = document.querySelector('meta[name="csrf-token"]');
     if (meta && meta.content) event.detail.headers["X-CSRF-Token"] = meta.content;
+    // A background refresh is not the user doing something: it does not keep
+    // an idle session alive.
+    var elt = event.detail.elt;
+    if (elt && elt.hasAttribute && (elt.hasAttribute("data-poll") || elt.classList.contains("heartbeat"))) {
+      event.detail.headers["X-Apsis-Poll"] = "1";
+    }
   });
 
   // A poll waits while a menu in what it would replace is open.

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from apsis_lite import paths
 from apsis_lite.errors import ApsisError
 from apsis_lite.web import api, pages, security
-from apsis_lite.web.auth import Auth, ensure_local_token, users_path
+from apsis_lite.web.auth import Auth, ensure_local_token, used_links_path, users_path
 from apsis_lite.web.backend import EXTENSION, Backend, backend
 from apsis_lite.web.body_limit import limit_request_bodies
 from apsis_lite.web.httpserver import too_large_message
@@ -34,7 +34,8 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
     """
     app = Flask(__name__, template_folder=paths.templates_dir(), static_folder=paths.static_dir())
     if auth is None:
-        auth = Auth(ensure_local_token(config.data_dir), users_path(config))
+        auth = Auth(ensure_local_token(config.data_dir), users_path(config),
+                used_links=used_links_path(config.data_dir))
     app.extensions[EXTENSION] = Backend(config, store, engine, launcher, reload_jobs)
     limit_request_bodies(app, config.max_request_size)
     security.install(app, config, auth)

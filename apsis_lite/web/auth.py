@@ -12,7 +12,9 @@
   request cheap; passwords get the slow, salted hash).
 - **One-time links** are signed with a key derived from the local token, so
   any process that can read the token file can make one; the server refuses
-  a link twice and after ``ONCE_TTL`` seconds.
+  a link twice and after ``ONCE_TTL`` seconds. The links used are kept in a
+  file (``used-login-links``, owner-only) until they expire, so that a
+  restart does not make a used link good again.
 
 The Flask side (sessions, CSRF, Host checks, headers) is in ``web.security``.
 """
@@ -22,6 +24,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import re
 import secrets
@@ -33,6 +36,7 @@ from apsis_lite.errors import ConfigError
 
 ROLES = ("viewer", "operator")
 TOKEN_FILE = "token"
+USED_LINKS_FILE = "used-login-links"
 USERS_FILE = "users.json"
 ONCE_TTL = 120  # seconds a one-time login link stays good
 MIN_PASSWORD = 8
@@ -135,6 +139,25 @@ def one_time_code(token, now=None) -> str:
 def one_time_link(base_url, token, now=None) -> str:
     """``{base_url}/login?once=CODE``: opens a browser session as the local operator."""
     return f"{base_url.rstrip('/')}/login?once={one_time_code(token, now)}"
+
+
+def used_links_path(data_dir) -> str:
+    return os.path.join(data_dir, USED_LINKS_FILE)
+
+
+def read_used_links(path) -> dict:
+    """The one-time codes used, as {nonce: expiry}, from ``path`` (lines "NONCE EXPIRY")."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    used = {}
+    for line in lines:
+        nonce, _, expires = line.partition(" ")
+        if nonce and expires.isdigit():
+            used[nonce] = int(expires)
+    return used
 
 
 def one_time_link_for(data_dir, base_url, now=None):
@@ -286,7 +309,7 @@ def hash_password(password) -> str:
 class Auth:
     """Checks credentials against the local token and the users file (re-read when it changes)."""
 
-    def __init__(self, local_token, users_file, clock=time.time, local_name=None):
+    def __init__(self, local_token, users_file, clock=time.time, local_name=None, used_links=None):
         self.local_token = local_token
         self.users_file = UsersFile(users_file)
         self.clock = clock
@@ -295,7 +318,9 @@ class Auth:
         self._stat = None
         self._users = {}
         self._by_token = {}
-        self._used_once = {}  # nonce -> expiry of redeemed one-time codes
+        self.used_links = used_links  # the file that keeps the used codes across restarts, if any
+        # nonce -> expiry of redeemed one-time codes
+        self._used_once = read_used_links(used_links) if used_links else {}
 
     def users(self) -> dict:
         """The users, re-read when the file changes (``user add`` needs no restart)."""
@@ -357,7 +382,18 @@ class Auth:
             if expires < now or expires > now + ONCE_TTL + 5 or nonce in self._used_once:
                 return None
             self._used_once[nonce] = expires
+            self._save_used_links()
         return self.local()
+
+    def _save_used_links(self):
+        if not self.used_links:
+            return
+        try:
+            write_private(self.used_links, "".join(f"{n} {e}\n" for n, e in self._used_once.items()))
+        except OSError as exc:
+            # This run still refuses the link again; a restart before it expires would not.
+            logging.getLogger("apsis_lite.web").warning(
+                "cannot record a used login link in %s: %s", self.used_links, exc.strerror)
 
     def stamp(self, identity) -> str:
         """A value kept in a session that changes when its user's password or role does, or the

@@ -14,9 +14,9 @@ import logging
 import math
 import secrets
 import socket
-import time
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -35,6 +35,7 @@ from apsis_lite.errors import ApsisError
 from apsis_lite.web.auth import USER_NAME, Auth, Identity, derived_key, is_loopback
 from apsis_lite.web.login_throttle import LoginThrottle
 from apsis_lite.web.password_checks import Busy, PasswordChecks
+from apsis_lite.web.sessions import SessionCookies, ended, ended_message, touch
 
 log = logging.getLogger("apsis_lite.web")
 
@@ -44,6 +45,8 @@ CSRF_FIELD = "csrf_token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Reachable without logging in.
 PUBLIC = {"api.alive", "static", "auth.login", "auth.login_submit"}
+# The pages that may start a session for someone not logged in (for the form's CSRF token).
+LOGIN_FORMS = {"auth.login", "auth.login_submit"}
 # State-changing requests a viewer may send: their own preferences and session.
 VIEWER_POSTS = {"ui.set_zone", "auth.logout"}
 SECURITY_HEADERS = {
@@ -101,19 +104,36 @@ def current_user():
 
 
 def csrf_token() -> str:
-    """This browser session's CSRF token, made on first use ("" for Bearer requests: they need none)."""
+    """This browser session's CSRF token, made on first use ("" for Bearer requests: they need none).
+
+    Without a login only the login form makes one: a page shown to a stranger
+    (a 401, say) must not start a session whose cookie replaces the user's.
+    """
     if g.get("via") == "bearer":
         return ""
+    if g.get("identity") is None and request.endpoint not in LOGIN_FORMS:
+        return session.get(CSRF_FIELD, "")
     if CSRF_FIELD not in session:
         session[CSRF_FIELD] = secrets.token_urlsafe(24)
     return session[CSRF_FIELD]
 
 
 def safe_next(target) -> str:
-    """A path on this site to go to after logging in; never another site."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """A path on this site to redirect to (after logging in, say); ``/`` for anything else.
+
+    Browsers drop tabs and newlines from a URL and read a backslash as a
+    slash, so ``/\t/evil.example`` would take them to ``//evil.example``,
+    another site: such characters, any control character, and a target that
+    names a scheme or host are refused rather than cleaned up.
+    """
+    if (not target or not target.startswith("/") or target.startswith("//")
+            or any(c == "\\" or c < " " or c == "\x7f" for c in target)):
         return "/"
-    return target
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return "/"
+    return "/" if parts.scheme or parts.netloc else target
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,8 @@ class Gatekeeper:
     https: bool
     throttle: LoginThrottle
     checks: PasswordChecks
+    lifetime: float  # seconds a browser session lasts from its login
+    idle: float  # seconds a browser session lasts without activity
 
     @property
     def any_host(self) -> bool:
@@ -143,7 +165,8 @@ def install(app, config, auth):
     configure_sessions(app, config, auth, https)
     app.extensions["apsis_auth"] = auth
     app.extensions[EXTENSION] = Gatekeeper(auth, frozenset(allowed_hosts(config)), https,
-                                           LoginThrottle(clock=auth.clock), PasswordChecks())
+                                           LoginThrottle(clock=auth.clock), PasswordChecks(),
+                                           config.session_lifetime, config.session_idle_timeout)
     app.before_request(guard)
     app.after_request(security_headers)
     app.context_processor(auth_context)
@@ -152,11 +175,13 @@ def install(app, config, auth):
 
 def configure_sessions(app, config, auth, https):
     """Browser sessions: signed with a key derived from the local token, in an HttpOnly,
-    SameSite=Lax cookie (Secure over HTTPS) that lasts ``session_lifetime``."""
+    SameSite=Lax cookie (Secure over HTTPS) that lasts ``session_lifetime`` from the login
+    (see ``web.sessions``) and is sent only when the session changes."""
     app.secret_key = derived_key(auth.local_token, "session")
+    app.session_interface = SessionCookies(config.session_lifetime)
     app.config.update(
         SESSION_COOKIE_NAME=SESSION_COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=https,
+        SESSION_COOKIE_SECURE=https, SESSION_REFRESH_EACH_REQUEST=False,
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=config.session_lifetime))
 
 
@@ -167,35 +192,50 @@ def guard():
     """Before every view: the Host check, who is asking, CSRF for a session, the operator role for a change."""
     gk = gatekeeper()
     if not gk.any_host and host_name(request.host) not in gk.hosts:
-        raise BadHost(f"this server does not answer to the host name {host_name(request.host)!r} "
-                      f"(allowed: {', '.join(sorted(gk.hosts))}); add it to the allowed_hosts setting")
-    g.identity, g.via = identify(gk.auth)
-    if request.endpoint in PUBLIC:
-        return None
-    if g.identity is None:
-        return refuse_anonymous()
-    if request.method in SAFE_METHODS:
-        return None
-    if g.via == "session":
-        check_csrf()
-    if not g.identity.can_operate and request.endpoint not in VIEWER_POSTS:
-        raise Forbidden(f"{g.identity.name} is a viewer; this needs the operator role")
+        # The names it does answer to (this machine's among them) are for its operator's log only.
+        log.info("refused a request for host %r (allowed: %s)", host_name(request.host)[:100],
+                 ", ".join(sorted(gk.hosts)))
+        g.refused = True
+        raise BadHost(f"this server does not answer to the host name {host_name(request.host)!r}; "
+                      "its administrator can add the name to the allowed_hosts setting")
+    try:
+        g.identity, g.via = identify(gk)
+        if request.endpoint in PUBLIC:
+            return None
+        if g.identity is None:
+            g.refused = True
+            return refuse_anonymous()
+        if request.method in SAFE_METHODS:
+            return None
+        if g.via == "session":
+            check_csrf()
+        if not g.identity.can_operate and request.endpoint not in VIEWER_POSTS:
+            raise Forbidden(f"{g.identity.name} is a viewer; this needs the operator role")
+    except ApsisError:
+        g.refused = True  # its answer sets no cookie (web.sessions)
+        raise
     return None
 
 
-def identify(auth):
+def identify(gk):
     """(identity, "bearer" or "session") of this request, or (None, None); Unauthorized for a bad token."""
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
-        identity = auth.from_bearer(token.strip()) if scheme.lower() == "bearer" else None
+        identity = gk.auth.from_bearer(token.strip()) if scheme.lower() == "bearer" else None
         if identity is None:
             raise Unauthorized("bad credentials: the Authorization header must be "
                                "'Bearer TOKEN' with a valid token")
         return identity, "bearer"
     if "user" in session:
-        identity = auth.from_session(session.get("user"), session.get("kind"), session.get("stamp"))
+        now = gk.auth.clock()
+        g.session_ended = ended(session, now, gk.lifetime, gk.idle)
+        if g.session_ended:
+            session.clear()  # the answer deletes the cookie
+            return None, None
+        identity = gk.auth.from_session(session.get("user"), session.get("kind"), session.get("stamp"))
         if identity is not None:
+            touch(session, now, gk.idle)
             return identity, "session"
     return None, None
 
@@ -204,12 +244,16 @@ def refuse_anonymous():
     """401 for the API; the login page for a browser (htmx follows HX-Redirect)."""
     message = ("authentication required: send 'Authorization: Bearer TOKEN' (the local token is in the "
                "server's data folder; 'apsis-lite user token NAME' issues one) or log in at /login")
+    why = g.get("session_ended")
+    if why:
+        gk = gatekeeper()
+        message = f"{ended_message(why, gk.lifetime, gk.idle)} ({message})"
     if request.path.startswith("/api/"):
         resp = jsonify(error=message)
         resp.status_code = 401
         resp.headers["WWW-Authenticate"] = 'Bearer realm="apsis-lite"'
         return resp
-    login = url_for("auth.login", next=request.full_path.rstrip("?"))
+    login = url_for("auth.login", next=request.full_path.rstrip("?"), **({"ended": why} if why else {}))
     if request.headers.get("HX-Request"):
         resp = make_response("", 401)
         resp.headers["HX-Redirect"] = login
@@ -224,6 +268,17 @@ def check_csrf():
     expected = session.get(CSRF_FIELD) or ""
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+
+
+def same_origin() -> bool:
+    """Whether this request's Origin, if it has one, is this server (browsers send it with a POST)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    try:
+        return urlsplit(origin).netloc == request.host
+    except ValueError:
+        return False
 
 
 def security_headers(resp):
@@ -250,8 +305,9 @@ def start_session(identity: Identity, auth):
     """A fresh session (a new CSRF token too: no fixation) for ``identity``."""
     session.clear()
     session.permanent = True
+    now = auth.clock()
     session.update(user=identity.name, kind=identity.kind, stamp=auth.stamp(identity),
-                   since=int(time.time()))
+                   since=round(now, 1), seen=round(now, 1))
     csrf_token()
 
 
@@ -275,6 +331,10 @@ def login():
                              "(start apsis-lite again, or log in below).", 403)
         start_session(identity, auth)
         return redirect(safe_next(request.args.get("next")), 303)
+    why = request.args.get("ended")
+    if why in ("idle", "lifetime"):
+        gk = gatekeeper()
+        return form_page(ended_message(why, gk.lifetime, gk.idle))
     return form_page()
 
 
@@ -284,6 +344,10 @@ def login_submit():
     sent = request.form.get(CSRF_FIELD, "")
     expected = session.get(CSRF_FIELD) or ""
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        if not same_origin():
+            # A page of another site posting here: no form, and no new session to replace the user's.
+            g.refused = True
+            raise Forbidden("refused a login form sent from another site")
         return form_page("The form had expired; please try again.", 403)
     name = request.form.get("name", "").strip()
     address = request.remote_addr or "unknown"

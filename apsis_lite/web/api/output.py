@@ -52,6 +52,6 @@ def whole_output(run):
             if complete or not data:
                 return
     name = f"{format_run_id(run.run_id)}-output.txt"
-    return Response(chunks(), mimetype="text/plain; charset=utf-8",
+    return Response(chunks(), content_type="text/plain; charset=utf-8",
                     headers={"Content-Disposition": f'inline; filename="{name}"',
                              "X-Run-State": run.state})

@@ -2,13 +2,14 @@
 
 from urllib.parse import urlsplit
 
-from flask import make_response, redirect, render_template, request, url_for
+from flask import make_response, redirect, render_template, request
 
 from apsis_lite.errors import BadRequest
 from apsis_lite.web.format import valid_zone, zone_names
 from apsis_lite.web.pages import bp
 from apsis_lite.web.pages.rendering import ZONE_COOKIE, page
 from apsis_lite.web.request_args import shown
+from apsis_lite.web.security import safe_next
 
 
 @bp.get("/ui/zones")
@@ -22,12 +23,12 @@ def set_zone():
     if name is None:
         raise BadRequest(f"unknown time zone {shown(request.form.get('tz', ''))}; "
                          "pick one from the list, e.g. Europe/London")
-    # Back to the page the picker was on (its path only: never another site).
+    # Back to the page the picker was on: a path of this site only, never another site.
     try:
         ref = urlsplit(request.referrer or "")
-        back = (ref.path or url_for("ui.runs")) + (f"?{ref.query}" if ref.query else "")
+        back = safe_next(ref.path + (f"?{ref.query}" if ref.query else ""))
     except ValueError:  # not a URL (a malformed IPv6 host, say)
-        back = url_for("ui.runs")
+        back = "/"
     if request.headers.get("HX-Request"):
         resp = make_response("", 204)
         resp.headers["HX-Refresh"] = "true"
