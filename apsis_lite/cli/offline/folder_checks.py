@@ -14,9 +14,9 @@ from datetime import datetime
 import yaml
 
 from apsis_lite.cli.offline.job_lookup import close_matches
-from apsis_lite.errors import JobFileError
+from apsis_lite.errors import BadRequest, JobFileError
 from apsis_lite.model.fields import is_template
-from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job
+from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job, args_from_schedule
 from apsis_lite.model.jobs.shell_quoting import advice, unquoted_params
 
 
@@ -132,7 +132,8 @@ def _reference_problems(job: Job, target_id, args: dict, jobs: dict, known: set)
 
 
 def _schedule_problems(job: Job, now: datetime):
-    """(key, message) for schedules that never fill a param or have no due time after ``now``."""
+    """(key, message) for schedules that never fill a param, give one an arg its pattern
+    refuses, or have no due time after ``now``."""
     many = len(job.schedules) > 1
     enabled = [s for s in job.schedules if s.enabled]
     if job.schedules and not enabled:
@@ -150,6 +151,11 @@ def _schedule_problems(job: Job, now: datetime):
         if missing:
             yield key, (f"gives no value for param{'s' if len(missing) > 1 else ''} "
                         f"{', '.join(map(repr, missing))} ({schedule.describe()})")
+            continue
+        try:
+            args_from_schedule(job, supplied)
+        except BadRequest as exc:  # a param's pattern refuses what the schedule gives
+            yield key, f"its runs will be in error: {exc} ({schedule.describe()})"
 
 
 def failed_job_ids(root: str, errors) -> set:

@@ -48,7 +48,7 @@ def check_args(job: Job, args) -> dict[str, str]:
         if re.fullmatch(pattern, out[p]) is None:
             shown = out[p] if len(out[p]) <= 80 else out[p][:80] + "..."
             raise BadRequest(f"job {job.job_id!r}: arg {p!r} does not match the param's pattern "
-                             f"{pattern!r}: {shown!r}")
+                             f"'{pattern}': {shown!r}")
     return out
 
 

@@ -138,37 +138,39 @@ def _params(raw, fail) -> tuple[list, dict]:
         return params, patterns
     for i, p in enumerate(_as_list(raw)):
         k = f"params[{i}]" if isinstance(raw, list) else "params"
+        entry = None
         if isinstance(p, dict):
-            p = _param_with_pattern(p, k, patterns, fail)
-            if p is None:
+            entry, p = p, p.get("name")
+            if not _pattern_entry_ok(entry, k, fail):
                 continue
+            k = f"{k}.name"
         if not isinstance(p, str) or not p.strip():
             fail(k, f"a param name must be a non-empty string, not {_kind(p)}")
         elif p in params:
             fail(k, f"duplicate param {p!r}")
         else:
             params.append(p)
+            if isinstance(entry, dict):
+                patterns[p] = entry["pattern"]
     return params, patterns
 
 
-def _param_with_pattern(entry: dict, key, patterns, fail):
-    """The name of a ``{name, pattern}`` param entry, its pattern added to ``patterns``; None if it is wrong."""
+def _pattern_entry_ok(entry: dict, key, fail) -> bool:
+    """Whether a ``{name, pattern}`` params entry has only those keys and a valid pattern."""
     extra = [str(k) for k in entry if k not in ("name", "pattern")]
     if extra:
         fail(f"{key}.{extra[0]}", "a param entry has only name: and pattern:")
-        return None
-    name, pattern = entry.get("name"), entry.get("pattern")
+        return False
+    pattern = entry.get("pattern")
     if not isinstance(pattern, str):
         fail(f"{key}.pattern", f"must be a regular expression (text), not {_kind(pattern)}")
-        return None
+        return False
     try:
         re.compile(pattern)
     except re.error as exc:
         fail(f"{key}.pattern", f"not a regular expression: {exc}")
-        return None
-    if isinstance(name, str) and name.strip():
-        patterns[name] = pattern
-    return name
+        return False
+    return True
 
 
 def _program(raw, adhoc, fail, fail_spec) -> dict | None:

@@ -50,7 +50,7 @@ def unquoted_params(source: str, params, patterns=()) -> list[tuple[str, str]]:
     except Exception:  # a template error; the job file's own errors say what
         return []
     safe = {p for p, pattern in patterns if shell_safe_pattern(pattern)}
-    tainted = _tainted_names(tree, set(params) - safe)
+    tainted, quoted = _tainted_names(tree, set(params) - safe)
     found, state = [], UNQUOTED
     for output in tree.find_all(nodes.Output):
         for node in output.nodes:
@@ -60,7 +60,7 @@ def unquoted_params(source: str, params, patterns=()) -> list[tuple[str, str]]:
             names = _read_names(node) & tainted.keys()
             if not names:
                 continue
-            kind = _kind(node, tainted)
+            kind = _kind(node, tainted, quoted)
             if kind == "typed" or (kind == "quoted" and state == UNQUOTED):
                 continue
             found.extend((param, state) for param in sorted({tainted[n] for n in names}))
@@ -111,8 +111,13 @@ def _safe_class_item(op, av) -> bool:
     return False  # a negated class, or one not known here
 
 
-def _kind(expr, tainted) -> str:
-    """``typed`` (a date, time or number), ``quoted`` (shquote) or ``raw`` (the text as it is)."""
+def _kind(expr, tainted, quoted=frozenset()) -> str:
+    """``typed`` (a date, time or number), ``quoted`` (shquote) or ``raw`` (the text as it is).
+
+    ``quoted`` are the names set to shquote's output.
+    """
+    if isinstance(expr, nodes.Name) and expr.name in quoted:
+        return "quoted"
     if isinstance(expr, nodes.Filter):
         if expr.name == "shquote":
             return "quoted"
@@ -129,7 +134,7 @@ def _kind(expr, tainted) -> str:
             return "typed"  # calendar('Mon-Fri').before(date): a date
     if isinstance(expr, nodes.CondExpr):
         branches = [b for b in (expr.expr1, expr.expr2) if b is not None]
-        kinds = {_kind(b, tainted) if _read_names(b) & tainted.keys() else "typed" for b in branches}
+        kinds = {_kind(b, tainted, quoted) if _read_names(b) & tainted.keys() else "typed" for b in branches}
         return "raw" if "raw" in kinds else "quoted" if "quoted" in kinds else "typed"
     return "raw"
 
@@ -139,20 +144,32 @@ def _read_names(node) -> set:
         {node.name} if isinstance(node, nodes.Name) and node.ctx == "load" else set())
 
 
-def _tainted_names(tree, params: set) -> dict:
-    """The params, and the names ``{% set %}`` and ``{% for %}`` derive from them: name -> param."""
+def _tainted_names(tree, params: set) -> tuple[dict, set]:
+    """The params and the names derived from them (name -> param), and which of those hold shquote's output.
+
+    ``{% set n = date | shquote %}`` makes ``n`` quoted, ``{% set n = date | as_date %}``
+    leaves it untainted; any other ``set`` or ``for`` over a tainted name taints its targets.
+    """
     tainted = {p: p for p in params}
+    quoted, raw = set(), set()
     while True:
-        before = len(tainted)
+        before = (len(tainted), len(quoted), len(raw))
         for node in tree.find_all((nodes.Assign, nodes.For, nodes.AssignBlock)):
             source = node.node if isinstance(node, nodes.Assign) else (
                 node.iter if isinstance(node, nodes.For) else nodes.Output(node.body))
             origins = sorted(tainted[n] for n in _read_names(source) if n in tainted)
-            if origins:
-                for name in _stored_names(node.target):
-                    tainted.setdefault(name, origins[0])
-        if len(tainted) == before:
-            return tainted
+            if not origins:
+                continue
+            kind = "raw"
+            if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name):
+                kind = _kind(source, tainted, quoted - raw)
+            if kind == "typed":
+                continue
+            for name in _stored_names(node.target):
+                tainted.setdefault(name, origins[0])
+                (quoted if kind == "quoted" else raw).add(name)
+        if (len(tainted), len(quoted), len(raw)) == before:
+            return tainted, quoted - raw
 
 
 def _stored_names(target) -> set:
