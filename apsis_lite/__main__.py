@@ -54,6 +54,8 @@ def main(argv=None):
     if argv[0] in SERVER_COMMANDS:
         from gevent import monkey
         monkey.patch_all()
+    from apsis_lite.cli import terminal
+    terminal.install()  # job ids, args and messages printed as text, never as terminal commands
     from apsis_lite.cli.main import cli
     cli.main(args=argv, prog_name="apsis-lite")
 

@@ -281,3 +281,15 @@ def bodies(draw):
     for name, segment in SEGMENTS.items():
         path = path.replace("{" + name + "}", draw(segment))
     return method, path, draw(run_bodies if kind == "run" else pause_bodies), "application/json"
+
+
+# Text a run arg could hold, as a shell would mangle it: quotes, expansions,
+# separators, newlines, non-ASCII. No NUL (no argv can hold one) and no lone
+# surrogates (not text a program can be given).
+_SHELL_PIECES = ["'", '"', "`", "$", "$(", ")", "${", "}", "\\", ";", "&", "|", "\n", "\r", "\t", " ",
+                 "*", "?", "[", "]", "~", "#", "!", "<", ">", "{a,b}", "'\"'\"'", "$'\\x41'", "-n", "%s",
+                 "\x1b[31m", "é", "\u2028", "😀"]
+shell_text = st.lists(
+    st.one_of(st.sampled_from(_SHELL_PIECES),
+              st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=8)),
+    max_size=12).map("".join)

@@ -33,7 +33,9 @@ EXAMPLE_JOB = """\
 params: [who]
 
 # What to run: a shell command (run with bash -c), or a list of strings run without a shell.
-program: "echo 'Hello, {{ who }}!'"
+# In a shell command, write a param as {{ who | shquote }}: its value becomes one word
+# the shell takes literally, whatever it holds.
+program: "echo Hello, {{ who | shquote }}!"
 
 # When to run: here every day at 09:00 in the zone given. Also `type: interval`
 # (`interval: 15m`), `type: cron` (`expr: "0 9 * * mon-fri"`), calendars of working

@@ -52,13 +52,13 @@ def fails(code, *args, **kw):
 REFERENCES = {
     "etl/load": """
         params: [date]
-        program: "echo load {{ date }}"
+        program: "echo load {{ date | shquote }}"
         schedule: {type: cron, expr: "0 6 * * *", tz: Europe/London}
     """,
     # A dependency with a typo in the job id, and one passing an arg the other job lacks.
     "etl/report": """
         params: [date]
-        program: "echo report {{ date }}"
+        program: "echo report {{ date | shquote }}"
         condition:
           - {type: dependency, job_id: etl/laod}
           - {type: dependency, job_id: etl/load, args: {region: eu}}
@@ -585,7 +585,7 @@ def test_schedule_of_a_daily_job_across_both_changes_in_new_york(jobs_dir):
 def test_calendars_come_from_calendars_or_the_configs_calendars_dir(jobs_dir, tmp_path):
     write_job(jobs_dir, "close", """
         params: [date]
-        program: "echo {{ date }}"
+        program: "echo {{ date | shquote }}"
         schedule: {type: daily, daytime: "16:00", tz: Europe/London, calendar: Mon-Fri - hols}
     """)
     cals = tmp_path / "cals"

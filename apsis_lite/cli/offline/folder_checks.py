@@ -2,7 +2,7 @@
 
 Dependencies and successors naming jobs that do not exist, args the other
 job does not take or lacks, schedules that never fill a param or never run
-again. Schedules are used only through their interface (``times``,
+again, params put into a shell command unquoted. Schedules are used only through their interface (``times``,
 ``describe``, ``enabled``), so new schedule types are checked unchanged.
 """
 
@@ -14,9 +14,10 @@ from datetime import datetime
 import yaml
 
 from apsis_lite.cli.offline.job_lookup import close_matches
-from apsis_lite.errors import JobFileError
+from apsis_lite.errors import BadRequest, JobFileError
 from apsis_lite.model.fields import is_template
-from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job
+from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job, args_from_schedule
+from apsis_lite.model.jobs.shell_quoting import advice, unquoted_params
 
 
 def folder_warnings(jobs: dict, errors, root: str, now: datetime) -> list[JobFileError]:
@@ -40,7 +41,8 @@ def folder_warnings(jobs: dict, errors, root: str, now: datetime) -> list[JobFil
 
 def _job_warnings(job, jobs, known, now, where, warnings):
     """Append the warnings for one job."""
-    cond_keys, action_keys = _file_keys(job)
+    raw = _raw_file(job)
+    cond_keys, action_keys = _file_keys(job, raw)
     for key, cond in zip(cond_keys, job.conditions):
         if cond.get("type") == "dependency":
             for sub, msg in _reference_problems(job, cond.get("job_id"), cond.get("args") or {},
@@ -55,17 +57,39 @@ def _job_warnings(job, jobs, known, now, where, warnings):
                 warnings.append(JobFileError(where, key if bare else f"{key}.{sub}", msg))
     for key, msg in _schedule_problems(job, now):
         warnings.append(JobFileError(where, key, msg))
+    for key, msg in _shell_quoting_problems(job, raw, action_keys):
+        warnings.append(JobFileError(where, key, msg))
 
 
-def _file_keys(job: Job):
+def _raw_file(job: Job):
+    """The job file's contents as YAML, for its keys; {} if it cannot be read."""
+    if not job.path:
+        return {}
+    try:
+        with open(job.path, "rb") as f:
+            return yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _shell_quoting_problems(job: Job, raw, action_keys):
+    """(key, message) for each param put unquoted into a shell program's or command action's command."""
+    commands = []
+    if job.program.get("type") == "shell":
+        written = raw.get("program") if isinstance(raw, dict) else None
+        commands.append(("program" if isinstance(written, str) else "program.command",
+                         job.program.get("command")))
+    for key, action in zip(action_keys, job.actions):
+        if action.get("type") == "command":
+            commands.append((f"{key}.command", action.get("command")))
+    for key, command in commands:
+        if isinstance(command, str) and is_template(command):
+            for param, where in unquoted_params(command, job.params, job.param_patterns):
+                yield key, advice(param, where)
+
+
+def _file_keys(job: Job, raw):
     """The keys the job's conditions and actions have in its file: ``condition[0]``, ``successors``, ..."""
-    raw = {}
-    if job.path:
-        try:
-            with open(job.path, "rb") as f:
-                raw = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError):
-            raw = {}
 
     def keys(name):
         value = raw.get(name) if isinstance(raw, dict) else None
@@ -108,7 +132,8 @@ def _reference_problems(job: Job, target_id, args: dict, jobs: dict, known: set)
 
 
 def _schedule_problems(job: Job, now: datetime):
-    """(key, message) for schedules that never fill a param or have no due time after ``now``."""
+    """(key, message) for schedules that never fill a param, give one an arg its pattern
+    refuses, or have no due time after ``now``."""
     many = len(job.schedules) > 1
     enabled = [s for s in job.schedules if s.enabled]
     if job.schedules and not enabled:
@@ -126,6 +151,11 @@ def _schedule_problems(job: Job, now: datetime):
         if missing:
             yield key, (f"gives no value for param{'s' if len(missing) > 1 else ''} "
                         f"{', '.join(map(repr, missing))} ({schedule.describe()})")
+            continue
+        try:
+            args_from_schedule(job, supplied)
+        except BadRequest as exc:  # a param's pattern refuses what the schedule gives
+            yield key, f"its runs will be in error: {exc} ({schedule.describe()})"
 
 
 def failed_job_ids(root: str, errors) -> set:

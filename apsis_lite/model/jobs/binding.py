@@ -6,6 +6,7 @@ that templates have values; every problem is a BadRequest naming the key.
 
 from __future__ import annotations
 
+import re
 from datetime import date as _date_type
 
 from apsis_lite.errors import BadRequest
@@ -22,7 +23,10 @@ def _names(names) -> str:
 
 
 def check_args(job: Job, args) -> dict[str, str]:
-    """Args for a run of ``job``: every param given and nothing else; values become strings."""
+    """Args for a run of ``job``: every param given and nothing else; values become strings.
+
+    An arg of a param declared with a ``pattern`` must match all of it.
+    """
     if not isinstance(args, dict):
         raise BadRequest(f"job {job.job_id!r}: args must be a mapping")
     unknown = [k for k in args if k not in job.params]
@@ -40,6 +44,11 @@ def check_args(job: Job, args) -> dict[str, str]:
         if v is None or isinstance(v, (dict, list, tuple, set)):
             raise BadRequest(f"job {job.job_id!r}: arg {p!r} must be a string, not {_kind(v)}")
         out[p] = v.isoformat() if isinstance(v, _date_type) else str(v)
+    for p, pattern in job.param_patterns:
+        if re.fullmatch(pattern, out[p]) is None:
+            shown = out[p] if len(out[p]) <= 80 else out[p][:80] + "..."
+            raise BadRequest(f"job {job.job_id!r}: arg {p!r} does not match the param's pattern "
+                             f"'{pattern}': {shown!r}")
     return out
 
 

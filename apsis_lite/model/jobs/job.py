@@ -43,6 +43,8 @@ class Job:
     waiting_max_time: float | None = None   # ``waiting: {max_time}``; None: the config's
     deadline: _deadlines.Deadline | None = None          # ``deadline:`` (an alarm)
     max_duration: _deadlines.MaxDuration | None = None   # ``max_duration:`` (an alarm)
+    # ``(param, pattern)`` for params declared ``{name, pattern}``: their args must match.
+    param_patterns: tuple[tuple[str, str], ...] = ()
 
     def to_jso(self) -> dict:
         """The job for the JSON API; each schedule carries its ``description``."""
@@ -57,6 +59,8 @@ class Job:
             "path": self.path,
             "adhoc": self.adhoc,
         }
+        if self.param_patterns:
+            jso["param_patterns"] = dict(self.param_patterns)
         if self.catch_up is not None:
             jso["catch_up"] = dict(self.catch_up)
         if self.reruns:

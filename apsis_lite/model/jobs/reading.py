@@ -10,6 +10,7 @@ readers, not of the file.
 
 from __future__ import annotations
 
+import re
 from datetime import date as _date_type, datetime
 
 from apsis_lite.config import DEFAULT_MIN_INTERVAL
@@ -100,7 +101,7 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
         if key not in JOB_KEYS:
             fail(str(key), _UNSUPPORTED.get(key) or unknown_key_message(key, JOB_KEYS))
 
-    params = _params(jso.get("params"), fail)
+    params, patterns = _params(jso.get("params"), fail)
     program = _program(jso.get("program"), adhoc, fail, fail_spec)
     schedules = _schedules(jso.get("schedule"), params, calendars, min_interval, fail, fail_spec)
     conditions, cond_keys, actions, action_keys = _conditions_and_actions(jso, adhoc, fail_spec)
@@ -119,27 +120,57 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
 
     if errors:
         raise JobErrors(errors)
-    return Job(job_id=job_id, params=tuple(params), program=program,
+    return Job(job_id=job_id, params=tuple(params), param_patterns=tuple(patterns.items()), program=program,
                schedules=tuple(schedules), conditions=tuple(conditions),
                actions=tuple(actions), metadata=metadata, path=path, adhoc=adhoc,
                reruns=reruns, waiting_max_time=waiting_max_time, catch_up=catch_up, calendars=calendars,
                deadline=deadline, max_duration=max_duration)
 
 
-def _params(raw, fail) -> list:
-    """The job's ``params:``: one name or a list of distinct names."""
-    params = []
+def _params(raw, fail) -> tuple[list, dict]:
+    """The job's ``params:``: one name or a list of distinct names, and the patterns some declare.
+
+    An entry may be ``{name: date, pattern: '\\d{4}-\\d{2}-\\d{2}'}``: an arg for it
+    must match the whole pattern (a Python regular expression).
+    """
+    params, patterns = [], {}
     if raw is None:
-        return params
+        return params, patterns
     for i, p in enumerate(_as_list(raw)):
         k = f"params[{i}]" if isinstance(raw, list) else "params"
+        entry = None
+        if isinstance(p, dict):
+            entry, p = p, p.get("name")
+            if not _pattern_entry_ok(entry, k, fail):
+                continue
+            k = f"{k}.name"
         if not isinstance(p, str) or not p.strip():
             fail(k, f"a param name must be a non-empty string, not {_kind(p)}")
         elif p in params:
             fail(k, f"duplicate param {p!r}")
         else:
             params.append(p)
-    return params
+            if isinstance(entry, dict):
+                patterns[p] = entry["pattern"]
+    return params, patterns
+
+
+def _pattern_entry_ok(entry: dict, key, fail) -> bool:
+    """Whether a ``{name, pattern}`` params entry has only those keys and a valid pattern."""
+    extra = [str(k) for k in entry if k not in ("name", "pattern")]
+    if extra:
+        fail(f"{key}.{extra[0]}", "a param entry has only name: and pattern:")
+        return False
+    pattern = entry.get("pattern")
+    if not isinstance(pattern, str):
+        fail(f"{key}.pattern", f"must be a regular expression (text), not {_kind(pattern)}")
+        return False
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        fail(f"{key}.pattern", f"not a regular expression: {exc}")
+        return False
+    return True
 
 
 def _program(raw, adhoc, fail, fail_spec) -> dict | None:

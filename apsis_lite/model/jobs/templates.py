@@ -3,7 +3,8 @@
 Every string of a job's program, conditions and actions may be a Jinja2
 template over the run's args, rendered in ``sandbox.BoundedEnvironment``
 (bounded steps, time and memory; undefined names are errors) with the
-helpers below (``date``, ``shift_days``, ``today``, ``calendar``, ...).
+helpers below (``date``, ``shift_days``, ``today``, ``calendar``, ...) and
+the ``shquote`` filter, which makes an arg one literal word of a shell command.
 Templates are compiled once and cached; strings without template syntax are
 never handed to Jinja. A job file's templates are checked when it is read,
 so that a typo is reported with the file.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shlex
 from datetime import date as _date_type, datetime, timedelta
 
 import jinja2
@@ -22,7 +24,7 @@ from dateutil.relativedelta import relativedelta
 from apsis_lite.errors import BadRequest
 from apsis_lite.model import calendars as _calendars
 from apsis_lite.model.fields import is_template, join_key
-from apsis_lite.model.sandbox import BoundedEnvironment, TemplateLimit, render as _render_template
+from apsis_lite.model.sandbox import MAX_CHARS, BoundedEnvironment, TemplateLimit, render as _render_template
 from apsis_lite.timeutil import get_tz, parse_time, utcnow
 
 
@@ -89,6 +91,21 @@ def _in_tz(value, tz) -> datetime:
     return value.astimezone(get_tz(tz))
 
 
+def _shquote(value) -> str:
+    """``value`` as one shell word, quoted so that bash takes it literally: ``{{ date | shquote }}``.
+
+    Written outside quotes in the command. A date or a number is left as it
+    is (``2026-12-03``); any other text is put in single quotes, with each
+    ``'`` in it written ``'"'"'``.
+    """
+    text = str(value)
+    # Sized before it is made: each ' becomes 5 characters, plus the 2 quotes around.
+    size = len(text) + 4 * text.count("'") + 2
+    if size > MAX_CHARS:
+        raise TemplateLimit(f"shquote would make {size:,} characters (at most {MAX_CHARS:,})")
+    return shlex.quote(text)
+
+
 @jinja2.pass_context
 def _calendar(context, expr) -> _calendars.Calendar:
     """The calendar an expression names: ``calendar('Mon-Fri - US-holidays').before(date)``."""
@@ -115,7 +132,7 @@ _ENV.globals.update(date=_as_date, shift_days=_shift_days, today=_today, as_time
                     add_months=_add_months)
 _ENV.add_filters(as_date=_as_date, shift_days=_shift_days, as_time=_as_time,
                  add_days=_shift_days, add_months=_add_months, cal_shift=_cal_shift,
-                 strftime=_strftime, in_tz=_in_tz)
+                 strftime=_strftime, in_tz=_in_tz, shquote=_shquote)
 
 # Names a template may use besides the job's params.
 _TEMPLATE_NAMES = frozenset(_ENV.globals) | {"job_id"}
