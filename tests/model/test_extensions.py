@@ -1,5 +1,7 @@
 """Extensions register types through the registry; nothing named in YAML is imported."""
 
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -274,3 +276,28 @@ def test_an_in_server_run_cut_short_by_a_restart_is_an_error(jobs_dir, data_dir,
         assert run["state"] == "error" and "the server stopped while it ran" in run["message"]
     finally:
         srv.stop()
+
+
+def test_an_extension_written_against_the_old_module_names_still_loads():
+    # Before the package was split into parts, extensions imported
+    # apsis_lite.programs, .registry, .schedules, .conditions and .actions.
+    code = textwrap.dedent("""
+        import warnings
+        warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:
+            from apsis_lite.programs import ShellProgram
+            from apsis_lite.registry import PROGRAMS
+            from apsis_lite.schedules import Schedule, nonempty_text
+            from apsis_lite.conditions import Condition
+            from apsis_lite.actions import Action
+        import apsis_lite.programs, apsis_lite.model.programs, apsis_lite.extend
+        assert apsis_lite.programs is apsis_lite.model.programs
+        assert ShellProgram is apsis_lite.extend.ShellProgram and PROGRAMS is apsis_lite.extend.PROGRAMS
+        print(sorted({str(w.message).split(" is now")[0] for w in caught
+                      if issubclass(w.category, DeprecationWarning)}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(sorted(["apsis_lite.actions", "apsis_lite.conditions",
+                                              "apsis_lite.programs", "apsis_lite.registry",
+                                              "apsis_lite.schedules"]))
