@@ -17,6 +17,18 @@ def launch(playwright):
 
 
 @contextlib.contextmanager
+def chromium():
+    """Debian's Chromium under Playwright, for a module's tests; closed afterwards."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
 def served(jobs, extra_args=()):
     """A started server over fresh folders holding ``jobs`` ({job id: YAML}); removed afterwards."""
     jobs_dir, data_dir = short_tmpdir("al-bj-"), short_tmpdir("al-bd-")

@@ -8,8 +8,8 @@ import re
 import socket
 
 import pytest
-from browsing import launch, logged_in_page, served
-from playwright.sync_api import expect, sync_playwright
+from browsing import chromium, logged_in_page, served
+from playwright.sync_api import expect
 
 
 def free_port():
@@ -31,10 +31,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        b = launch(p)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

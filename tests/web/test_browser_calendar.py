@@ -8,8 +8,8 @@ tmp folder.
 import re
 
 import pytest
-from browsing import launch, logged_in_page, served
-from playwright.sync_api import expect, sync_playwright
+from browsing import chromium, logged_in_page, served
+from playwright.sync_api import expect
 
 
 @pytest.fixture
@@ -23,13 +23,8 @@ def server():
 
 @pytest.fixture
 def page(request, tmp_path, server):
-    with sync_playwright() as p:
-        browser = launch(p)
-        try:
-            with logged_in_page(browser, server, request, tmp_path) as pg:
-                yield pg
-        finally:
-            browser.close()
+    with chromium() as browser, logged_in_page(browser, server, request, tmp_path) as pg:
+        yield pg
 
 
 def test_calendar_shows_a_finished_run_and_upcoming_times_then_the_day(server, page):

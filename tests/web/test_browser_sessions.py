@@ -7,8 +7,8 @@ import re
 import threading
 
 import pytest
-from browsing import launch, logged_in_page, served
-from playwright.sync_api import expect, sync_playwright
+from browsing import chromium, logged_in_page, served
+from playwright.sync_api import expect
 
 IDLE = 5  # seconds: the runs list polls every 2 s, the heartbeat every 5 s
 
@@ -23,10 +23,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as p:
-        b = launch(p)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture
