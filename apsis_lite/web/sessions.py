@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 from flask import g, request
 from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import BadSignature
 
 from apsis_lite.timeutil import format_duration
 
@@ -29,6 +30,8 @@ POLL_ENDPOINTS = {"ui.ping"}
 #: ``seen`` moves on at most this often (or a quarter of the idle timeout, if shorter),
 #: so that a busy page does not get a new cookie with every request.
 SEEN_STEP = 60.0
+#: How long after its end a session's cookie is still read, to say why it was refused.
+OVERDUE_GRACE = 86400
 
 
 class SessionCookies(SecureCookieSessionInterface):
@@ -37,6 +40,22 @@ class SessionCookies(SecureCookieSessionInterface):
 
     def __init__(self, lifetime):
         self.lifetime = lifetime
+
+    def open_session(self, app, request):
+        # Flask rejects a cookie signed longer ago than the lifetime, whole seconds rounded
+        # down, which makes the session look anonymous rather than ended (no "your session
+        # has ended" message). Accept a day longer and let ``ended`` judge by the signed
+        # ``since`` and ``seen``.
+        serializer = self.get_signing_serializer(app)
+        if serializer is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        try:
+            return self.session_class(serializer.loads(value, max_age=self.lifetime + OVERDUE_GRACE))
+        except BadSignature:
+            return self.session_class()
 
     def get_expiration_time(self, app, session):
         since = session.get("since")
