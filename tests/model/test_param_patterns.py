@@ -53,3 +53,12 @@ def test_check_jobs_warns_when_a_schedule_gives_an_arg_its_pattern_refuses(jobs_
     assert [(w.key, w.msg) for w in warnings] == [
         ("schedule", "its runs will be in error: job 'hourly': arg 'time' does not match the param's "
                      "pattern '\\d{4}-\\d{2}-\\d{2}': '2026-12-03T00:00:00Z' (every 1 h)")]
+
+
+def test_an_arg_with_a_nul_character_is_refused_before_the_run_exists():
+    # A NUL cannot reach a program: command lines and environment variables end there.
+    job = job_from_jso({"params": ["who"], "program": "echo {{ who | shquote }}"}, "j")
+    with pytest.raises(BadRequest) as exc:
+        bind(job, {"who": "a\0b"})
+    assert str(exc.value) == ("job 'j': arg 'who' contains a NUL character, which no command line "
+                              "or environment variable can hold")

@@ -44,6 +44,10 @@ def check_args(job: Job, args) -> dict[str, str]:
         if v is None or isinstance(v, (dict, list, tuple, set)):
             raise BadRequest(f"job {job.job_id!r}: arg {p!r} must be a string, not {_kind(v)}")
         out[p] = v.isoformat() if isinstance(v, _date_type) else str(v)
+        if "\0" in out[p]:
+            # Args reach the program as environment variables and command lines, which end at a NUL.
+            raise BadRequest(f"job {job.job_id!r}: arg {p!r} contains a NUL character, which no "
+                             "command line or environment variable can hold")
     for p, pattern in job.param_patterns:
         if re.fullmatch(pattern, out[p]) is None:
             shown = out[p] if len(out[p]) <= 80 else out[p][:80] + "..."

@@ -16,7 +16,7 @@ def job_matches(job, q):
         return True
     q = q.lower()
     meta = job.metadata or {}
-    hay = [job.job_id, str(meta.get("description", ""))] + [str(x) for x in meta.get("labels", []) or []]
+    hay = [job.job_id, str(meta.get("description") or "")] + [str(x) for x in meta.get("labels", []) or []]
     return any(q in h.lower() for h in hay)
 
 
