@@ -62,3 +62,16 @@ def test_an_arg_with_a_nul_character_is_refused_before_the_run_exists():
         bind(job, {"who": "a\0b"})
     assert str(exc.value) == ("job 'j': arg 'who' contains a NUL character, which no command line "
                               "or environment variable can hold")
+
+
+def test_a_pattern_that_backtracks_badly_on_an_arg_is_cut_short_with_a_clear_message():
+    import time
+    job = job_from_jso({"params": [{"name": "n", "pattern": "(a|aa)+"}], "program": "echo {{ n }}"}, "j")
+    assert bind(job, {"n": "aaaa"})["program"]["command"] == "echo aaaa"
+    t0 = time.monotonic()
+    with pytest.raises(BadRequest) as exc:
+        bind(job, {"n": "a" * 40 + "!"})
+    assert time.monotonic() - t0 < 2  # without a limit this match takes hours
+    assert str(exc.value) == (
+        "job 'j': arg 'n' could not be checked against the param's pattern '(a|aa)+' within 0.1 s; "
+        "the pattern backtracks too much on it (simplify the pattern, e.g. without nested repeats)")

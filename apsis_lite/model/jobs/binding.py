@@ -6,8 +6,9 @@ that templates have values; every problem is a BadRequest naming the key.
 
 from __future__ import annotations
 
-import re
 from datetime import date as _date_type
+
+import regex
 
 from apsis_lite.errors import BadRequest
 from apsis_lite.model import actions as _actions
@@ -16,6 +17,11 @@ from apsis_lite.model.fields import SpecError, _kind, join_key
 from apsis_lite.model.jobs.job import Job
 from apsis_lite.model.jobs.templates import _render
 from apsis_lite.model.programs import Program, parse_program
+
+
+#: How long one arg may take to match its param's pattern. A pattern that backtracks
+#: badly on a hostile arg would otherwise hold the server (the check runs in the request).
+PATTERN_TIMEOUT = 0.1
 
 
 def _names(names) -> str:
@@ -49,11 +55,20 @@ def check_args(job: Job, args) -> dict[str, str]:
             raise BadRequest(f"job {job.job_id!r}: arg {p!r} contains a NUL character, which no "
                              "command line or environment variable can hold")
     for p, pattern in job.param_patterns:
-        if re.fullmatch(pattern, out[p]) is None:
+        if _pattern_refuses(job, p, pattern, out[p]):
             shown = out[p] if len(out[p]) <= 80 else out[p][:80] + "..."
             raise BadRequest(f"job {job.job_id!r}: arg {p!r} does not match the param's pattern "
                              f"'{pattern}': {shown!r}")
     return out
+
+
+def _pattern_refuses(job, param, pattern, value) -> bool:
+    try:
+        return regex.fullmatch(pattern, value, timeout=PATTERN_TIMEOUT) is None
+    except TimeoutError:
+        raise BadRequest(f"job {job.job_id!r}: arg {param!r} could not be checked against the param's "
+                         f"pattern '{pattern}' within {PATTERN_TIMEOUT:g} s; the pattern backtracks too "
+                         "much on it (simplify the pattern, e.g. without nested repeats)") from None
 
 
 def args_from_schedule(job: Job, supplied: dict) -> dict[str, str]:
