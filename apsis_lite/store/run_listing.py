@@ -12,6 +12,18 @@ from apsis_lite.store.schema import RUN_COLUMNS, row_to_run
 from apsis_lite.timeutil import to_iso
 
 
+def within_times(where, params, since=None, until=None):
+    """``where`` (SQL) and its parameters, narrowed to runs scheduled in [since, until)."""
+    clauses, values = [f"({where})"], list(params)
+    if since is not None:
+        clauses.append("time_schedule >= ?")
+        values.append(since)
+    if until is not None:
+        clauses.append("time_schedule < ?")
+        values.append(until)
+    return " AND ".join(clauses), values
+
+
 class RunListing:
     """The browsing reads of ``Store`` (a part of it, over ``Transactions``)."""
 
@@ -21,18 +33,11 @@ class RunListing:
         Keyset pagination on run_id: the cost of a page does not depend on
         how many runs are stored or how deep the page is.
         """
-        clauses, values = [f"({where})"], list(params)
-        if since is not None:
-            clauses.append("time_schedule >= ?")
-            values.append(since)
-        if until is not None:
-            clauses.append("time_schedule < ?")
-            values.append(until)
+        where, values = within_times(where, params, since, until)
         if cursor is not None:
-            clauses.append("run_id < ?")
+            where += " AND run_id < ?"
             values.append(cursor)
-        sql = (f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(clauses)}"
-               f" ORDER BY run_id DESC LIMIT ?")
+        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY run_id DESC LIMIT ?"
         rows = self._all(sql, values + [limit + 1])
         runs = [row_to_run(r) for r in rows[:limit]]
         next_cursor = runs[-1].run_id if len(rows) > limit else None

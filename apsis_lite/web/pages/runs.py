@@ -9,6 +9,7 @@ from flask import request, url_for
 
 from apsis_lite.errors import BadRequest
 from apsis_lite.model.runs import STATES, format_run_id, parse_run_id
+from apsis_lite.store.run_listing import within_times
 from apsis_lite.store.runfilter import compile_filter
 from apsis_lite.web.backend import backend
 from apsis_lite.web.pages import bp
@@ -40,18 +41,6 @@ def runs_query(args):
     return where, params, since, until, form
 
 
-def bounded(where, params, since, until):
-    """``where`` with the page's time range, for a query of our own."""
-    clauses, values = [f"({where})"], list(params)
-    if since is not None:
-        clauses.append("time_schedule >= ?")
-        values.append(since)
-    if until is not None:
-        clauses.append("time_schedule < ?")
-        values.append(until)
-    return " AND ".join(clauses), values
-
-
 def groups_on_newer_pages(group_ids, where, params, since, until, cursor):
     """Of ``group_ids``, those with a matching run at or after ``cursor``.
 
@@ -60,7 +49,7 @@ def groups_on_newer_pages(group_ids, where, params, since, until, cursor):
     earlier page showed. One index probe per group.
     """
     store = backend().store
-    cond, values = bounded(where, params, since, until)
+    cond, values = within_times(where, params, since, until)
     shown = set()
     for g in group_ids:
         hit, _ = store.query_runs(f"{cond} AND (run_id = ? OR rerun_group = ?) AND run_id >= ?",
@@ -73,7 +62,7 @@ def groups_on_newer_pages(group_ids, where, params, since, until, cursor):
 def newer_cursor(where, params, since, until, cursor, limit):
     """The cursor of the page before the one at ``cursor`` (keyset backwards), or None
     when that is the newest page."""
-    cond, values = bounded(where, params, since, until)
+    cond, values = within_times(where, params, since, until)
     # The ``limit + 1`` matching runs just after the cursor, oldest first.
     newer, _ = backend().store.query_runs(
         f"run_id IN (SELECT run_id FROM runs WHERE {cond} AND run_id >= ? ORDER BY run_id LIMIT ?)",
