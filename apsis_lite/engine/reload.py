@@ -23,7 +23,8 @@ import time
 from apsis_lite.config import DEFAULT_MIN_INTERVAL
 from apsis_lite.errors import JobFileError, StoreUnavailable
 from apsis_lite.model.calendars import load_calendars
-from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job, JobErrors, load_job_file
+from apsis_lite.model.jobs import Job, JobErrors, load_job_file
+from apsis_lite.model.jobs.files import job_file_entries
 
 log = logging.getLogger("apsis_lite.engine")
 
@@ -77,7 +78,7 @@ class JobsFolder:
     def scan(self):
         """Read what changed; returns (jobs by id, errors, relative paths read again)."""
         errors, stats, dirs = [], {}, []
-        self._stat_tree("", stats, dirs, errors)
+        self._stat_tree(stats, dirs, errors)
         now = self.clock()
         read = []
         for n, (rel, key) in enumerate(sorted(stats.items())):
@@ -116,38 +117,21 @@ class JobsFolder:
             del self._good[job_id]
         return jobs, errors, read
 
-    def _stat_tree(self, rel, stats, dirs, errors):
-        """Stat keys of the job files under ``rel``: the rules of ``jobs.load_jobs_dir``.
-
-        Hidden names are skipped and directory links not followed.
-        """
-        path = os.path.join(self.root, rel) if rel else self.root
-        try:
-            with os.scandir(path) as it:
-                entries = list(it)
-        except OSError as exc:
-            errors.append(JobFileError(path, None, f"cannot read directory: {exc.strerror}"))
-            return
-        dirs.append(path)
-        for n, entry in enumerate(entries):
-            if entry.name.startswith("."):
-                continue
-            sub = os.path.join(rel, entry.name) if rel else entry.name
+    def _stat_tree(self, stats, dirs, errors):
+        """Stat keys of the job files: the rules of ``jobs.load_jobs_dir``."""
+        for n, (rel, entry) in enumerate(job_file_entries(self.root, errors, dirs)):
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    self._stat_tree(sub, stats, dirs, errors)
-                elif entry.name.endswith(JOB_FILE_SUFFIXES) and entry.is_file():
-                    st = entry.stat()
-                    stats[sub] = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+                st = entry.stat()
             except OSError:
                 continue  # gone while we looked: the next scan sees it gone
+            stats[rel] = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
             if n % (YIELD_EVERY * 5) == YIELD_EVERY * 5 - 1:
                 time.sleep(0)
 
     def directories(self):
         """Every folder a job file may be in (for watching)."""
         stats, dirs = {}, []
-        self._stat_tree("", stats, dirs, [])
+        self._stat_tree(stats, dirs, [])
         return dirs
 
 

@@ -29,10 +29,13 @@ MAX_JOB_FILE_BYTES = 1 << 20
 JOB_FILE_SUFFIXES = (".yaml", ".yml")
 
 
-def _job_files(root: str, errors: list, rel: str = ""):
-    """Relative paths of job files under ``root``; hidden names are skipped, directory links not followed.
+def job_file_entries(root: str, errors: list, dirs: list | None = None, rel: str = ""):
+    """``(relative path, DirEntry)`` of each job file under ``root``; hidden names are
+    skipped, directory links not followed.
 
-    A directory that cannot be read is added to ``errors`` and skipped.
+    A directory that cannot be read is added to ``errors`` and skipped; each one
+    read is appended to ``dirs`` if given. A file that vanishes while it is looked
+    at is skipped: the next scan sees it gone.
     """
     path = os.path.join(root, rel) if rel else root
     try:
@@ -41,14 +44,21 @@ def _job_files(root: str, errors: list, rel: str = ""):
     except OSError as exc:
         errors.append(JobFileError(path, None, f"cannot read directory: {exc.strerror}"))
         return
+    if dirs is not None:
+        dirs.append(path)
     for entry in entries:
         if entry.name.startswith("."):
             continue
         sub = os.path.join(rel, entry.name) if rel else entry.name
-        if entry.is_dir(follow_symlinks=False):
-            yield from _job_files(root, errors, sub)
-        elif entry.name.endswith(JOB_FILE_SUFFIXES) and entry.is_file():
-            yield sub
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            is_job = not is_dir and entry.name.endswith(JOB_FILE_SUFFIXES) and entry.is_file()
+        except OSError:
+            continue
+        if is_dir:
+            yield from job_file_entries(root, errors, dirs, sub)
+        elif is_job:
+            yield sub, entry
 
 
 def load_job_file(path, job_id: str, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL) -> Job:
@@ -112,7 +122,7 @@ def load_jobs_dir(path, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL
     """
     root = os.fspath(path)
     jobs, errors, files = {}, [], {}
-    for rel in sorted(_job_files(root, errors)):
+    for rel in sorted(rel for rel, _ in job_file_entries(root, errors)):
         file = os.path.join(root, rel)
         job_id = os.path.splitext(rel)[0].replace(os.sep, "/")
         if job_id in files:
