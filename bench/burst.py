@@ -19,20 +19,15 @@ import glob
 import os
 import sys
 
-from common import (CpuMeter, Server, _kill_pid, cleanup, figure, note, pct, program_start_times,
+from common import (date_job, CpuMeter, Server, _kill_pid, cleanup, figure, note, pct, program_start_times,
                     rss_mb, size_args, tmpdir, wait_all_finished, write_job, iso)
 
 TARGET_ALL_STARTED = {1000: "<= 1200 ms"}
 
-JOB = """\
-params: [time]
-program:
-  type: program
-  argv: [/bin/date, "+%s.%N"]
-schedule:
-  type: explicit
-  times: ["{when}"]
-"""
+JOB = date_job("""
+type: explicit
+times: ["{when}"]
+""")
 
 
 def bench(n, lead):

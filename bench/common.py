@@ -8,6 +8,7 @@ target next to them when there is one.
 """
 
 import atexit
+import argparse
 import contextlib
 import http.client as httpclient
 import json
@@ -75,6 +76,13 @@ def write_job(jobs_dir, job_id, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
+
+
+def date_job(schedule: str) -> str:
+    """A job whose program prints when it started (seconds since the epoch, to the ns)
+    and whose ``schedule:`` is the YAML ``schedule`` (its lines indented under the key)."""
+    return ("params: [time]\nprogram:\n  type: program\n  argv: [/bin/date, \"+%s.%N\"]\n"
+            "schedule:\n" + "".join(f"  {line}\n" for line in schedule.strip().splitlines()))
 
 
 def iso(t):
@@ -476,3 +484,19 @@ def size_args(parser, small_help="quick run", large_help="full size (default)"):
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--small", action="store_true", help=small_help)
     g.add_argument("--large", action="store_true", help=large_help)
+
+
+def stored_runs_main(bench, description, jobs, requests):
+    """The command line of a benchmark over a database of many stored runs: parse it
+    and call ``bench(n_runs, n_jobs, n_requests, cap, reuse, jobs_dir)``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size_args(parser, "100,000 runs", "1,000,000 runs (default)")
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--jobs", type=int, default=jobs)
+    parser.add_argument("--requests", type=int, default=requests, help="requests per page or endpoint")
+    parser.add_argument("--cap", type=float, default=20.0, help="seconds at most per page or endpoint")
+    parser.add_argument("--reuse", help="a data folder filled before (kept)")
+    parser.add_argument("--jobs-dir", help="with --reuse: its jobs folder")
+    args = parser.parse_args()
+    n = args.runs or (100_000 if args.small else 1_000_000)
+    bench(n, args.jobs, args.requests, args.cap, args.reuse, args.jobs_dir)

@@ -18,21 +18,16 @@ import argparse
 import datetime
 import time
 
-from common import (Server, cleanup, cpu_seconds, figure, median, note, pct, program_start_times,
+from common import (date_job, Server, cleanup, cpu_seconds, figure, median, note, pct, program_start_times,
                     rss_mb, size_args, tmpdir, write_job)
 
 TARGET_P99 = {10: 20.0, 100: 140.0}
 INTERVAL = 2.0
 
-JOB = """\
-params: [time]
-program:
-  type: program
-  argv: [/bin/date, "+%s.%N"]
-schedule:
-  type: interval
-  interval: 2s
-"""
+JOB = date_job("""
+type: interval
+interval: 2s
+""")
 
 
 def bench(n_jobs, duration, warmup):

@@ -30,18 +30,13 @@ import threading
 import time
 import urllib.parse
 
-from common import (ROOT, Server, cleanup, cpu_seconds, figure, median, note, pct, program_start_times,
+from common import (date_job, ROOT, Server, cleanup, cpu_seconds, figure, median, note, pct, program_start_times,
                     size_args, tmpdir, write_job)
 
-JOB = """\
-params: [time]
-program:
-  type: program
-  argv: [/bin/date, "+%s.%N"]
-schedule:
-  type: interval
-  interval: 2s
-"""
+JOB = date_job("""
+type: interval
+interval: 2s
+""")
 PASSWORD = "bench password"
 
 

@@ -19,13 +19,12 @@ with the share of jobs whose upcoming times the month covers.
     bench/pages.py --reuse /tmp/d --jobs-dir /tmp/j
 """
 
-import argparse
 import random
 import time
 import urllib.parse
 
 import fill_db
-from common import cleanup, figure, note, pct, size_args, tmpdir
+from common import cleanup, figure, note, pct, stored_runs_main, tmpdir
 
 from apsis_lite.config import load_config
 from apsis_lite.engine.core import Engine
@@ -196,19 +195,5 @@ def bench(n_runs, n_jobs, n_req, cap, reuse=None, jobs_dir=None):
             cleanup(*made)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    size_args(parser, "100,000 runs", "1,000,000 runs (default)")
-    parser.add_argument("--runs", type=int)
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--requests", type=int, default=100, help="requests per page")
-    parser.add_argument("--cap", type=float, default=20.0, help="seconds at most per page")
-    parser.add_argument("--reuse", help="a data folder filled before (kept)")
-    parser.add_argument("--jobs-dir", help="with --reuse: its jobs folder")
-    args = parser.parse_args()
-    n = args.runs or (100_000 if args.small else 1_000_000)
-    bench(n, args.jobs, args.requests, args.cap, args.reuse, args.jobs_dir)
-
-
 if __name__ == "__main__":
-    main()
+    stored_runs_main(bench, __doc__, jobs=5000, requests=100)

@@ -13,14 +13,13 @@ read API: 200 sequential requests per endpoint, each on a new connection
     bench/stored_runs.py --reuse /tmp/ab-f1 --jobs-dir /tmp/ab-f1j   # a folder fill_db.py made
 """
 
-import argparse
 import datetime
 import os
 import random
 import time
 import urllib.parse
 
-from common import Server, cleanup, figure, note, pct, request, rss_mb, size_args, tmpdir
+from common import Server, cleanup, figure, note, pct, request, rss_mb, stored_runs_main, tmpdir
 import fill_db
 
 PAGE_TARGET = "p95 <= 50 ms"
@@ -133,19 +132,5 @@ def bench(n_runs, n_jobs, n_req, cap, reuse=None, jobs_dir=None):
             cleanup(*made)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    size_args(parser, "100,000 runs", "1,000,000 runs (default)")
-    parser.add_argument("--runs", type=int)
-    parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--requests", type=int, default=200, help="requests per endpoint")
-    parser.add_argument("--cap", type=float, default=20.0, help="seconds at most per endpoint")
-    parser.add_argument("--reuse", help="a data folder filled before (kept)")
-    parser.add_argument("--jobs-dir", help="with --reuse: its jobs folder")
-    args = parser.parse_args()
-    n = args.runs or (100_000 if args.small else 1_000_000)
-    bench(n, args.jobs, args.requests, args.cap, args.reuse, args.jobs_dir)
-
-
 if __name__ == "__main__":
-    main()
+    stored_runs_main(bench, __doc__, jobs=200, requests=200)
