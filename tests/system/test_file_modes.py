@@ -64,7 +64,7 @@ def test_the_data_folder_is_owner_only_and_programs_get_the_umask_started_with(
                      what="the long run's output")
         names = {os.path.relpath(os.path.join(d, f), data_dir) for d, _, fs in os.walk(data_dir) for f in fs}
         for name in ("apsis-lite.db", "apsis-lite.db-wal", "apsis-lite.db-shm", "token", "users.json",
-                     "used-login-links", "server.url", "server.pid", "notify.sock", "agent/agent.pid",
+                     "used-login-links", "sessions", "server.url", "server.pid", "notify.sock", "agent/agent.pid",
                      "agent/agent.sock", "agent/agent.log", "logs/apsis-lite.log",
                      f"runs/{running}/output", f"runs/{running}/spec.claimed.json"):
             assert name in names, (name, sorted(names))
