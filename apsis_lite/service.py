@@ -100,9 +100,20 @@ def lock_data_dir(config):
     return fd
 
 
+#: In the data folder once ``tighten_data_dir`` has been through it.
+TIGHTENED_MARKER = ".owner-only"
+
+
 def tighten_data_dir(data_dir):
     """Take group and other permissions off whatever is ours under ``data_dir`` (an
-    older version made the database and run files 0644): owner-only, as new files are."""
+    older version made the database and run files 0644): owner-only, as new files are.
+
+    Once: a full pool of spare run folders is some 20,000 files, half a
+    second to go through, and everything made since is owner-only anyway.
+    """
+    marker = os.path.join(data_dir, TIGHTENED_MARKER)
+    if os.path.exists(marker):
+        return
     uid = os.geteuid()
     for folder, _dirs, files in os.walk(data_dir):
         for path in [folder, *(os.path.join(folder, name) for name in files)]:
@@ -112,6 +123,7 @@ def tighten_data_dir(data_dir):
                     os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
             except OSError as exc:  # gone meanwhile, or not ours to change: say so and go on
                 log.warning("cannot make %s owner-only: %s", path, exc.strerror or exc)
+    _write_small_file(marker, "group and other permissions taken off everything here once\n")
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -82,7 +82,9 @@ def test_files_an_older_version_left_readable_are_tightened_at_start(jobs_dir, d
         done = srv.wait_run(srv.post("/api/v1/runs", {"program": "true"})["run_id"])
         assert done["state"] == "success"
         srv.stop()
-    # As an older version left them: the database, the run folders, the agent's folder.
+    # As an older version left them: the database, the run folders, the agent's folder
+    # (and no sign that the server has been through them).
+    (data_dir / ".owner-only").unlink()
     loosened = []
     for folder, dirs, files in os.walk(data_dir):
         for path in [folder] + [os.path.join(folder, f) for f in files]:
@@ -95,6 +97,14 @@ def test_files_an_older_version_left_readable_are_tightened_at_start(jobs_dir, d
     try:
         assert readable_by_others(data_dir) == []
         assert time.monotonic() - started < 10
+    finally:
+        srv.stop()
+    # Once: what is loosened later (by hand) is not the server's doing, and is left as it is.
+    os.chmod(data_dir / "apsis-lite.db", 0o640)
+    srv.start()
+    try:
+        # (SQLite gives the -wal and -shm files the database's mode.)
+        assert sorted(readable_by_others(data_dir)) == [f"apsis-lite.db{end} -rw-r-----" for end in ("", "-shm", "-wal")]
     finally:
         srv.stop()
 
