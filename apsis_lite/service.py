@@ -13,12 +13,14 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 
 import gevent
 import gevent.event
 from gevent.server import StreamServer
 
+from apsis_lite.agent.files import go_private
 from apsis_lite.agent.protocol import parse_notices
 from apsis_lite.config import default_data_dir
 from apsis_lite.engine.action_runner import ActionRunner
@@ -79,7 +81,7 @@ def _notice_handler(engine):
 
 def lock_data_dir(config):
     """Hold an exclusive lock on the data folder: one scheduler per database."""
-    os.makedirs(config.data_dir, exist_ok=True)
+    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
     path = os.path.join(config.data_dir, "apsis-lite.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -96,6 +98,32 @@ def lock_data_dir(config):
                           "two schedulers must never share one database") from None
     _write_small_file(os.path.join(config.data_dir, "server.pid"), str(os.getpid()))
     return fd
+
+
+#: In the data folder once ``tighten_data_dir`` has been through it.
+TIGHTENED_MARKER = ".owner-only"
+
+
+def tighten_data_dir(data_dir):
+    """Take group and other permissions off whatever is ours under ``data_dir`` (an
+    older version made the database and run files 0644): owner-only, as new files are.
+
+    Once: a full pool of spare run folders is some 20,000 files, half a
+    second to go through, and everything made since is owner-only anyway.
+    """
+    marker = os.path.join(data_dir, TIGHTENED_MARKER)
+    if os.path.exists(marker):
+        return
+    uid = os.geteuid()
+    for folder, _dirs, files in os.walk(data_dir):
+        for path in [folder, *(os.path.join(folder, name) for name in files)]:
+            try:
+                st = os.lstat(path)
+                if st.st_mode & 0o077 and st.st_uid == uid and not stat.S_ISLNK(st.st_mode):
+                    os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+            except OSError as exc:  # gone meanwhile, or not ours to change: say so and go on
+                log.warning("cannot make %s owner-only: %s", path, exc.strerror or exc)
+    _write_small_file(marker, "group and other permissions taken off everything here once\n")
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -229,7 +257,8 @@ def open_stores(config, stop_event, on_wait):
 def _write_small_file(path, text):
     """Write a small file the CLI reads (server.url, server.pid); on a full disk, say so and go on."""
     try:
-        with open(path, "w") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "w") as f:
             f.write(text)
         return True
     except OSError as exc:
@@ -244,6 +273,7 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     ``port_tries`` > 1 moves to the next free port when ``config.port`` is
     taken. ``on_ready(url)`` is called once the server answers on ``url``.
     """
+    go_private()  # every file and folder it (and its agent) creates is owner-only
     setup_logging(config)
     try:
         load_extensions(config.extensions)
@@ -251,6 +281,7 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
         raise ConfigError(f"config: extensions: cannot import {exc.name or exc}: {exc}") from None
     if lock_fd is None:
         lock_fd = lock_data_dir(config)
+    tighten_data_dir(config.data_dir)
     auth = start_auth(config)
     listener = bind_listener(config.host, config.port, port_tries)
     switchboard = _Switchboard()

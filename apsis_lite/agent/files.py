@@ -5,6 +5,28 @@ from __future__ import annotations
 
 import os
 
+#: What the server, the agent and the shepherds create is owner-only (files 0600,
+#: folders 0700), whatever the umask they were started with.
+PRIVATE_UMASK = 0o077
+_started_umask: list = []
+
+
+def go_private() -> int:
+    """Make this process create owner-only files and folders (umask 077).
+
+    Returns the umask the process was started with, which the programs it
+    runs get back (``program_umask``): a program's files are its own business.
+    """
+    old = os.umask(PRIVATE_UMASK)
+    if not _started_umask:
+        _started_umask.append(old)
+    return _started_umask[0]
+
+
+def program_umask() -> int | None:
+    """The umask this process was started with, if ``go_private`` was called; else None."""
+    return _started_umask[0] if _started_umask else None
+
 
 def fsync_dir(path: str) -> None:
     """Persist a directory's entries: a rename is only durable once its
@@ -39,7 +61,7 @@ def atomic_write_bytes(path: str, data: bytes, durable: bool = True) -> None:
     system that discards freed blocks.
     """
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         write_all(fd, data)
         os.ftruncate(fd, len(data))

@@ -67,12 +67,24 @@ class Program:
         The program gets its own session and process group (so a stop or
         timeout reaches the whole tree, grandchildren included), stdin from
         /dev/null, stdout and stderr on one pipe, default signal dispositions
-        and an empty signal mask. We use posix_spawn rather than fork + exec:
-        glibc spawns with vfork semantics (no copy of this Python process)
-        and reports a failed exec as an exception here, which is what an
-        error pipe would do, at a quarter of the cost per run.
+        and an empty signal mask, and the umask in the spec (the one the
+        server was started with; the shepherd itself keeps 077). We use
+        posix_spawn rather than fork + exec: glibc spawns with vfork
+        semantics (no copy of this Python process) and reports a failed
+        exec as an exception here, which is what an error pipe would do, at
+        a quarter of the cost per run.
         """
         self.spec = spec
+        if spec.get("umask") is None:
+            return self._spawn(spec)
+        # posix_spawn has no umask of its own: the child inherits ours for the moment.
+        own = os.umask(spec["umask"])
+        try:
+            return self._spawn(spec)
+        finally:
+            os.umask(own)
+
+    def _spawn(self, spec: dict) -> int:
         argv, env, cwd = spec["argv"], spec["env"], spec["cwd"]
         try:
             user = run_as.target_user(spec["user"]) if spec.get("user") else None

@@ -129,7 +129,7 @@ def write_spec(run_dir: str, spec: dict) -> None:
     Not fsynced: after a power cut the server knows from the boot id that
     no spec, claimed or not, proves anything (see "Recovery rules").
     """
-    os.makedirs(run_dir, exist_ok=True)
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
     atomic_write_json(os.path.join(run_dir, SPEC), spec, durable=False)
 
 
@@ -332,6 +332,10 @@ def parse_spec(raw: dict | None, run_dir: str) -> dict:
         spec["output_tail"] = max(0, int(raw.get("output_tail", DEFAULT_OUTPUT_TAIL)))
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise SpecError(str(exc)) from None
+    umask = raw.get("umask")
+    if umask is not None and not (isinstance(umask, int) and 0 <= umask <= 0o777):
+        raise SpecError("umask must be a number from 0 to 0o777, or null")
+    spec["umask"] = umask
     notify = raw.get("notify")
     spec["notify"] = notify if isinstance(notify, str) and notify else None
     return spec

@@ -12,7 +12,7 @@ import socket
 import struct
 import time
 
-from apsis_lite.agent.files import atomic_write_bytes
+from apsis_lite.agent.files import atomic_write_bytes, go_private
 from apsis_lite.agent.log import log
 from apsis_lite.agent.processes import reset_signals
 from apsis_lite.agent.protocol import (
@@ -320,7 +320,12 @@ class Agent:
 def agent_main(state_dir: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
                shepherd_ttl: float = IDLE_SHEPHERD_TTL) -> int:
     """Serve ``state_dir`` until idle for ``idle_timeout`` seconds or
-    SIGTERM/SIGINT. Exits at once with 0 if another agent serves it."""
+    SIGTERM/SIGINT. Exits at once with 0 if another agent serves it.
+
+    Everything the agent and its shepherds create is owner-only (umask 077);
+    programs get the umask their run's spec names.
+    """
+    go_private()
     return Agent(state_dir, idle_timeout=idle_timeout, shepherd_ttl=shepherd_ttl).serve()
 
 

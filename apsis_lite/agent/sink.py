@@ -59,7 +59,7 @@ class OutputSink:
             self._failed(exc)
 
     def _open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         self.written = 0
 
     def write(self, data: bytes) -> None:
@@ -133,7 +133,7 @@ class OutputSink:
             self.stored_to = offset
         if self.tail_fd is None:
             self.tail_fd = os.open(
-                self.tail_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
+                self.tail_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
             )
         pos = (offset - self.head) % self.tail
         first = min(len(data), self.tail - pos)

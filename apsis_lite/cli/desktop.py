@@ -6,10 +6,19 @@ jobs folder and an optional ``config.yaml`` live in
 scheduler is already running there: if it is, this launch only opens the
 browser at the URL that scheduler wrote, so two schedulers never share
 one database, even when two launches race.
+
+It listens on a loopback address of its own, ``127.x.y.z`` worked out from
+the user and the data folder (Linux answers on all of ``127/8``), rather
+than ``127.0.0.1``: browsers send a host's cookies to every port of it, so
+no page of another local server shares this one's cookies. Where the system
+does not answer on such an address (macOS has only ``127.0.0.1``), or the
+config names a ``host``, that is used instead.
 """
 
 import dataclasses
+import hashlib
 import os
+import socket
 import sys
 import time
 import webbrowser
@@ -79,10 +88,24 @@ def load_user_config(config_file=None):
     config = load_config(path)
     if not _sets(path, "jobs_dir"):
         config = dataclasses.replace(config, jobs_dir=user_jobs_dir())
+    if not _sets(path, "host"):
+        config = dataclasses.replace(config, host=own_loopback_address(config.data_dir))
     if config.log_file is None and not _is_terminal(sys.stderr):
         # Started from a file manager: nobody sees stderr, so keep the log where it can be found.
         config = dataclasses.replace(config, log_file=os.path.join(config.data_dir, "apsis-lite.log"))
     return config
+
+
+def own_loopback_address(data_dir) -> str:
+    """``127.x.y.z`` for this user and data folder if a program can listen there, else ``127.0.0.1``."""
+    digest = hashlib.sha256(f"{os.getuid()}:{os.path.realpath(data_dir)}".encode()).digest()
+    address = f"127.{digest[0]}.{digest[1]}.{1 + digest[2] % 254}"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError:
+        return "127.0.0.1"
+    return address
 
 
 def _is_terminal(stream) -> bool:

@@ -53,7 +53,8 @@ def desktop(config_file, no_browser):
 
     Jobs are in ~/.config/apsis-lite/jobs (created with an example job),
     data in ~/.local/share/apsis-lite ($XDG_CONFIG_HOME and $XDG_DATA_HOME
-    move them). Listens on 127.0.0.1, port 5005 or the next free one.
+    move them). Listens on a loopback address of its own (127.x.y.z; 127.0.0.1
+    where the system has no other), port 5005 or the next free one.
     No browser is opened without a display or with $APSIS_LITE_NO_BROWSER set.
     """
     from apsis_lite.cli import desktop as desktop_start

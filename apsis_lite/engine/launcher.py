@@ -28,6 +28,7 @@ import shutil
 import sys
 
 from apsis_lite import agent
+from apsis_lite.agent.files import program_umask
 from apsis_lite.model.runs import format_run_id
 
 log = logging.getLogger("apsis_lite.engine")
@@ -63,12 +64,12 @@ class LocalLauncher:
 
     def __init__(self, config):
         self.config = config
-        os.makedirs(config.runs_dir, exist_ok=True)
+        os.makedirs(config.runs_dir, mode=0o700, exist_ok=True)
         self.client = agent.AgentClient(config.agent_dir, agent_command())
         # The server's environment, read once: every run starts from it.
         self.base_env = dict(os.environ)
         self.spare_dir = os.path.join(config.runs_dir, SPARE_DIR)
-        os.makedirs(self.spare_dir, exist_ok=True)
+        os.makedirs(self.spare_dir, mode=0o700, exist_ok=True)
         # Checked again when taken (see _take_spare), so a spare left in any
         # state by a crash or a power cut is never trusted blindly.
         self.spares = sorted(os.listdir(self.spare_dir))
@@ -107,6 +108,8 @@ class LocalLauncher:
             "output_head": self.config.output_head,
             "output_tail": self.config.output_tail,
             "notify": self.config.notify_path,
+            # The umask the server was started with (it keeps 077 for itself).
+            "umask": program_umask(),
         }
 
     def prepare(self, run, program, ahead=False):
@@ -118,11 +121,11 @@ class LocalLauncher:
         """
         path = self.run_dir(run.run_id)
         if not self._take_spare(path):
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(path, mode=0o700, exist_ok=True)
             if ahead:
                 for name in _SPARE_FILES:
                     os.close(os.open(os.path.join(path, name),
-                                     os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                                     os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         agent.write_spec(path, self.spec(run, program))
         return path
 

@@ -68,6 +68,27 @@ def private_dir(path):
     os.chmod(path, 0o700)
 
 
+def make_folders_private(path):
+    """Make the folder ``path`` and any missing parents, each owner-only (0700);
+    folders that exist already keep their mode (``/etc`` must stay as it is)."""
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+        else:
+            os.chmod(folder, 0o700)  # whatever the umask
+
+
 def write_private(path, text):
     """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -230,7 +251,7 @@ class UsersFile:
         return users
 
     def save(self, users):
-        private_dir(os.path.dirname(os.path.abspath(self.path)))
+        make_folders_private(os.path.dirname(os.path.abspath(self.path)))
         write_private(self.path, json.dumps({"users": users}, indent=2, sort_keys=True) + "\n")
 
     def _get(self, users, name):

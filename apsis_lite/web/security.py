@@ -9,10 +9,11 @@ changing anything needs the operator role. Every response gets the
 security headers. The login and logout pages are here too.
 """
 
+import hashlib
 import hmac
 import logging
 import math
-import secrets
+import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,10 +36,13 @@ from apsis_lite.errors import ApsisError
 from apsis_lite.web.auth import USER_NAME, Auth, Identity, derived_key, is_loopback
 from apsis_lite.web.login_throttle import LoginThrottle
 from apsis_lite.web.password_checks import Busy, PasswordChecks
-from apsis_lite.web.sessions import SessionCookies, ended, ended_message, touch
+from apsis_lite.web.peers import local_address, peer_uid
+from apsis_lite.web.session_store import SESSIONS_FILE, ServerSessions, SessionStore
+from apsis_lite.web.sessions import OVERDUE_GRACE, ended, ended_message, touch
 
 log = logging.getLogger("apsis_lite.web")
 
+#: The session cookie's name, before a part that is this server's own (``session_cookie_name``).
 SESSION_COOKIE = "apsis_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
@@ -104,18 +108,25 @@ def current_user():
 
 
 def csrf_token() -> str:
-    """This browser session's CSRF token, made on first use ("" for Bearer requests: they need none).
+    """This browser session's CSRF token ("" for Bearer requests: they need none).
 
-    Without a login only the login form makes one: a page shown to a stranger
-    (a 401, say) must not start a session whose cookie replaces the user's.
+    A keyed hash of the session id, never in the cookie. Without a login
+    only the login form gives the browser an id for it: a page shown to a
+    stranger (a 401, say) must not set a cookie that replaces the user's.
     """
     if g.get("via") == "bearer":
         return ""
-    if g.get("identity") is None and request.endpoint not in LOGIN_FORMS:
-        return session.get(CSRF_FIELD, "")
-    if CSRF_FIELD not in session:
-        session[CSRF_FIELD] = secrets.token_urlsafe(24)
-    return session[CSRF_FIELD]
+    if session.sid is None:
+        if g.get("identity") is None and request.endpoint not in LOGIN_FORMS:
+            return ""
+        session.new_id()
+    return current_app.session_interface.csrf_token(session.sid)
+
+
+def csrf_matches(sent) -> bool:
+    """Whether ``sent`` is this session's CSRF token."""
+    expected = current_app.session_interface.csrf_token(session.sid) if session.sid else ""
+    return bool(expected) and hmac.compare_digest((sent or "").encode(), expected.encode())
 
 
 def safe_next(target) -> str:
@@ -173,16 +184,39 @@ def install(app, config, auth):
     app.register_blueprint(login_pages)
 
 
+def session_cookie_name(local_token) -> str:
+    """``apsis_session_`` and 8 hex digits of this server's own: two servers on one machine
+    (whose cookies browsers share, as they share them across ports) keep their own logins."""
+    return f"{SESSION_COOKIE}_{hmac.new(derived_key(local_token, 'cookie name'), b'', hashlib.sha256).hexdigest()[:8]}"
+
+
 def configure_sessions(app, config, auth, https):
-    """Browser sessions: signed with a key derived from the local token, in an HttpOnly,
-    SameSite=Lax cookie (Secure over HTTPS) that lasts ``session_lifetime`` from the login
-    (see ``web.sessions``) and is sent only when the session changes."""
+    """Browser sessions: kept on the server (``web.session_store``), named by a random id in an
+    HttpOnly, SameSite=Lax cookie (Secure over HTTPS) of this server's own name that lasts
+    ``session_lifetime`` from the login (see ``web.sessions``); tied to the local user whose
+    browser logged in when the server listens on a loopback address."""
     app.secret_key = derived_key(auth.local_token, "session")
-    app.session_interface = SessionCookies(config.session_lifetime)
+    store = SessionStore(os.path.join(config.data_dir, SESSIONS_FILE), derived_key(auth.local_token, "session id"),
+                         config.session_lifetime + OVERDUE_GRACE, auth.clock)
+    app.session_interface = ServerSessions(store, config.session_lifetime, derived_key(auth.local_token, "csrf"),
+                                           peer=local_peers(config.host))
     app.config.update(
-        SESSION_COOKIE_NAME=SESSION_COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=https, SESSION_REFRESH_EACH_REQUEST=False,
+        SESSION_COOKIE_NAME=session_cookie_name(auth.local_token), SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=https, SESSION_REFRESH_EACH_REQUEST=False,
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=config.session_lifetime))
+
+
+def local_peers(host):
+    """For a server on a loopback address: environ -> the uid of the client's local user
+    (``web.peers``); None for one that listens beyond (its browsers are elsewhere)."""
+    address = local_address(host) if is_loopback(host) else None
+    if address is None:
+        return None
+
+    def peer(environ):
+        return peer_uid(environ.get("REMOTE_ADDR") or "", environ.get("REMOTE_PORT") or 0,
+                        address, environ.get("SERVER_PORT") or 0)
+    return peer
 
 
 # -- in front of every request ------------------------------------------------------
@@ -227,11 +261,18 @@ def identify(gk):
             raise Unauthorized("bad credentials: the Authorization header must be "
                                "'Bearer TOKEN' with a valid token")
         return identity, "bearer"
+    if session.foreign_uid is not None:
+        # Another port of this address received the cookie (browsers send it to every port) and
+        # its program, another user's, sent it here. The user's own session goes on.
+        log.warning("refused a session cookie brought by local user %s, not the one whose browser "
+                    "logged in", session.foreign_uid)
+        return None, None
     if "user" in session:
         now = gk.auth.clock()
         g.session_ended = ended(session, now, gk.lifetime, gk.idle)
         if g.session_ended:
             session.clear()  # the answer deletes the cookie
+            session.keep = True  # and whoever brings it again hears why
             return None, None
         identity = gk.auth.from_session(session.get("user"), session.get("kind"), session.get("stamp"))
         if identity is not None:
@@ -264,9 +305,7 @@ def refuse_anonymous():
 
 
 def check_csrf():
-    sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
-    expected = session.get(CSRF_FIELD) or ""
-    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not csrf_matches(request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)):
         raise Forbidden("missing or wrong CSRF token: reload the page and try again")
 
 
@@ -302,13 +341,14 @@ login_pages = Blueprint("auth", __name__)
 
 
 def start_session(identity: Identity, auth):
-    """A fresh session (a new CSRF token too: no fixation) for ``identity``."""
+    """A fresh session, under a new id (so a new CSRF token too: no fixation), for ``identity``
+    and, on a loopback address, the local user whose browser this is."""
     session.clear()
-    session.permanent = True
+    session.new_id()
     now = auth.clock()
     session.update(user=identity.name, kind=identity.kind, stamp=auth.stamp(identity),
-                   since=round(now, 1), seen=round(now, 1))
-    csrf_token()
+                   since=round(now, 1), seen=round(now, 1),
+                   peer=current_app.session_interface.peer_of(request.environ))
 
 
 def form_page(error=None, status=200, name=""):
@@ -341,9 +381,7 @@ def login():
 @login_pages.post("/login")
 def login_submit():
     """A name and password: checked off the event loop, throttled per name and address."""
-    sent = request.form.get(CSRF_FIELD, "")
-    expected = session.get(CSRF_FIELD) or ""
-    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not csrf_matches(request.form.get(CSRF_FIELD)):
         if not same_origin():
             # A page of another site posting here: no form, and no new session to replace the user's.
             g.refused = True

@@ -19,21 +19,23 @@ import pytest
 
 from conftest import ROOT, Server, _kill_agents, short_tmpdir, write_job
 
+from apsis_lite.cli.desktop import own_loopback_address
+
 URL_LINE = re.compile(r"open (http://[\d.]+:(\d+)) in your browser")
 
 
-def port_free(port):
+def port_free(port, host="127.0.0.1"):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
             return True
         except OSError:
             return False
 
 
-def first_free(start):
-    return next(p for p in range(start, start + 20) if port_free(p))
+def first_free(start, host="127.0.0.1"):
+    return next(p for p in range(start, start + 20) if port_free(p, host))
 
 
 class Desktop:
@@ -53,6 +55,8 @@ class Desktop:
         self.env.update(HOME=str(self.home), XDG_DATA_HOME=str(self.home / "d"),
                         XDG_CONFIG_HOME=str(self.home / "c"), BROWSER=str(browser))
         self.procs = []
+        # The loopback address of its own the start listens on (Linux answers on all of 127/8).
+        self.address = own_loopback_address(self.data_dir)
 
     def write_config(self, text):
         self.config_dir.mkdir(parents=True, exist_ok=True)
@@ -129,10 +133,11 @@ def api(url, path, data_dir, method="GET"):
 
 
 def test_first_launch_creates_folders_serves_and_opens_browser(desktop):
-    expected_port = first_free(5005)
+    assert desktop.address.startswith("127.") and desktop.address != "127.0.0.1"
+    expected_port = first_free(5005, desktop.address)
     proc = desktop.launch()
     url, port = desktop.wait_url(proc)
-    assert url == f"http://127.0.0.1:{expected_port}"
+    assert url == f"http://{desktop.address}:{expected_port}"
     example = (desktop.jobs_dir / "hello.yaml").read_text()
     assert example.lstrip().startswith("#")
     assert (desktop.data_dir / "apsis-lite.db").exists()
@@ -161,11 +166,19 @@ def test_taken_port_moves_to_the_next_free_one(desktop):
     base = next(p for p in range(20000, 30000, 7) if port_free(p) and port_free(p + 1))
     desktop.write_config(f"port: {base}\n")
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", base))
+        taken.bind((desktop.address, base))
         taken.listen(1)
         proc = desktop.launch()
         url, port = desktop.wait_url(proc)
-    assert url == f"http://127.0.0.1:{base + 1}"
+    assert url == f"http://{desktop.address}:{base + 1}"
+
+
+def test_a_host_in_the_config_is_used_rather_than_an_address_of_its_own(desktop):
+    port = next(p for p in range(20000, 30000, 7) if port_free(p))
+    desktop.write_config(f"host: 127.0.0.1\nport: {port}\n")
+    proc = desktop.launch("desktop", "--no-browser")
+    url, _ = desktop.wait_url(proc)
+    assert url == f"http://127.0.0.1:{port}"
 
 
 def test_second_launch_opens_the_running_instance(desktop):

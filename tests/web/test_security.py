@@ -146,7 +146,7 @@ def test_one_time_link_works_once(srv):
     b = Browser(srv)
     link = srv.login_link()[len(srv.url):]
     assert b.request("GET", link)[0] == 303
-    cookie = next(c for c in b.last_set_cookie if c.startswith("apsis_session="))
+    cookie = next(c for c in b.last_set_cookie if c.startswith("apsis_session_"))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
     assert b.request("GET", "/jobs")[0] == 200
     # The same link again, in another browser: refused.

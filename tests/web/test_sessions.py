@@ -23,7 +23,7 @@ def once_path(server, **query):
 
 def session_expiry(browser):
     """When the session cookie the server last set says it expires."""
-    line = next(c for c in browser.last_set_cookie if c.startswith("apsis_session="))
+    line = next(c for c in browser.last_set_cookie if c.startswith("apsis_session_"))
     return parsedate_to_datetime(re.search(r"Expires=([^;]+)", line).group(1)).timestamp()
 
 
@@ -121,7 +121,7 @@ def test_a_cross_site_request_refused_sets_no_cookie_and_the_user_stays_logged_i
     # The user's own login page still starts a session for its form, and logging in works.
     fresh = Browser(srv)
     status, body, _ = fresh.request("GET", "/login")
-    assert status == 200 and any(c.startswith("apsis_session=") for c in fresh.last_set_cookie)
+    assert status == 200 and any(c.startswith("apsis_session_") for c in fresh.last_set_cookie)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', body).group(1)
     status, _, _ = fresh.request("POST", "/login", form={"name": "ann", "password": "ann's password",
                                                          "csrf_token": csrf}, headers={"Origin": srv.url})
@@ -173,7 +173,7 @@ def test_a_session_ends_at_its_lifetime_however_busy_the_browser(running):
     time.sleep(max(0.0, t0 + 4.2 - time.time()))
     status, _, resp = b.request("GET", "/jobs")
     assert status == 303 and resp.getheader("Location") == "/login?next=/jobs&ended=lifetime"
-    assert "apsis_session" not in b.cookies  # the answer deleted it
+    assert not any(k.startswith("apsis_session") for k in b.cookies)  # the answer deleted it
     status, body, _ = b.request("GET", resp.getheader("Location"))
     assert status == 200 and "Your session has ended: a login lasts 4.0 s. Please log in again." in body
     # A copy of the cookie taken earlier is no good either, for the pages or the API.
@@ -181,7 +181,7 @@ def test_a_session_ends_at_its_lifetime_however_busy_the_browser(running):
     thief.cookies = dict(stolen)
     status, body, _ = thief.request("GET", "/api/v1/runs")
     assert status == 401 and "Your session has ended" in json.loads(body)["error"]
-    assert "apsis_session" not in thief.cookies
+    assert not any(k.startswith("apsis_session") for k in thief.cookies)
     thief.cookies = dict(stolen)
     status, _, resp = thief.request("GET", "/", headers={"HX-Request": "true"})
     assert status == 401 and resp.getheader("HX-Redirect") == "/login?next=/&ended=lifetime"
@@ -251,3 +251,45 @@ def test_raw_output_names_its_charset_once(srv_with_job):
     status, body, headers = srv.request("GET", f"/api/v1/runs/{run['run_id']}/output")
     assert status == 200 and body.decode() == "hello wörld\n"
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+# -- item: sessions are kept on the server -----------------------------------------------------
+
+
+def same_cookies(browser, server):
+    """The browser, its cookies kept, pointed at ``server``'s (new) address."""
+    moved = Browser(server)
+    moved.cookies = dict(browser.cookies)
+    return moved
+
+
+def test_sessions_live_on_the_server_outlive_a_restart_and_end_with_the_token(server):
+    srv = server.start()
+    b = logged_in(srv)
+    (name, sid), = [(k, v) for k, v in b.cookies.items() if k.startswith("apsis_session_")]
+    # The cookie is a random id and nothing else: no user, no times, no CSRF token.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", sid)
+    assert b.csrf() not in sid
+    sessions = (srv.data_dir / "sessions")
+    assert sessions.stat().st_mode & 0o777 == 0o600 and sid not in sessions.read_text()
+    srv.stop()
+    srv.start()
+    b = same_cookies(b, srv)  # a new port: browsers send the cookies of a host to all of its ports
+    status, body, _ = b.request("GET", "/jobs")
+    assert status == 200 and "Log out" in body
+    # A forged id, or a real one under another server's name, is nobody.
+    assert Browser(srv).request("GET", "/jobs")[0] == 303
+    other = Browser(srv)
+    other.cookies = {name: sid[:-1] + ("A" if sid[-1] != "A" else "B")}
+    assert other.request("GET", "/jobs")[0] == 303
+    other.cookies = {"apsis_session_00000000": sid}
+    assert other.request("GET", "/jobs")[0] == 303
+    # A new local token (the token file deleted) ends every session and renames the cookie.
+    srv.stop()
+    (srv.data_dir / "token").unlink()
+    srv.start()
+    b = same_cookies(b, srv)
+    status, _, resp = b.request("GET", "/jobs")
+    assert status == 303 and resp.getheader("Location").startswith("/login")
+    fresh = logged_in(srv)
+    assert name not in fresh.cookies and any(k.startswith("apsis_session_") for k in fresh.cookies)

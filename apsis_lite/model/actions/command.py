@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import ClassVar
 
+from apsis_lite.agent.files import program_umask
 from apsis_lite.model.actions.base import Action, ActionFailed
 from apsis_lite.model.fields import nonempty_text, positive_duration
 from apsis_lite.model.registry import ACTIONS
@@ -59,7 +60,7 @@ class CommandAction(Action):
             proc = subprocess.Popen(
                 ["bash", "-c", self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, env=env, cwd=os.path.expanduser("~"),
-                start_new_session=True)
+                start_new_session=True, umask=_umask())
         except OSError as exc:
             raise ActionFailed(f"could not start: {exc.strerror or exc}") from None
         try:
@@ -73,6 +74,12 @@ class CommandAction(Action):
         if proc.returncode != 0:
             raise ActionFailed(f"exit code {proc.returncode}{_tail(out)}")
         return f"exit code 0{_tail(out)}"
+
+
+def _umask() -> int:
+    """The umask the server was started with, as its programs get (-1: leave it as it is)."""
+    umask = program_umask()
+    return -1 if umask is None else umask
 
 
 def _kill_group(proc):
