@@ -120,6 +120,11 @@ def srv(server, jobs_dir):
     return server.start()
 
 
+def own_runs(srv):
+    """The runs a test made: the job ``daily`` also runs if the suite passes 16:30 UTC."""
+    return srv.runs("!job:daily")
+
+
 @pytest.fixture
 def dead_url():
     """A URL on a free local port with nothing listening."""
@@ -135,7 +140,7 @@ def dead_url():
 def test_run_program_prints_output_and_exits_0(srv):
     result = cli(srv, "run", "--", "echo", "hello")
     assert (result.returncode, result.stdout, result.stderr) == (0, "hello\n", "")
-    (run,) = srv.runs()
+    (run,) = own_runs(srv)
     assert run["state"] == "success" and run["adhoc"]
 
 
@@ -150,7 +155,7 @@ def test_run_exits_with_the_programs_exit_status(srv):
     # stdout and stderr are combined into the run's output; the CLI adds nothing.
     assert result.stdout == "oops\n"
     assert result.stderr == ""
-    (run,) = srv.runs()
+    (run,) = own_runs(srv)
     assert (run["state"], run["exit_code"]) == ("failure", 3)
 
 
@@ -163,7 +168,7 @@ def test_run_shell_command(srv):
 def test_run_killed_by_signal_exits_128_plus_n(srv):
     result = cli(srv, "run", "--", "sh", "-c", "kill -TERM $$")
     assert result.returncode == 128 + signal.SIGTERM
-    (run,) = srv.runs()
+    (run,) = own_runs(srv)
     assert result.stderr == f"{run['run_id']}: failure: killed by SIGTERM\n"
     result = cli(srv, "run", "--", "sh -c 'kill -KILL $$'")
     assert result.returncode == 128 + signal.SIGKILL
@@ -173,7 +178,7 @@ def test_run_killed_by_signal_exits_128_plus_n(srv):
 def test_run_program_that_cannot_start_exits_1_with_the_reason(srv):
     result = cli(srv, "run", "--", "/no/such/program", "x")
     assert result.returncode == 1
-    (run,) = srv.runs()
+    (run,) = own_runs(srv)
     assert run["state"] == "error"
     assert result.stderr.startswith(f"{run['run_id']}: error: ")
     assert "/no/such/program" in result.stderr
@@ -183,7 +188,7 @@ def test_run_reports_a_stop_from_elsewhere(srv):
     """`run` of a program stopped from elsewhere reports the signal and its exit status."""
     proc = popen_cli(srv, "run", "--", "sleep", "100")
     try:
-        run = srv.wait_for(lambda: next((r for r in srv.runs() if r["state"] == "running"), None),
+        run = srv.wait_for(lambda: next((r for r in own_runs(srv) if r["state"] == "running"), None),
                            what="a running run")
         rid = run["run_id"]
         assert ok(srv, "stop", rid) in (f"{rid}: running -> stopping\n", f"{rid}: running -> failure\n")
@@ -203,7 +208,7 @@ def test_run_interrupted_leaves_the_run_going(srv):
         code, _, err = finish(proc)
     finally:
         proc.kill()
-    (run,) = srv.runs()
+    (run,) = own_runs(srv)
     rid = run["run_id"]
     assert code == 130
     assert f"stopped waiting; {rid} carries on (see it with 'apsis-lite output {rid} --follow')" in err
@@ -218,7 +223,7 @@ def test_run_interrupted_leaves_the_run_going(srv):
 def test_run_job_with_args(srv):
     result = cli(srv, "run", "greet", "name=ann")
     assert (result.returncode, result.stdout, result.stderr) == (0, "hello ann\n", "")
-    (run,) = srv.runs()
+    (run,) = own_runs(srv)
     assert (run["job_id"], run["args"], run["state"]) == ("greet", {"name": "ann"}, "success")
 
 
@@ -226,7 +231,7 @@ def test_run_job_id_with_folder_and_space_and_exit_status(srv):
     result = cli(srv, "run", "etl/load prices", "date=2026-11-25", "--at", "now")
     assert result.returncode == 4
     assert result.stdout == "loading 2026-11-25\n"
-    (run,) = srv.runs()
+    (run,) = own_runs(srv)
     assert run["job_id"] == "etl/load prices" and run["args"] == {"date": "2026-11-25"}
 
 
@@ -241,7 +246,7 @@ def test_run_job_bad_args_is_a_readable_error(srv):
         err = fails(srv, *argv)
         assert err.startswith(message), err
         assert len(err.splitlines()) == 1, err
-    assert srv.runs() == []
+    assert own_runs(srv) == []
 
 
 def test_run_no_wait_prints_the_run_id(srv):
@@ -263,7 +268,7 @@ def test_run_at_a_future_time_is_scheduled(srv):
     assert abs((due - datetime.now(timezone.utc)) - timedelta(hours=1)) < timedelta(minutes=1)
     err = fails(srv, "run", "--at", "not a time at all", "greet", "name=x", code=2)
     assert "not a time" in err
-    assert len(srv.runs()) == 2
+    assert len(own_runs(srv)) == 2
 
 
 # --- runs, show, output ------------------------------------------------------
