@@ -55,7 +55,8 @@ def runs_create():
     when = None
     if jso.get("time") not in (None, "", "now"):
         when = request_args.time_value(jso["time"], "time", tz)
-    args = jso.get("args") or {}
+    args = jso.get("args")
+    args = {} if args is None else args
     if not isinstance(args, dict):
         raise BadRequest(f"args: expected a JSON object of name: value, got {request_args.kind(args)}")
     engine = backend().engine
