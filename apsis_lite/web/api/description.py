@@ -33,6 +33,7 @@ def description() -> dict:
         return yaml.safe_load(f)
 
 
+@functools.cache
 def openapi_path(rule: str) -> str:
     """The description's path for a Flask rule of the API: ``/api/v1/jobs/<path:job_id>`` -> ``/jobs/{job_id}``."""
     return _RULE_VARIABLE.sub(r"{\1}", rule.removeprefix(bp.url_prefix))
@@ -79,13 +80,18 @@ def unknown_parameters_error(unknown, names, where, others="") -> BadRequest:
 
 @bp.before_request
 def refuse_unknown_query_parameters():
-    """Before every API view: 400 for a query parameter the operation does not list."""
+    """Before every API view: 400 for a query parameter the operation does not list, or one
+    it lists sent more than once (only one would be read)."""
     rule = request.url_rule
     if rule is None or request.method == "OPTIONS":
         return  # no such route (404 or 405 follows), or a CORS preflight
     method = "GET" if request.method == "HEAD" else request.method
     path = openapi_path(rule.rule)
     names, free = query_parameters(path, method)
+    for name in names:
+        count = len(request.args.getlist(name))
+        if count > 1:
+            raise BadRequest(f"query parameter {name} given {count} times; it takes one value")
     if free:
         return
     unknown = [n for n in request.args if n not in names]
