@@ -57,6 +57,10 @@ def test_every_operation_refuses_a_query_parameter_it_does_not_take(srv):
     assert error(srv, "GET", "/api/v1/jobs?limt=5") == (
         "unknown query parameter 'limt' for GET /api/v1/jobs (it takes q, limit, cursor)")
     assert "(it takes none)" in error(srv, "GET", "/api/v1/stats?verbose=1")
+    # Sent twice, only one would be read: refused too; and blanks are not an empty (default) value.
+    assert error(srv, "GET", "/api/v1/runs?limit=1&limit=2") == "query parameter limit given 2 times; it takes one value"
+    assert error(srv, "GET", "/api/v1/jobs?limit=%20") == "limit: not a whole number: ' '"
+    assert len(srv.get("/api/v1/runs?limit=&cursor=")["items"]) == 5
 
 
 def test_apsis_list_parameters_are_filter_terms(srv):
