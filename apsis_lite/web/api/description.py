@@ -88,14 +88,13 @@ def refuse_unknown_query_parameters():
     method = "GET" if request.method == "HEAD" else request.method
     path = openapi_path(rule.rule)
     names, free = query_parameters(path, method)
-    for name in names:
-        count = len(request.args.getlist(name))
-        if count > 1:
-            raise BadRequest(f"query parameter {name} given {count} times; it takes one value")
-    if free:
-        return
-    unknown = [n for n in request.args if n not in names]
-    if unknown:
+    unknown = []
+    for name, values in request.args.lists():
+        if name not in names:
+            unknown.append(name)
+        elif len(values) > 1:
+            raise BadRequest(f"query parameter {name} given {len(values)} times; it takes one value")
+    if unknown and not free:
         raise unknown_parameters_error(unknown, names, f"{method} {bp.url_prefix}{path}")
 
 
