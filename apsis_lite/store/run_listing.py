@@ -64,6 +64,10 @@ class RunListing:
                 "SELECT time, state, message, user FROM run_log WHERE run_id=? ORDER BY id", (run_id,))
         ]
 
+    def has_arg(self, name) -> bool:
+        """Whether some stored run has an arg ``name`` (an index lookup)."""
+        return bool(self._all("SELECT 1 FROM run_args WHERE name = ? LIMIT 1", (name,)))
+
     def stats(self):
         counts = dict(self._all("SELECT state, n FROM run_counts WHERE n > 0 ORDER BY state"))
         return {"runs": sum(counts.values()), "runs_by_state": counts}

@@ -67,15 +67,19 @@ def parse_terms(text: str) -> list[Term]:
     return terms
 
 
-def compile_filter(text: str, states=None) -> tuple[str, list]:
+def compile_filter(text: str, states=None, extra=()) -> tuple[str, list]:
     """SQL (with ``?`` placeholders) and params matching the runs ``text`` selects.
 
-    An empty filter gives ``("1", [])``. Raises BadRequest naming the
-    offending term.
+    ``extra`` are terms that must match as well (the API makes them from
+    apsis-style query parameters). An empty filter gives ``("1", [])``.
+    Raises BadRequest naming the offending term.
     """
     states = STATES if states is None else tuple(states)
+    terms = parse_terms(text) + list(extra)
+    if len(terms) > MAX_TERMS:
+        raise BadRequest(f"filter has too many terms: {len(terms)} (at most {MAX_TERMS})")
     clauses, params = [], []
-    for term in parse_terms(text):
+    for term in terms:
         sql, args = _compile_term(term, states)
         clauses.append(f"NOT ({sql})" if term.negated else sql)
         params.extend(args)

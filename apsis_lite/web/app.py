@@ -40,6 +40,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
     limit_request_bodies(app, config.max_request_size)
     security.install(app, config, auth)
     app.json.sort_keys = False
+    api.description.description()  # read now: a broken install fails at start, not in every API request
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_error_handler(ApsisError, apsis_error)

@@ -48,9 +48,10 @@ def kind(value) -> str:
 
 
 def int_arg(args, name, default, lo=0, hi=MAX_INT):
-    """The whole number ``args[name]`` in [lo, hi], or ``default`` when absent or empty."""
+    """The whole number ``args[name]`` in [lo, hi], or ``default`` when absent or empty
+    (only blanks is neither: an error, as any other text that is no number)."""
     raw = args.get(name)
-    if raw is None or raw.strip() == "":
+    if raw is None or raw == "":
         return default
     text = raw.strip()
     digits = text[1:] if text[:1] in "+-" else text
@@ -64,7 +65,7 @@ def int_arg(args, name, default, lo=0, hi=MAX_INT):
 def float_arg(args, name, default, lo, hi):
     """The number ``args[name]`` in [lo, hi], or ``default`` when absent or empty."""
     raw = args.get(name)
-    if raw is None or raw.strip() == "":
+    if raw is None or raw == "":
         return default
     try:
         value = float(raw) if len(raw) <= 40 else math.nan
@@ -78,9 +79,10 @@ def float_arg(args, name, default, lo, hi):
 
 
 def time_arg(args, name, tz=UTC):
-    """The epoch of the time ``args[name]`` (ISO 8601, ``now``, ...; local times in ``tz``), or None."""
+    """The epoch of the time ``args[name]`` (ISO 8601, ``now``, ...; local times in ``tz``), or None
+    when absent or empty."""
     raw = args.get(name)
-    if raw is None or not raw.strip():
+    if raw is None or raw == "":
         return None
     return time_value(raw, name, tz)
 

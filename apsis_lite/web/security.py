@@ -47,8 +47,9 @@ SESSION_COOKIE = "apsis_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-# Reachable without logging in.
-PUBLIC = {"api.alive", "static", "auth.login", "auth.login_submit"}
+# Reachable without logging in. The API's description is the same for every server
+# of a version and published with it, so tools may read it without a token.
+PUBLIC = {"api.alive", "api.openapi", "static", "auth.login", "auth.login_submit"}
 # The pages that may start a session for someone not logged in (for the form's CSRF token).
 LOGIN_FORMS = {"auth.login", "auth.login_submit"}
 # State-changing requests a viewer may send: their own preferences and session.

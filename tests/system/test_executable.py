@@ -6,6 +6,7 @@ per session, when it is missing or older than any source it is made from.
 """
 
 import http.cookiejar
+import json
 import os
 import re
 import shutil
@@ -162,6 +163,9 @@ def test_serve_run_stop_restart_find_the_run(user):
         program: "echo hello"
     """)
     user.serve()
+    # The API's description rides along in the bundle (the API reads it for every request).
+    with urllib.request.urlopen(user.url + "/api/v1/openapi.json", timeout=5) as resp:
+        assert json.loads(resp.read())["paths"]["/runs"]
     # The CLI finds the server and its token through the data folder, as on a user's machine.
     ran = user.cli("run", "--", "echo", "hi")
     assert ran.returncode == 0, ran.stderr

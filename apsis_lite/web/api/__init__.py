@@ -3,7 +3,9 @@
 Thin by design: it reads through the read-only store and changes state only
 through the engine's operations (see ``web.backend``). Errors become JSON
 ``{"error": message}`` with 400 (bad input), 404 (unknown), 409 (illegal
-transition), through the app's error handlers (``web.app``).
+transition), through the app's error handlers (``web.app``). Every route is
+described in ``openapi.yaml`` (``description``), which also says which query
+parameters each takes.
 """
 
 from flask import Blueprint, request
@@ -19,4 +21,4 @@ def request_json() -> dict:
 
 
 # Each area adds its views to ``bp`` as it is imported (after ``bp`` exists).
-from apsis_lite.web.api import status, pauses, jobs, runs, output, operations  # noqa: E402, F401, I001
+from apsis_lite.web.api import description, status, pauses, jobs, runs, output, operations  # noqa: E402, F401, I001

@@ -20,12 +20,13 @@ def run_output(run_id):
     waiting up to ``wait`` seconds for some; headers say the run's state and where the next chunk begins."""
     b = backend()
     rid = parse_run_id(run_id)
-    run = b.store.get_run(rid)
-    if "offset" not in request.args:
-        return whole_output(run)
+    # Checked even when unused (no offset), so that a wrong one is never silently ignored.
     offset = int_arg(request.args, "offset", 0, 0)
     size = int_arg(request.args, "limit", OUTPUT_CHUNK, 1, OUTPUT_CHUNK)
     wait = float_arg(request.args, "wait", 0.0, 0.0, MAX_WAIT)
+    run = b.store.get_run(rid)
+    if "offset" not in request.args:
+        return whole_output(run)
     deadline = time.monotonic() + wait
     while True:
         run = b.store.get_run(rid)

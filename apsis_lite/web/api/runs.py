@@ -7,6 +7,7 @@ from apsis_lite.model.runs import FINISHED, format_run_id, parse_run_id
 from apsis_lite.store.runfilter import compile_filter
 from apsis_lite.web import request_args
 from apsis_lite.web.api import bp, request_json
+from apsis_lite.web.api.run_params import shorthand_terms
 from apsis_lite.web.backend import backend
 from apsis_lite.web.security import current_user
 
@@ -16,10 +17,11 @@ RUN_FIELDS = {"job_id", "job", "args", "program", "time", "tz"}
 
 @bp.get("/runs")
 def runs_list():
-    args = request.args
-    where, params = compile_filter(args.get("q", ""))
+    """Runs newest first, matching the filter ``q`` and apsis's parameters (``run_params``)."""
+    args, b = request.args, backend()
+    where, params = compile_filter(args.get("q", ""), extra=shorthand_terms(args, b.engine, b.store))
     cursor = args.get("cursor")
-    runs, nxt = backend().store.query_runs(
+    runs, nxt = b.store.query_runs(
         where, params, since=request_args.time_arg(args, "since"), until=request_args.time_arg(args, "until"),
         limit=request_args.int_arg(args, "limit", 50, 1, MAX_LIMIT),
         cursor=parse_run_id(cursor) if cursor else None)
@@ -55,7 +57,8 @@ def runs_create():
     when = None
     if jso.get("time") not in (None, "", "now"):
         when = request_args.time_value(jso["time"], "time", tz)
-    args = jso.get("args") or {}
+    args = jso.get("args")
+    args = {} if args is None else args
     if not isinstance(args, dict):
         raise BadRequest(f"args: expected a JSON object of name: value, got {request_args.kind(args)}")
     engine = backend().engine
