@@ -292,7 +292,7 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     engine = Engine(config, store, launcher, since_now=since_now)
     engine.yield_busy = gevent.idle
     actions, watcher, notify = _start_engine_helpers(config, store, engine)
-    sanity = SanityChecker(config, reader, engine, launcher, pause=gevent.idle)
+    sanity = SanityChecker(config, reader, engine, launcher, clock=engine.clock, pause=gevent.idle)
     metrics = Metrics(config, reader, engine, sanity)
     metrics.watch(store, engine=engine, actions=actions, sanity=sanity)
     switchboard.app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload, auth=auth,

@@ -81,16 +81,18 @@ class SanityChecker:
         self._dirty = False      # _known differs from what the database holds
         self._lock = threading.Lock()
         self.last = None         # the latest SanityReport
+        self._last_began = 0.0   # when it began (monotonic): a check asked for before that shares it
         self.listeners = []      # fn(report) after each check
 
     # -- checking ------------------------------------------------------------------
 
     def check(self) -> SanityReport:
         """Check now (a check under way is waited for and its report shared)."""
-        asked = self.clock()
+        asked = time.monotonic()
         with self._lock:
-            if self.last is not None and self.last.checked_at >= asked:
+            if self.last is not None and self._last_began >= asked:
                 return self.last
+            self._last_began = time.monotonic()
             report = self._check()
             self.last = report
         for fn in self.listeners:

@@ -42,7 +42,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None, san
         auth = Auth(ensure_local_token(config.data_dir), users_path(config),
                     used_links=used_links_path(config.data_dir), metrics_token=read_metrics_token(config))
     if sanity is None:
-        sanity = SanityChecker(config, store, engine, launcher)
+        sanity = SanityChecker(config, store, engine, launcher, clock=engine.clock)
     if metrics is None:
         metrics = Metrics(config, store, engine, sanity)
     app.extensions[EXTENSION] = Backend(config, store, engine, launcher, reload_jobs, sanity=sanity,
