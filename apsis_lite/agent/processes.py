@@ -112,15 +112,18 @@ def process_status(pid: int) -> tuple[str, int, int] | None:
     return None if state in ("Z", "X") else (state, sid, start)
 
 
-def processes_with_env(name: str, without: str | None = None) -> dict[str, list[int]]:
+def processes_with_env(name: str, without: str | None = None, pause=None) -> dict[str, list[int]]:
     """{value: [pids]} of the living processes whose environment sets ``name``
     (and not ``without``), among those whose environment may be read (all of
     them as root; one's own otherwise). A process's environment is the one it
-    started with: a few hundred reads of a few KiB for a busy machine."""
+    started with. Reading another process's costs about 0.15 ms, so
+    ``pause()``, if given, is called after every few."""
     key = name.encode() + b"="
     other = without.encode() + b"=" if without else None
     found: dict[str, list[int]] = {}
-    for entry in os.listdir("/proc"):
+    for i, entry in enumerate(os.listdir("/proc")):
+        if pause is not None and i % 8 == 7:
+            pause()
         if not entry.isdigit():
             continue
         try:

@@ -108,7 +108,7 @@ class SanityChecker:
             ("behind", lambda: checks.behind(self.store, now, cfg.sanity_behind, LIMIT_PER_KIND)),
             ("unplanned", lambda: self._planning.check(self.engine, self.store, now, LIMIT_PER_KIND, self.pause)),
             ("lost", lambda: self._lost(now)),
-            ("orphan", lambda: checks.orphans(self.store, LIMIT_PER_KIND)),
+            ("orphan", lambda: checks.orphans(self.store, LIMIT_PER_KIND, self.pause)),
             ("late", lambda: checks.late(self.store, now, cfg.sanity_late, cfg.sanity_window, LIMIT_PER_KIND)),
             ("failing", lambda: checks.failing(self.store, sorted(self.engine.jobs), cfg.sanity_failures,
                                                LIMIT_PER_KIND, self.pause)),
