@@ -185,3 +185,39 @@ def test_bad_sanity_actions_stop_the_start_with_a_clear_message(server, data_dir
     with pytest.raises(RuntimeError) as exc:
         server.start("--config", str(config), timeout=15)
     assert message in str(exc.value) and "Traceback" not in str(exc.value)
+
+
+def test_a_webhook_hears_of_each_new_finding_once(jobs_dir, data_dir, running):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    bodies = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        write_job(jobs_dir, "once", """
+            program: "true"
+            schedule: {type: explicit, times: ["2021-05-01T10:00:00Z"]}
+        """)
+        hook = {"type": "webhook", "url": f"http://127.0.0.1:{httpd.server_port}/sanity", "kinds": "unplanned"}
+        server = running(sanity_interval=0.3, sanity_actions=[hook])
+        server.wait_for(lambda: bodies, what="the webhook")
+        time.sleep(1.5)  # several checks later: still one
+        (body,) = bodies
+        assert body["transition"] is None and body["run"] is None
+        finding = body["finding"]
+        assert finding["kind"] == "unplanned" and finding["job_id"] == "once" and finding["subject"] == "job once"
+        assert "ran out" in finding["reason"] and finding["since"].endswith("Z")
+        assert [f["job_id"] for f in findings(server, "unplanned")] == ["once"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
