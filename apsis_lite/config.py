@@ -100,6 +100,13 @@ class Config:
     tls_key: str = _setting(None, "private key file (PEM) for tls_cert", "path")
     secure_cookies: bool = _setting(False, "mark the session cookie Secure (set this behind a TLS proxy; on by itself with tls_cert)", bool)
     max_request_size: int = _setting(1024 * 1024, "bytes a request body may have (API bodies, forms, logins); a larger one gets 413 before it is read", int)
+    sanity_interval: float = _setting(60.0, "how often the server runs its sanity checks in the background (duration; 0: only when asked, by 'apsis-lite sanity', the API or the page)", "duration")
+    sanity_behind: float = _setting(60.0, "a run still scheduled or starting this long after its due time is reported: the engine is behind or stuck (duration)", "duration")
+    sanity_late: float = _setting(60.0, "a run that started more than this after its due time, not counting time it waited for its conditions, resources or a pause, is reported as late (duration)", "duration")
+    sanity_window: float = _setting(3600.0, "how far back late runs are reported (duration)", "duration")
+    sanity_failures: int = _setting(3, "a job whose last this many runs all failed (failure or error) is reported; 0: never", int)
+    sanity_actions: tuple = _setting((), "actions done once for each new sanity finding: command, webhook or email mappings as in a job file, each with an optional kinds: [...] (behind, unplanned, lost, orphan, late, failing)", "actions")
+    metrics_token_file: str = _setting(None, "file holding a token that may read /metrics and nothing else, for a Prometheus server (the API's tokens read it too)", "path")
 
     @property
     def db_path(self) -> str:
@@ -146,6 +153,8 @@ def _convert(name, value):
             return tuple(str(v) for v in value)
         if kind == "capacities":
             return _capacities(value)
+        if kind == "actions":
+            return _action_list(value)
         if kind == "hosts":
             return _hosts(value)
         if kind == "host_groups":
@@ -167,6 +176,18 @@ def _capacities(value) -> dict:
             raise ValueError(f"{name}: capacity must be a whole number of at least 1, not {cap!r}")
         out[str(name)] = cap
     return out
+
+
+def _action_list(value) -> tuple:
+    """A list of action mappings (one mapping alone is a list of one); their keys are
+    checked when the server starts (the action types live above this module)."""
+    items = [value] if isinstance(value, dict) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError("expected a list of action mappings, e.g. [{type: command, command: ...}]")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"[{i}]: expected an action mapping with a type:, not {item!r}")
+    return tuple(dict(item) for item in items)
 
 
 def _name(value, what) -> str:
@@ -315,6 +336,10 @@ def load_config(path=None, **overrides) -> Config:
     both = sorted(set(cfg.hosts) & set(cfg.host_groups))
     if both:
         raise ConfigError(f"config: host_groups: {both[0]}: is also the name of a host; a job's host: must name one or the other")
+    if cfg.sanity_interval < 0:
+        raise ConfigError("config: sanity_interval: must not be negative (0 turns the background check off)")
+    if cfg.sanity_failures < 0:
+        raise ConfigError(f"config: sanity_failures: must not be negative, not {cfg.sanity_failures}")
     if cfg.min_interval < 0.001:
         raise ConfigError(f"config: min_interval: must be at least 1 ms, not {cfg.min_interval:g} s")
     return cfg

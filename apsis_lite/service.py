@@ -28,6 +28,7 @@ from apsis_lite.engine.core import Engine
 from apsis_lite.engine.health import Backoff
 from apsis_lite.engine.launcher import LocalLauncher
 from apsis_lite.engine.reload import JobsWatcher
+from apsis_lite.engine.sanity import SanityChecker, parse_sanity_actions
 from apsis_lite.errors import ConfigError, StoreUnavailable
 from apsis_lite.model.registry import load_extensions
 from apsis_lite.model.runs import parse_run_id
@@ -38,10 +39,12 @@ from apsis_lite.web.auth import (
     ensure_local_token,
     is_loopback,
     one_time_link_for,
+    read_metrics_token,
     used_links_path,
     users_path,
 )
 from apsis_lite.web.httpserver import gevent_server, waitress_server
+from apsis_lite.web.metrics import Metrics
 
 log = logging.getLogger("apsis_lite")
 
@@ -156,7 +159,7 @@ def start_auth(config):
     reach the server, and nobody there could log in but by sharing the token.
     """
     auth = Auth(ensure_local_token(config.data_dir), users_path(config),
-                used_links=used_links_path(config.data_dir))
+                used_links=used_links_path(config.data_dir), metrics_token=read_metrics_token(config))
     if not is_loopback(config.host) and not auth.has_users():
         raise ConfigError(
             f"refusing to listen on {config.host}: other machines can reach it, so it needs users, "
@@ -279,6 +282,7 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
         load_extensions(config.extensions)
     except ImportError as exc:
         raise ConfigError(f"config: extensions: cannot import {exc.name or exc}: {exc}") from None
+    parse_sanity_actions(config.sanity_actions)  # a bad setting stops the start, before anything runs
     if lock_fd is None:
         lock_fd = lock_data_dir(config)
     tighten_data_dir(config.data_dir)
@@ -319,7 +323,11 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     engine = Engine(config, store, launcher, since_now=since_now)
     engine.yield_busy = gevent.idle
     actions, watcher, notify = _start_engine_helpers(config, store, engine)
-    switchboard.app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload, auth=auth)
+    sanity = SanityChecker(config, reader, engine, launcher, clock=engine.clock, pause=gevent.idle)
+    metrics = Metrics(config, reader, engine, sanity)
+    metrics.watch(store, engine=engine, actions=actions, sanity=sanity)
+    switchboard.app = create_app(config, reader, engine, launcher, reload_jobs=watcher.reload, auth=auth,
+                                 sanity=sanity, metrics=metrics)
     url_written = _write_small_file(url_path, url)
     _say_serving(config, url)
     if on_ready is not None:
@@ -327,6 +335,8 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
 
     engine_greenlet = gevent.spawn(engine.serve_forever, stop_event)
     engine_greenlet.link_exception(lambda g: log.error("the engine stopped: %r", g.exception))
+    gevent.spawn(sanity.run_forever, stop_event)
+    gevent.spawn(metrics.run_forever, stop_event)
     while not stop_event.wait(5.0):
         if not url_written:  # a full disk at start-up: the CLI finds the server once there is room
             url_written = _write_small_file(url_path, url)

@@ -32,6 +32,7 @@ BENCHES = [
     ("throughput", ["--noop"], ["--small"], 300),
     ("startup", [], ["--small"], 300),
     ("stored_runs", [], ["--small"], 600),
+    ("monitoring", [], ["--small"], 600),
     ("waiting_idle", [], ["--small"], 300),
     ("login_flood", [], ["--small"], 300),
     ("pages", [], ["--small"], 900),

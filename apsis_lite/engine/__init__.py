@@ -22,5 +22,8 @@ it runs the pass and wires these collaborators, one concern each:
 The pieces they build on: ``waiting`` (the wait index, resources, condition
 checks), ``launcher`` (run folders and the agent client), ``inserver`` (the
 worker threads of in-server programs), ``health`` (what the engine last did;
-backoff), ``reload`` (watching the jobs folder).
+backoff), ``reload`` (watching the jobs folder). Beside the engine, not
+wired into it: ``sanity`` (the sanity checker, its findings and their
+actions; the service runs it) and ``sanity_checks`` (one check per kind of
+finding).
 """

@@ -63,6 +63,7 @@ class ActionRunner:
         self._under_way = set()  # worker threads
         self._stopping = False
         self._thread = None
+        self.listeners = []     # fn(action type, ok) after each action done or failed (the metrics)
 
     def start(self):
         """Listen to the store and start the dispatcher (which first does the
@@ -213,12 +214,22 @@ class ActionRunner:
         except ActionFailed as exc:
             log.warning("%s: %s failed: %s", event.run_id, what, exc)
             self._log(event.run.run_id, f"{what} failed: {exc}")
+            self._tell(event.action, False)
             return
         except Exception as exc:  # an action's bug must not stop the others
             log.exception("%s: %s failed", event.run_id, what)
             self._log(event.run.run_id, f"{what} failed: internal error: {type(exc).__name__}: {exc}")
+            self._tell(event.action, False)
             return
         self._log(event.run.run_id, f"{what}: {outcome}")
+        self._tell(event.action, True)
+
+    def _tell(self, action, ok):
+        for fn in self.listeners:
+            try:
+                fn(action.type_name, ok)
+            except Exception:  # a listener's bug is no action's failure
+                log.exception("action listener failed")
 
     def _log(self, run_id, message):
         try:

@@ -154,7 +154,9 @@ class Collector:
             why = "the machine restarted while it ran, or before its result was recorded"
         else:
             why = "its supervisor vanished without recording a result"
-        self.store.transition(rid, run.state, "error", now, why)
+        # The pid, for the sanity check that finds a program left running (see sanity_checks.orphans).
+        extra = {"meta": {"pid": info.get("pid")}} if info is not None and info.get("pid") else {}
+        self.store.transition(rid, run.state, "error", now, why, **extra)
         self.launcher.remove(rid)
 
 

@@ -68,6 +68,8 @@ class Engine:
         self._backoff = Backoff()
         self._resync_pending = False
         self._faults_seen = store.faults
+        # fn(seconds) after each pass that succeeded (the metrics' pass times).
+        self.pass_listeners = []
         self._wire(config, store, launcher, clock, since_now)
         store.add_listener(self._reactions.on_change)
 
@@ -191,7 +193,10 @@ class Engine:
                 self.recover()
             elif self._resync_pending or self.store.faults != self._faults_seen:
                 self._resync()
+            began = time.perf_counter()
             wake_at = self.tick(self.clock())
+            for fn in self.pass_listeners:
+                fn(time.perf_counter() - began)
         except StoreUnavailable as exc:
             self._resync_pending = True
             delay = self._backoff.next()

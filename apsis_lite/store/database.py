@@ -14,8 +14,10 @@ a run.
 * ``run_listing``: pages, calendar windows, logs and counts for the API and pages.
 * ``outputs``: runs' output blobs.
 * ``scheduler_records``: horizons, ad hoc jobs, meta, pauses, deadlines, pending actions.
+* ``health_reads``: the reads of the sanity checks and the metrics.
 """
 
+from apsis_lite.store.health_reads import HealthReads
 from apsis_lite.store.outputs import Outputs
 from apsis_lite.store.run_listing import RunListing
 from apsis_lite.store.run_reads import UNFINISHED, RunReads
@@ -27,7 +29,7 @@ from apsis_lite.store.transactions import STORAGE_FAULTS, Transactions
 __all__ = ["Store", "MIGRATIONS", "RUN_COLUMNS", "RERUN_SLOT_PREFIX", "UNFINISHED", "STORAGE_FAULTS"]
 
 
-class Store(RunWrites, RunReads, RunListing, Outputs, SchedulerRecords, Transactions):
+class Store(RunWrites, RunReads, RunListing, HealthReads, Outputs, SchedulerRecords, Transactions):
     """A connection to the apsis-lite database; ``readonly`` for readers."""
 
     def __init__(self, path, readonly=False, vfs=None):

@@ -13,36 +13,47 @@ from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from apsis_lite import paths
+from apsis_lite.engine.sanity import SanityChecker
 from apsis_lite.errors import ApsisError
 from apsis_lite.web import api, pages, security
-from apsis_lite.web.auth import Auth, ensure_local_token, used_links_path, users_path
+from apsis_lite.web.auth import Auth, ensure_local_token, read_metrics_token, used_links_path, users_path
 from apsis_lite.web.backend import EXTENSION, Backend, backend
 from apsis_lite.web.body_limit import limit_request_bodies
 from apsis_lite.web.httpserver import too_large_message
+from apsis_lite.web.metrics import Metrics
+from apsis_lite.web.metrics import bp as metrics_bp
 from apsis_lite.web.pages.rendering import render_error
 
 log = logging.getLogger("apsis_lite.web")
 
 
-def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
+def create_app(config, store, engine, launcher, reload_jobs=None, auth=None, sanity=None, metrics=None):
     """The WSGI app over a read ``store``, the ``engine`` and its ``launcher``.
 
     ``reload_jobs()`` reloads the jobs folder and says what changed. Every
     request but ``/alive`` and the login page is checked by ``auth`` (by
-    default: the local token in the data folder, and the users file); it
-    is ``app.extensions["apsis_auth"]``.
+    default: the local token in the data folder, the users file and the
+    metrics token); it is ``app.extensions["apsis_auth"]``. ``sanity`` and
+    ``metrics``: the server's sanity checker and metrics (made here, checking
+    only when asked and counting nothing over time, when not given).
     """
     app = Flask(__name__, template_folder=paths.templates_dir(), static_folder=paths.static_dir())
     if auth is None:
         auth = Auth(ensure_local_token(config.data_dir), users_path(config),
-                used_links=used_links_path(config.data_dir))
-    app.extensions[EXTENSION] = Backend(config, store, engine, launcher, reload_jobs)
+                    used_links=used_links_path(config.data_dir), metrics_token=read_metrics_token(config))
+    if sanity is None:
+        sanity = SanityChecker(config, store, engine, launcher, clock=engine.clock)
+    if metrics is None:
+        metrics = Metrics(config, store, engine, sanity)
+    app.extensions[EXTENSION] = Backend(config, store, engine, launcher, reload_jobs, sanity=sanity,
+                                        metrics=metrics)
     limit_request_bodies(app, config.max_request_size)
     security.install(app, config, auth)
     app.json.sort_keys = False
     api.description.description()  # read now: a broken install fails at start, not in every API request
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(metrics_bp)
     app.register_error_handler(ApsisError, apsis_error)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, internal_error)
@@ -51,7 +62,7 @@ def create_app(config, store, engine, launcher, reload_jobs=None, auth=None):
 
 def error(message, status):
     """The error as the client reads it: JSON under ``/api/``, else a page or fragment."""
-    if request.path.startswith("/api/"):
+    if request.path.startswith("/api/") or request.path == "/metrics":
         return jsonify(error=message), status
     return render_error(message, status)
 

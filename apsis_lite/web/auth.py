@@ -143,6 +143,31 @@ def derived_key(token, purpose) -> bytes:
     return hmac.new(token.encode(), f"apsis-lite {purpose}".encode(), hashlib.sha256).digest()
 
 
+# -- the metrics token ----------------------------------------------------------------
+
+#: Who the metrics token proves: it may read /metrics, and nothing else.
+METRICS_READER = Identity("metrics", "metrics", "metrics")
+MIN_METRICS_TOKEN = 16
+
+
+def read_metrics_token(config):
+    """The token in ``metrics_token_file`` (None if the setting is not set); ConfigError
+    if the file cannot be read or holds too short a token."""
+    path = config.metrics_token_file
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config: metrics_token_file: cannot read {path}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    if len(token) < MIN_METRICS_TOKEN or any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(f"config: metrics_token_file: {path} must hold one token of at least "
+                          f"{MIN_METRICS_TOKEN} printable characters without spaces")
+    return token
+
+
 # -- one-time login links ---------------------------------------------------------------
 
 
@@ -330,8 +355,10 @@ def hash_password(password) -> str:
 class Auth:
     """Checks credentials against the local token and the users file (re-read when it changes)."""
 
-    def __init__(self, local_token, users_file, clock=time.time, local_name=None, used_links=None):
+    def __init__(self, local_token, users_file, clock=time.time, local_name=None, used_links=None,
+                 metrics_token=None):
         self.local_token = local_token
+        self.metrics_token = metrics_token  # may read /metrics and nothing else (see read_metrics_token)
         self.users_file = UsersFile(users_file)
         self.clock = clock
         self.local_name = local_name or _os_user()
@@ -370,6 +397,8 @@ class Auth:
             return None
         if hmac.compare_digest(token.encode(), self.local_token.encode()):
             return self.local()
+        if self.metrics_token and hmac.compare_digest(token.encode(), self.metrics_token.encode()):
+            return METRICS_READER
         users = self.users()
         name = self._by_token.get(hash_api_token(token))
         if name is None or name not in users:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from apsis_lite.config import Config
     from apsis_lite.engine.core import Engine
     from apsis_lite.engine.launcher import LocalLauncher
+    from apsis_lite.engine.sanity import SanityChecker
+    from apsis_lite.web.metrics import Metrics
     from apsis_lite.store.database import Store
 
 EXTENSION = "apsis_lite"
@@ -37,6 +39,10 @@ class Backend:
     reload_jobs: Callable[[], dict] | None = None
     #: When the app was made (epoch seconds), for ``/api/v1/stats``' uptime.
     started: float = field(default_factory=time.time)
+    #: The sanity checker (``/api/v1/sanity``, the /sanity page and the banner).
+    sanity: SanityChecker | None = None
+    #: What ``/metrics`` serves.
+    metrics: Metrics | None = None
 
 
 def backend(app=None) -> Backend:

@@ -52,6 +52,8 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 PUBLIC = {"api.alive", "api.openapi", "static", "auth.login", "auth.login_submit"}
 # The pages that may start a session for someone not logged in (for the form's CSRF token).
 LOGIN_FORMS = {"auth.login", "auth.login_submit"}
+# Answers 401, as the API does, rather than sending a browser to the login page.
+METRICS_ENDPOINT = "metrics.metrics"
 # State-changing requests a viewer may send: their own preferences and session.
 VIEWER_POSTS = {"ui.set_zone", "auth.logout"}
 SECURITY_HEADERS = {
@@ -240,6 +242,8 @@ def guard():
         if g.identity is None:
             g.refused = True
             return refuse_anonymous()
+        if g.identity.kind == "metrics" and request.endpoint != METRICS_ENDPOINT:
+            raise Forbidden("the metrics token may read /metrics only")
         if request.method in SAFE_METHODS:
             return None
         if g.via == "session":
@@ -290,7 +294,7 @@ def refuse_anonymous():
     if why:
         gk = gatekeeper()
         message = f"{ended_message(why, gk.lifetime, gk.idle)} ({message})"
-    if request.path.startswith("/api/"):
+    if request.path.startswith("/api/") or request.endpoint == METRICS_ENDPOINT:
         resp = jsonify(error=message)
         resp.status_code = 401
         resp.headers["WWW-Authenticate"] = 'Bearer realm="apsis-lite"'

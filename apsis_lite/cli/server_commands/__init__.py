@@ -7,7 +7,8 @@ data folder, else http://127.0.0.1:5005; see ``client.resolve_url``) and
 that ``server.url``; see ``client.resolve_token``), and turns
 a ``ClientError`` into a one-line ``click.ClickException`` (exit status 1).
 The commands about runs are in ``run_commands``, those about jobs and pauses
-in ``job_commands``, what they share in ``options``; the pure helpers they
+in ``job_commands``, the sanity check in ``sanity_commands``, what they share
+in ``options``; the pure helpers they
 use (``cli.arguments``, ``cli.formatting``) are tested without a server.
 """
 
@@ -18,6 +19,7 @@ from apsis_lite.cli.server_commands.run_commands import (
     explain_cmd, mark_cmd, output_cmd, rerun_cmd, run_cmd, runs_cmd, show_cmd, signal_cmd, skip_cmd, start_cmd,
     stop_cmd,
 )
+from apsis_lite.cli.server_commands.sanity_commands import sanity_cmd
 
 # Names imported from this module before it became a package (the tests still do).
 from apsis_lite.cli.arguments import (
@@ -38,7 +40,7 @@ __all__ = [
 COMMANDS = (
     run_cmd, jobs_cmd, job_cmd, runs_cmd, show_cmd, explain_cmd, output_cmd,
     rerun_cmd, stop_cmd, signal_cmd, skip_cmd, start_cmd, mark_cmd, reload_cmd,
-    pause_cmd, resume_cmd,
+    pause_cmd, resume_cmd, sanity_cmd,
 )
 
 

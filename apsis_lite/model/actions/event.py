@@ -25,6 +25,10 @@ class ActionEvent:
     def run_id(self) -> str:
         return f"r{self.run.run_id}"
 
+    def subject(self) -> str:
+        """An e-mail's subject when its action names none."""
+        return f"apsis-lite: {self.run.job_id} {self.run_id} {self.new}"
+
     def to_jso(self) -> dict:
         """What a webhook receives and a command reads on stdin."""
         from apsis_lite.timeutil import to_iso

@@ -53,7 +53,7 @@ class EmailAction(Action):
         msg = EmailMessage()
         msg["From"] = cfg.smtp_from or f"apsis-lite@{socket.getfqdn()}"
         msg["To"] = ", ".join(self.to)
-        msg["Subject"] = self.subject or f"apsis-lite: {event.run.job_id} {event.run_id} {event.new}"
+        msg["Subject"] = self.subject or event.subject()
         msg.set_content(event.describe(ctx.output_tail(event.run)))
         try:
             if cfg.smtp_security == "ssl":

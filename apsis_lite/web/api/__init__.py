@@ -21,4 +21,4 @@ def request_json() -> dict:
 
 
 # Each area adds its views to ``bp`` as it is imported (after ``bp`` exists).
-from apsis_lite.web.api import description, status, pauses, jobs, runs, output, operations  # noqa: E402, F401, I001
+from apsis_lite.web.api import description, status, pauses, jobs, runs, output, operations, sanity  # noqa: E402, F401, I001

@@ -17,5 +17,5 @@ bp = Blueprint("ui", __name__)
 # Each area adds its views to ``bp`` as it is imported (after ``bp`` exists).
 from apsis_lite.web.pages import (  # noqa: E402, F401, I001
     rendering, same_origin, runs, run, run_operations, jobs, pauses, adhoc, header,
-    calendar, calendar_month, calendar_day,
+    calendar, calendar_month, calendar_day, sanity,
 )

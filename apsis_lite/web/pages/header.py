@@ -40,5 +40,5 @@ def set_zone():
 
 @bp.get("/ui/ping")
 def ping():
-    # The health banner, out of band: it appears and goes without a reload.
-    return render_template("_health.html", oob=True)
+    # The health and sanity banners, out of band: they appear and go without a reload.
+    return render_template("_health.html", oob=True) + render_template("_sanity.html", oob=True)

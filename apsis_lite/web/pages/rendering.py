@@ -18,10 +18,13 @@ bp.add_app_template_filter(format_duration, "duration")
 
 @bp.app_context_processor
 def banners():
-    """The banners in base.html: every page says when scheduled runs are paused, or the engine is unwell."""
-    engine = backend().engine
+    """The banners in base.html: every page says when scheduled runs are paused, the engine is
+    unwell, or the latest sanity check found something."""
+    b = backend()
+    engine = b.engine
     return {"active_pauses": engine.pauses, "global_pause": engine.job_pause(None),
-            "health_problems": engine.health.problems()}
+            "health_problems": engine.health.problems(),
+            "sanity_report": b.sanity.last if b.sanity is not None else None}
 
 
 def zone():
