@@ -12,6 +12,7 @@ import math
 
 from apsis_lite.engine.faults import disk_fault
 from apsis_lite.engine.pauses import words as pause_words
+from apsis_lite.hosts.groups import HostChoiceError, HostPicker
 from apsis_lite.model.programs import parse_program
 from apsis_lite.timeutil import format_duration, to_iso
 
@@ -39,6 +40,7 @@ class Starter:
         self._alarms = alarms
         self._inserver = inserver
         self._due = []          # heap of (time_schedule, run_id)
+        self._hosts = HostPicker(config.host_groups, busy=store.busy_hosts)
 
     def reset(self):
         self._due = []
@@ -171,8 +173,7 @@ class Starter:
             self._inserver.start_after_commit(run, program)
             return False
         if program.host:
-            self.store.transition(run.run_id, "starting", "error", now,
-                                  f"remote hosts are not supported yet (host: {program.host})")
+            self._send_remote(run, program, now)
             return False
         try:
             self._folders.take(run, program)
@@ -183,3 +184,15 @@ class Starter:
                                   f"could not prepare the run folder: {exc}")
             return False
         return True
+
+    def _send_remote(self, run, program, now):
+        """Pick the host of a run whose program names a host or group, and record it on the run."""
+        group_id = getattr(program, "group_id", None)
+        try:
+            choice = self._hosts.pick(group_id or program.host, group_only=group_id is not None)
+        except HostChoiceError as exc:
+            self.store.transition(run.run_id, "starting", "error", now, str(exc))
+            return
+        self.store.set_host(run.run_id, choice.host, now, f"sent to {choice.describe()}")
+        self.store.transition(run.run_id, "starting", "error", now,
+                              f"remote hosts are not supported yet (host: {choice.host})")
