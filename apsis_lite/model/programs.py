@@ -263,6 +263,87 @@ class ArgvProgram(_ProcessProgram):
         return shlex.join(self.words)
 
 
+# apsis's procstar programs run on a host of this group unless they name another.
+DEFAULT_GROUP = "default"
+
+
+class _Procstar:
+    """apsis's procstar options, mapped onto ours: ``group_id`` is the host
+    group a run goes to (its ``host``, picked from the group's hosts) and
+    ``sudo_user`` its ``user``; ``env``, ``cwd`` and ``timeout`` are read too."""
+
+    @classmethod
+    def _procstar_options(cls, f, allow_templates):
+        options = cls._read_options(f, allow_templates)
+        group = f.take("group_id", nonempty_text, DEFAULT_GROUP)
+        return {**options, "group_id": group, "host": group, "user": f.take("sudo_user", nonempty_text, None)}
+
+    def _procstar_jso(self):
+        jso = {"group_id": self.group_id}
+        if self.user is not None:
+            jso["sudo_user"] = self.user
+        return jso
+
+    def _options_jso(self):
+        # host and user are group_id and sudo_user here, written under those names.
+        jso = super()._options_jso()
+        jso.pop("host", None)
+        jso.pop("user", None)
+        return jso
+
+
+@PROGRAMS.register("procstar", aliases=[
+    "apsis.program.ProcstarProgram", "apsis.program.procstar.agent.ProcstarProgram",
+])
+@dataclass(frozen=True)
+class ProcstarProgram(_Procstar, ArgvProgram):
+    """apsis's ``procstar``: an argv run on a host of the group ``group_id``."""
+
+    type_name: ClassVar[str] = "procstar"
+
+    group_id: str = DEFAULT_GROUP
+
+    @classmethod
+    def _read_options(cls, f, allow_templates):
+        # Not host: or user: (group_id: and sudo_user: say where and as whom).
+        return {
+            "env": f.take("env", _env, {}),
+            "cwd": f.take("cwd", nonempty_text, None),
+            "timeout": f.take(
+                "timeout", lambda v: parse_timeout(v, allow_templates=allow_templates), None),
+            "stop": f.take(
+                "stop", lambda v: parse_stop(v, allow_templates=allow_templates), dict(DEFAULT_STOP)),
+        }
+
+    @classmethod
+    def _read(cls, f, allow_templates):
+        return {"words": f.take("argv", _argv), **cls._procstar_options(f, allow_templates)}
+
+    def to_jso(self):
+        return {"type": "procstar", "argv": list(self.words), **self._procstar_jso(), **self._options_jso()}
+
+
+@PROGRAMS.register("procstar-shell", aliases=[
+    "apsis.program.ProcstarShellProgram", "apsis.program.procstar.agent.ProcstarShellProgram",
+])
+@dataclass(frozen=True)
+class ProcstarShellProgram(_Procstar, ShellProgram):
+    """apsis's ``procstar-shell``: a shell command run on a host of the group ``group_id``."""
+
+    type_name: ClassVar[str] = "procstar-shell"
+
+    group_id: str = DEFAULT_GROUP
+
+    _read_options = ProcstarProgram._read_options
+
+    @classmethod
+    def _read(cls, f, allow_templates):
+        return {"command": f.take("command", nonempty_text), **cls._procstar_options(f, allow_templates)}
+
+    def to_jso(self):
+        return {"type": "procstar-shell", "command": self.command, **self._procstar_jso(), **self._options_jso()}
+
+
 @PROGRAMS.register("no-op", aliases=["apsis.program.NoOpProgram", "apsis.program.noop.NoOpProgram"])
 @dataclass(frozen=True)
 class NoOpProgram(Program):

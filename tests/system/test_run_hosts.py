@@ -99,3 +99,33 @@ def test_a_host_that_cannot_be_one_sends_the_run_to_error_saying_why(running, jo
     assert run["state"] == "error" and run["host"] is None
     assert run["message"] == ("host: '-oProxyCommand=touch /tmp/x' is not a host or group name "
                               "(it may not start with '-' or contain spaces or control characters)")
+
+
+def test_procstar_runs_go_to_a_host_of_their_group(running, jobs_dir):
+    write_job(jobs_dir, "ps/argv", "program: {type: procstar, argv: [/usr/bin/env]}\n")
+    write_job(jobs_dir, "ps/shell", """\
+        params: {group_id, who}
+        program:
+          type: procstar-shell
+          group_id: "{{ group_id }}"
+          sudo_user: "{{ who }}"
+          command: whoami
+        """)
+    server = running(host_groups={"default": {"hosts": ["d1", "d2"]}, "gpu": {"hosts": ["g1"]}})
+    page = html.unescape(_page(server, "/jobs/ps/shell"))
+    assert "type: procstar-shell" in page and 'group_id: "{{ group_id }}"' in page.replace("'", '"')
+    assert [_submit(server, "ps/argv")["host"] for _ in range(3)] == ["d1", "d2", "d1"]
+    run = _submit(server, "ps/shell", group_id="gpu", who="nobody")
+    assert run["host"] == "g1" and run["program"]["sudo_user"] == "nobody"
+    # group_id names a group: never a host of that name.
+    missing = _submit(server, "ps/shell", group_id="g1", who="nobody")
+    assert missing["host"] is None and missing["state"] == "error"
+    assert missing["message"] == "no host group 'g1' in the config's host_groups: (groups: default, gpu)"
+
+
+def test_procstar_without_a_default_group_says_so(running, jobs_dir):
+    write_job(jobs_dir, "ps/argv", "program: {type: procstar, argv: [/usr/bin/env]}\n")
+    server = running()
+    run = _submit(server, "ps/argv")
+    assert run["state"] == "error"
+    assert run["message"] == "no host group 'default' in the config's host_groups: (groups: none in the config)"

@@ -131,11 +131,14 @@ def _params(raw, fail) -> tuple[list, dict]:
     """The job's ``params:``: one name or a list of distinct names, and the patterns some declare.
 
     An entry may be ``{name: date, pattern: '\\d{4}-\\d{2}-\\d{2}'}``: an arg for it
-    must match the whole pattern (a Python regular expression).
+    must match the whole pattern (a Python regular expression). A YAML set of
+    names (``{date, region}``, a mapping with no values) is a list of them.
     """
     params, patterns = [], {}
     if raw is None:
         return params, patterns
+    if isinstance(raw, dict) and raw and all(v is None for v in raw.values()):
+        raw = list(raw)  # YAML's set, ``{date, region}``, as apsis reads it: the names
     for i, p in enumerate(_as_list(raw)):
         k = f"params[{i}]" if isinstance(raw, list) else "params"
         entry = None
