@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from apsis_lite.agent import run_as
+from apsis_lite.agent import run_as, run_sudo
 from apsis_lite.agent.log import log
 from apsis_lite.agent.processes import RESETTABLE_SIGNALS, exited_unreaped, group_members
 
@@ -74,8 +74,13 @@ class Program:
         """
         self.spec = spec
         argv, env, cwd = spec["argv"], spec["env"], spec["cwd"]
+        keep = spec.get("sudo")  # names of the run's variables, when sudo may switch users
         try:
-            user = run_as.target_user(spec["user"]) if spec.get("user") else None
+            user = run_as.target_user(spec["user"], sudo=keep is not None) if spec.get("user") else None
+            if user is not None and os.geteuid() != 0:
+                run_sudo.check_sudo(user, keep, env)
+                argv, cwd = run_sudo.sudo_argv(user, argv, keep, cwd), "/"
+                user = None  # sudo switches; the spawn below is the plain one
         except run_as.UserError as exc:
             raise ExecFailed(f"exec failed: {exc}") from None
         if user is not None:

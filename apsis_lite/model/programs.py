@@ -170,26 +170,28 @@ class _ProcessProgram(Program):
         return jso
 
 
-def local_user_problem(user: str) -> str | None:
+def local_user_problem(user: str, sudo_for_user: bool = False) -> str | None:
     """Why a program on this machine cannot run as ``user`` (a job's ``user:``), or None if it can.
 
     A server running as root starts the program as that user; any other
     server runs programs only as itself, so a file naming another user is
-    refused rather than run as the wrong one.
+    refused rather than run as the wrong one, unless the config's
+    ``sudo_for_user`` lets it switch through ``sudo -n``.
     """
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
         return f"no such user on this machine: {user!r}"
     euid = os.geteuid()
-    if entry.pw_uid == euid or euid == 0:
+    if entry.pw_uid == euid or euid == 0 or sudo_for_user:
         return None
     try:
         me = repr(pwd.getpwuid(euid).pw_name)
     except KeyError:
         me = f"uid {euid}"
     return (f"cannot run programs as {user!r}: the server runs as {me}, not root, and runs "
-            f"programs only as itself (run the server as root, or remove user:)")
+            f"programs only as itself (run the server as root, set sudo_for_user: true in its config "
+            f"with a sudoers rule, or remove user:)")
 
 
 @PROGRAMS.register("shell", aliases=[
