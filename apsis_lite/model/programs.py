@@ -200,22 +200,29 @@ def local_user_problem(user: str, sudo_for_user: bool = False) -> str | None:
 ])
 @dataclass(frozen=True)
 class ShellProgram(_ProcessProgram):
-    """A shell command, run as ``/bin/bash -c command``."""
+    """A shell command, run as ``/bin/bash -c command``; with ``login_shell``,
+    ``/bin/bash -l -c command``, which reads ``/etc/profile`` and the first of
+    ``~/.bash_profile``, ``~/.bash_login`` and ``~/.profile`` first."""
 
     type_name: ClassVar[str] = "shell"
 
     command: str
+    login_shell: bool = False
 
     @classmethod
     def _read(cls, f, allow_templates):
         return {"command": f.take("command", nonempty_text),
+                "login_shell": f.take("login_shell", flag, False),
                 **cls._read_options(f, allow_templates)}
 
     def to_jso(self):
-        return {"type": "shell", "command": self.command, **self._options_jso()}
+        jso = {"type": "shell", "command": self.command, **self._options_jso()}
+        if self.login_shell:
+            jso["login_shell"] = True
+        return jso
 
     def argv(self):
-        return ["/bin/bash", "-c", self.command]
+        return ["/bin/bash", "-l", "-c", self.command] if self.login_shell else ["/bin/bash", "-c", self.command]
 
     def describe(self):
         return self.command.strip()
