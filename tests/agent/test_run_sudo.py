@@ -172,3 +172,25 @@ def test_the_setting_decides_whether_the_job_file_loads(users):
             f"program.user: cannot run programs as '{RUN_AS_USER}': the server runs as '{SUDO_SERVER_USER}'")
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_stop_signal_reaches_the_program_through_sudo(users, sudoers, tmp_path):
+    spec = _spec(tmp_path, {"type": "shell", "user": RUN_AS_USER,
+                            "command": "echo $$; sleep 30 & wait"})
+
+    def go():
+        import signal
+        import time
+        program = Program()
+        out = program.spawn(spec)
+        with open(out, "rb") as pipe:
+            shell = int(pipe.readline())
+            os.killpg(program.pid, signal.SIGTERM)  # as a stop does: sudo's group, not the user's processes
+            started = time.monotonic()
+            rest = pipe.read()
+        _, status = os.waitpid(program.pid, 0)
+        return {"shell_gone": not os.path.exists(f"/proc/{shell}"), "rest": rest.decode(),
+                "seconds": time.monotonic() - started, "status": os.waitstatus_to_exitcode(status)}
+    got = _as_server_user(users, go)
+    assert got["shell_gone"] and got["seconds"] < 10, got
+    assert got["status"] != 0
