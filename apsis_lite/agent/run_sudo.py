@@ -11,12 +11,19 @@ variables (the job's ``env`` and ``APSIS_*``) are passed on by name with
 The command is a small ``/bin/sh`` script that, as the user, sets the login
 variables, goes to the run's ``cwd`` (or the user's home, else ``/``), and
 execs the program. Nothing secret is on sudo's command line.
+
+The program's processes stay in sudo's process group (the run's), but they
+are the user's: the agent's user may not signal them, and sudo passes a
+signal on to its command only, not to what that started. So a stop, a
+timeout and the SIGKILL after the grace period go to the group as the user,
+with ``sudo -n -u USER kill -s SIG -- -PGID`` (``signal_group``).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import signal
 import subprocess
 
 from apsis_lite.agent.run_as import UserError
@@ -60,6 +67,16 @@ def check_sudo(entry: pwd.struct_passwd, keep: list, env: dict) -> None:
         said = " ".join(done.stderr.decode(errors="replace").split()) or f"exit status {done.returncode}"
         raise UserError(f"cannot run as {entry.pw_name!r}: sudo -n refused: {said[:300]} (the sudoers "
                         f"policy must let {_me()!r} run commands as {entry.pw_name!r} without a password)")
+
+
+def signal_group(user: str, pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the processes of ``user`` in the group ``pgid``, as that user; False if none got it."""
+    argv = [SUDO, "-n", "-u", user, "--", "kill", "-s", signal.Signals(sig).name[3:], "--", f"-{pgid}"]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=CHECK_TIMEOUT, cwd="/")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def _me() -> str:

@@ -174,23 +174,50 @@ def test_the_setting_decides_whether_the_job_file_loads(users):
         shutil.rmtree(folder)
 
 
-def test_a_stop_signal_reaches_the_program_through_sudo(users, sudoers, tmp_path):
-    spec = _spec(tmp_path, {"type": "shell", "user": RUN_AS_USER,
-                            "command": "echo $$; sleep 30 & wait"})
+def _gone(pid):
+    """No process ``pid`` but perhaps a zombie not yet reaped by whoever inherited it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
 
+
+def _stop_and_wait(spec, grace):
+    """Start ``spec``, read the first line (a pid), stop it as a stop does (the signal, then
+    SIGKILL after ``grace``); whether that pid and the group are gone, and how long it took."""
     def go():
         import signal
         import time
+        from apsis_lite.agent.processes import group_members
         program = Program()
         out = program.spawn(spec)
         with open(out, "rb") as pipe:
-            shell = int(pipe.readline())
-            os.killpg(program.pid, signal.SIGTERM)  # as a stop does: sudo's group, not the user's processes
+            child = int(pipe.readline())
             started = time.monotonic()
-            rest = pipe.read()
+            program.stop(signal.SIGTERM, grace)
+            while group_members(program.pid) and time.monotonic() < started + 20:
+                time.sleep(0.05)
+                program.check_deadlines()
+            gone = time.monotonic() - started
+            pipe.read()
         _, status = os.waitpid(program.pid, 0)
-        return {"shell_gone": not os.path.exists(f"/proc/{shell}"), "rest": rest.decode(),
-                "seconds": time.monotonic() - started, "status": os.waitstatus_to_exitcode(status)}
-    got = _as_server_user(users, go)
-    assert got["shell_gone"] and got["seconds"] < 10, got
-    assert got["status"] != 0
+        return {"child_gone": _gone(child), "seconds": gone,
+                "status": os.waitstatus_to_exitcode(status)}
+    return go
+
+
+def test_a_stop_reaches_the_users_whole_group_through_sudo(users, sudoers, tmp_path):
+    # sudo passes a signal on to its command only: the background sleep needs the group's.
+    spec = _spec(tmp_path, {"type": "shell", "user": RUN_AS_USER, "command": "sleep 30 & echo $!; wait"})
+    got = _as_server_user(users, _stop_and_wait(spec, grace=20))
+    assert got["child_gone"] and got["seconds"] < 5, got
+    assert got["status"] == -15, "the run ends killed by SIGTERM"
+
+
+def test_the_sigkill_after_the_grace_period_reaches_the_users_processes(users, sudoers, tmp_path):
+    spec = _spec(tmp_path, {"type": "shell", "user": RUN_AS_USER,
+                            "command": "trap '' TERM; sleep 30 & echo $!; wait"})  # both ignore SIGTERM
+    got = _as_server_user(users, _stop_and_wait(spec, grace=1))
+    assert got["child_gone"] and 1 <= got["seconds"] < 5, got
+    assert got["status"] == -9
