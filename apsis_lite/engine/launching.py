@@ -6,6 +6,7 @@ provably never started (its spec revoked) is the only one called failed to
 start. No-ops finish at once; in-server programs start in the server.
 """
 
+import dataclasses
 import heapq
 import logging
 import math
@@ -173,7 +174,10 @@ class Starter:
             self._inserver.start_after_commit(run, program)
             return False
         if program.host:
-            self._send_remote(run, program, now)
+            program = self._pick_host(run, program, now)
+            if program is not None:
+                self.store.transition(run.run_id, "starting", "error", now,
+                                      f"remote hosts are not supported yet (host: {program.host})")
             return False
         try:
             self._folders.take(run, program)
@@ -185,14 +189,16 @@ class Starter:
             return False
         return True
 
-    def _send_remote(self, run, program, now):
-        """Pick the host of a run whose program names a host or group, and record it on the run."""
+    def _pick_host(self, run, program, now):
+        """The program with ``host`` the one host its run goes to (a group's pick, or the
+        host named), recorded on the run; None, the run in error, if there is none."""
         group_id = getattr(program, "group_id", None)
         try:
             choice = self._hosts.pick(group_id or program.host, group_only=group_id is not None)
         except HostChoiceError as exc:
             self.store.transition(run.run_id, "starting", "error", now, str(exc))
-            return
+            return None
         self.store.set_host(run.run_id, choice.host, now, f"sent to {choice.describe()}")
-        self.store.transition(run.run_id, "starting", "error", now,
-                              f"remote hosts are not supported yet (host: {choice.host})")
+        if not dataclasses.is_dataclass(program):  # an extension's type: left as it is
+            return program
+        return dataclasses.replace(program, host=choice.host)
