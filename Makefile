@@ -25,6 +25,12 @@ $(SSHD):
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server openssh-client
 
+# The sudo_for_user tests switch users through the real sudo (Debian's sudo).
+SUDO_BIN := /usr/bin/sudo
+$(SUDO_BIN):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq sudo
+
 run: install
 	$(VENV)/bin/apsis-lite serve --jobs jobs
 
@@ -41,7 +47,7 @@ build: install
 	else echo "$(EXE) is up to date"; fi
 
 # tests/system/test_executable.py tests the executable just built rather than building its own.
-test: install $(CHROMIUM) $(SSHD) build
+test: install $(CHROMIUM) $(SSHD) $(SUDO_BIN) build
 	APSIS_LITE_EXE=$(abspath $(EXE)) $(PY) -m pytest -q
 
 bench: install

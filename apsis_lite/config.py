@@ -75,6 +75,7 @@ class Config:
     resources: dict = _setting(None, "capacity of each named resource, e.g. {db: 2}; a resource not listed has capacity 1", "capacities")
     hosts: dict = _setting(None, "remote hosts reached over ssh, by name: {NAME: {hostname, user, port, identity_file, ssh_options}}; each key is optional and what is left out comes from ~/.ssh/config (see docs/remote.md)", "hosts")
     host_groups: dict = _setting(None, "named groups of hosts: {NAME: {hosts: [HOST, ...], select: round-robin | random | least-busy}}", "host_groups")
+    sudo_for_user: bool = _setting(False, "a server that is not root runs a program with user: as that user through 'sudo -n -u USER' (never prompting; the sudoers policy must allow it without a password); off: such a job file does not load (see docs/remote.md)", bool)
     extensions: tuple = _setting((), "modules to import at start-up that register extra program/schedule/condition/action types", tuple)
     log_level: str = _setting("INFO", "logging level")
     log_file: str = _setting(None, "write the log to this file instead of stderr, rotated by size", "path")

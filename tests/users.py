@@ -5,6 +5,8 @@ import pwd
 import subprocess
 
 RUN_AS_USER = "apsis-runas"
+# A server that is not root, switching to RUN_AS_USER through sudo.
+SUDO_SERVER_USER = "apsis-sudoer"
 
 
 def ensure_user(name: str) -> pwd.struct_passwd:

@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from apsis_lite.agent import run_as
+from apsis_lite.agent import run_as, run_sudo
 from apsis_lite.agent.log import log
 from apsis_lite.agent.processes import RESETTABLE_SIGNALS, exited_unreaped, group_members
 
@@ -59,6 +59,7 @@ class Program:
         self.stopped = False
         self.group_killed = 0  # Processes left in the group after the program, SIGKILLed.
         self.group_left = 0  # Of those, still there KILL_WAIT later.
+        self.sudo_user: str | None = None  # The user sudo runs the program as (see run_sudo).
 
     def spawn(self, spec: dict) -> int:
         """Start the program of ``spec``; returns the read end of its output
@@ -86,8 +87,13 @@ class Program:
 
     def _spawn(self, spec: dict) -> int:
         argv, env, cwd = spec["argv"], spec["env"], spec["cwd"]
+        keep = spec.get("sudo")  # names of the run's variables, when sudo may switch users
         try:
-            user = run_as.target_user(spec["user"]) if spec.get("user") else None
+            user = run_as.target_user(spec["user"], sudo=keep is not None) if spec.get("user") else None
+            if user is not None and os.geteuid() != 0:
+                run_sudo.check_sudo(user, keep, env)
+                argv, cwd = run_sudo.sudo_argv(user, argv, keep, cwd), "/"
+                self.sudo_user, user = user.pw_name, None  # sudo switches; the spawn below is the plain one
         except run_as.UserError as exc:
             raise ExecFailed(f"exec failed: {exc}") from None
         if user is not None:
@@ -221,6 +227,12 @@ class Program:
         # (see settle). Until then the program, alive or a zombie, holds its
         # pid, so the group's number is ours.
         if self.status is None:
+            # Through sudo, the group's processes but sudo itself are the
+            # user's: signalled as that user, and sudo too only by SIGKILL
+            # (or when that failed), which it cannot pass on.
+            if self.sudo_user is not None and run_sudo.signal_group(self.sudo_user, self.pid, sig) \
+                    and sig != signal.SIGKILL:
+                return
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
 

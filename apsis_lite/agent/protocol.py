@@ -317,6 +317,10 @@ def parse_spec(raw: dict | None, run_dir: str) -> dict:
     if user is not None and not (isinstance(user, str) and user):
         raise SpecError("user must be a user name or null")
     spec["user"] = user
+    sudo = raw.get("sudo")
+    if sudo is not None and not (isinstance(sudo, list) and all(isinstance(n, str) for n in sudo)):
+        raise SpecError("sudo must be a list of variable names or null")
+    spec["sudo"] = sudo
     try:
         stop = raw.get("stop") or {}
         spec["stop_signal"] = signal_from_name(stop.get("signal", DEFAULT_STOP["signal"]))

@@ -20,8 +20,11 @@ class UserError(Exception):
     """The program cannot be started as the user its spec names."""
 
 
-def target_user(name: str) -> pwd.struct_passwd | None:
-    """The passwd entry to switch to, or None when ``name`` is the agent's own user."""
+def target_user(name: str, sudo: bool = False) -> pwd.struct_passwd | None:
+    """The passwd entry to switch to, or None when ``name`` is the agent's own user.
+
+    An agent that is not root can switch only through sudo (``sudo``: the
+    config allows it; see ``run_sudo``)."""
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -29,8 +32,9 @@ def target_user(name: str) -> pwd.struct_passwd | None:
     euid = os.geteuid()
     if entry.pw_uid == euid:
         return None
-    if euid != 0:
-        raise UserError(f"cannot run as {name!r}: the agent runs as {_name_of(euid)}, not root")
+    if euid != 0 and not sudo:
+        raise UserError(f"cannot run as {name!r}: the agent runs as {_name_of(euid)}, not root "
+                        "(and the config does not set sudo_for_user)")
     return entry
 
 

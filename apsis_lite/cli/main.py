@@ -133,7 +133,8 @@ def _load_options(config_file, calendars_dir=None):
             raise click.ClickException(str(exc)) from None
         except ImportError as exc:
             raise click.ClickException(f"cannot load extension: {exc}") from None
-    options = {} if config is None else {"min_interval": config.min_interval}
+    options = {} if config is None else {"min_interval": config.min_interval,
+                                         "sudo_for_user": config.sudo_for_user}
     calendars_dir = calendars_dir or getattr(config, "calendars_dir", None)
     if not calendars_dir:
         return options, []

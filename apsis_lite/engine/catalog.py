@@ -87,7 +87,8 @@ class JobCatalog:
                 raise NotFound(f"job {job_id!r} failed to load: " + "; ".join(str(e) for e in errors))
             raise NotFound(f"no job {job_id!r}")
         return jobs_mod.job_from_jso(stored["job"], job_id, adhoc=stored["literal"], calendars=self.calendars,
-                                     min_interval=None)
+                                     min_interval=None,
+                                     sudo_for_user=getattr(self.config, "sudo_for_user", False))
 
     def find_job(self, job_id):
         """The job, or None if it is gone or no longer loads."""

@@ -103,6 +103,10 @@ class LocalLauncher:
             # (the agent finds another user's).
             "cwd": program.cwd or (None if user else os.path.expanduser("~")),
             "user": user,
+            # With sudo_for_user, the variables sudo is to pass on (it starts from a clean environment).
+            "sudo": (sorted({*(program.env or {}), "APSIS_RUN_ID", "APSIS_JOB_ID", "APSIS_ARGS",
+                             *(f"APSIS_ARG_{name}" for name in run.args)})
+                     if user and self.config.sudo_for_user else None),
             "timeout": program.timeout,
             "stop": program.stop,
             "output_head": self.config.output_head,

@@ -6,12 +6,14 @@ provably never started (its spec revoked) is the only one called failed to
 start. No-ops finish at once; in-server programs start in the server.
 """
 
+import dataclasses
 import heapq
 import logging
 import math
 
 from apsis_lite.engine.faults import disk_fault
 from apsis_lite.engine.pauses import words as pause_words
+from apsis_lite.hosts.groups import HostChoiceError, HostPicker
 from apsis_lite.model.programs import parse_program
 from apsis_lite.timeutil import format_duration, to_iso
 
@@ -39,6 +41,7 @@ class Starter:
         self._alarms = alarms
         self._inserver = inserver
         self._due = []          # heap of (time_schedule, run_id)
+        self._hosts = HostPicker(config.host_groups, busy=store.busy_hosts)
 
     def reset(self):
         self._due = []
@@ -171,8 +174,10 @@ class Starter:
             self._inserver.start_after_commit(run, program)
             return False
         if program.host:
-            self.store.transition(run.run_id, "starting", "error", now,
-                                  f"remote hosts are not supported yet (host: {program.host})")
+            program = self._pick_host(run, program, now)
+            if program is not None:
+                self.store.transition(run.run_id, "starting", "error", now,
+                                      f"remote hosts are not supported yet (host: {program.host})")
             return False
         try:
             self._folders.take(run, program)
@@ -183,3 +188,17 @@ class Starter:
                                   f"could not prepare the run folder: {exc}")
             return False
         return True
+
+    def _pick_host(self, run, program, now):
+        """The program with ``host`` the one host its run goes to (a group's pick, or the
+        host named), recorded on the run; None, the run in error, if there is none."""
+        group_id = getattr(program, "group_id", None)
+        try:
+            choice = self._hosts.pick(group_id or program.host, group_only=group_id is not None)
+        except HostChoiceError as exc:
+            self.store.transition(run.run_id, "starting", "error", now, str(exc))
+            return None
+        self.store.set_host(run.run_id, choice.host, now, f"sent to {choice.describe()}")
+        if not dataclasses.is_dataclass(program):  # an extension's type: left as it is
+            return program
+        return dataclasses.replace(program, host=choice.host)

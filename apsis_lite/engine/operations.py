@@ -44,7 +44,7 @@ class Operations:
         Its text is taken literally: it was typed, not written as a template.
         """
         job_id = self._adhoc_job_id()
-        job = jobs_mod.adhoc_job(program, job_id)
+        job = jobs_mod.adhoc_job(program, job_id, sudo_for_user=self.config.sudo_for_user)
         self.store.put_adhoc_job(job_id, {"literal": True, "job": job.to_jso()}, self.clock())
         return self._create_adhoc_run(job, {}, when, user, "submitted inline")
 
@@ -52,7 +52,8 @@ class Operations:
         """An ad hoc run of an inline job definition (job-file form, templates and all)."""
         job_id = self._adhoc_job_id()
         job = jobs_mod.job_from_jso(definition, job_id, calendars=self._catalog.calendars,
-                                    min_interval=self.config.min_interval)
+                                    min_interval=self.config.min_interval,
+                                    sudo_for_user=self.config.sudo_for_user)
         args = jobs_mod.check_args(job, args or {})
         self.store.put_adhoc_job(job_id, {"literal": False, "job": definition}, self.clock())
         return self._create_adhoc_run(job, args, when, user, "submitted inline")

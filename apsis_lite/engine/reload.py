@@ -66,11 +66,13 @@ def _job_id(rel):
 class JobsFolder:
     """The jobs of one folder, reloaded incrementally; see the module docstring."""
 
-    def __init__(self, root, clock=time.time, calendars=None, min_interval=DEFAULT_MIN_INTERVAL):
+    def __init__(self, root, clock=time.time, calendars=None, min_interval=DEFAULT_MIN_INTERVAL,
+                 sudo_for_user=False):
         self.root = os.fspath(root)
         self.clock = clock
         self.calendars = calendars  # resolves calendar names (calendars.load_calendars)
         self.min_interval = min_interval
+        self.sudo_for_user = sudo_for_user
         self._stats = {}    # relative path -> stat key, or None to read it again next time
         self._results = {}  # relative path -> Job, or its list of JobFileError
         self._good = {}     # job id -> the last Job that loaded from its file
@@ -87,7 +89,8 @@ class JobsFolder:
             path = os.path.join(self.root, rel)
             try:
                 self._results[rel] = load_job_file(path, _job_id(rel), self.calendars,
-                                                   min_interval=self.min_interval)
+                                                   min_interval=self.min_interval,
+                                                   sudo_for_user=self.sudo_for_user)
             except JobErrors as exc:
                 self._results[rel] = exc.errors
             read.append(rel)
@@ -145,7 +148,8 @@ class JobsWatcher:
         for err in calendar_errors:
             log.error("calendar file problem: %s", err)
         self.folder = JobsFolder(config.jobs_dir, calendars=calendars,
-                                 min_interval=getattr(config, "min_interval", DEFAULT_MIN_INTERVAL))
+                                 min_interval=getattr(config, "min_interval", DEFAULT_MIN_INTERVAL),
+                                 sudo_for_user=getattr(config, "sudo_for_user", False))
         engine.calendars = calendars
         self.mode = None  # how changes are noticed: inotify, poll or off
         self._lock = threading.Lock()

@@ -170,26 +170,28 @@ class _ProcessProgram(Program):
         return jso
 
 
-def local_user_problem(user: str) -> str | None:
+def local_user_problem(user: str, sudo_for_user: bool = False) -> str | None:
     """Why a program on this machine cannot run as ``user`` (a job's ``user:``), or None if it can.
 
     A server running as root starts the program as that user; any other
     server runs programs only as itself, so a file naming another user is
-    refused rather than run as the wrong one.
+    refused rather than run as the wrong one, unless the config's
+    ``sudo_for_user`` lets it switch through ``sudo -n``.
     """
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
         return f"no such user on this machine: {user!r}"
     euid = os.geteuid()
-    if entry.pw_uid == euid or euid == 0:
+    if entry.pw_uid == euid or euid == 0 or sudo_for_user:
         return None
     try:
         me = repr(pwd.getpwuid(euid).pw_name)
     except KeyError:
         me = f"uid {euid}"
     return (f"cannot run programs as {user!r}: the server runs as {me}, not root, and runs "
-            f"programs only as itself (run the server as root, or remove user:)")
+            f"programs only as itself (run the server as root, set sudo_for_user: true in its config "
+            f"with a sudoers rule, or remove user:)")
 
 
 @PROGRAMS.register("shell", aliases=[
@@ -198,22 +200,29 @@ def local_user_problem(user: str) -> str | None:
 ])
 @dataclass(frozen=True)
 class ShellProgram(_ProcessProgram):
-    """A shell command, run as ``/bin/bash -c command``."""
+    """A shell command, run as ``/bin/bash -c command``; with ``login_shell``,
+    ``/bin/bash -l -c command``, which reads ``/etc/profile`` and the first of
+    ``~/.bash_profile``, ``~/.bash_login`` and ``~/.profile`` first."""
 
     type_name: ClassVar[str] = "shell"
 
     command: str
+    login_shell: bool = False
 
     @classmethod
     def _read(cls, f, allow_templates):
         return {"command": f.take("command", nonempty_text),
+                "login_shell": f.take("login_shell", flag, False),
                 **cls._read_options(f, allow_templates)}
 
     def to_jso(self):
-        return {"type": "shell", "command": self.command, **self._options_jso()}
+        jso = {"type": "shell", "command": self.command, **self._options_jso()}
+        if self.login_shell:
+            jso["login_shell"] = True
+        return jso
 
     def argv(self):
-        return ["/bin/bash", "-c", self.command]
+        return ["/bin/bash", "-l", "-c", self.command] if self.login_shell else ["/bin/bash", "-c", self.command]
 
     def describe(self):
         return self.command.strip()
@@ -261,6 +270,87 @@ class ArgvProgram(_ProcessProgram):
 
     def describe(self):
         return shlex.join(self.words)
+
+
+# apsis's procstar programs run on a host of this group unless they name another.
+DEFAULT_GROUP = "default"
+
+
+class _Procstar:
+    """apsis's procstar options, mapped onto ours: ``group_id`` is the host
+    group a run goes to (its ``host``, picked from the group's hosts) and
+    ``sudo_user`` its ``user``; ``env``, ``cwd`` and ``timeout`` are read too."""
+
+    @classmethod
+    def _procstar_options(cls, f, allow_templates):
+        options = cls._read_options(f, allow_templates)
+        group = f.take("group_id", nonempty_text, DEFAULT_GROUP)
+        return {**options, "group_id": group, "host": group, "user": f.take("sudo_user", nonempty_text, None)}
+
+    def _procstar_jso(self):
+        jso = {"group_id": self.group_id}
+        if self.user is not None:
+            jso["sudo_user"] = self.user
+        return jso
+
+    def _options_jso(self):
+        # host and user are group_id and sudo_user here, written under those names.
+        jso = super()._options_jso()
+        jso.pop("host", None)
+        jso.pop("user", None)
+        return jso
+
+
+@PROGRAMS.register("procstar", aliases=[
+    "apsis.program.ProcstarProgram", "apsis.program.procstar.agent.ProcstarProgram",
+])
+@dataclass(frozen=True)
+class ProcstarProgram(_Procstar, ArgvProgram):
+    """apsis's ``procstar``: an argv run on a host of the group ``group_id``."""
+
+    type_name: ClassVar[str] = "procstar"
+
+    group_id: str = DEFAULT_GROUP
+
+    @classmethod
+    def _read_options(cls, f, allow_templates):
+        # Not host: or user: (group_id: and sudo_user: say where and as whom).
+        return {
+            "env": f.take("env", _env, {}),
+            "cwd": f.take("cwd", nonempty_text, None),
+            "timeout": f.take(
+                "timeout", lambda v: parse_timeout(v, allow_templates=allow_templates), None),
+            "stop": f.take(
+                "stop", lambda v: parse_stop(v, allow_templates=allow_templates), dict(DEFAULT_STOP)),
+        }
+
+    @classmethod
+    def _read(cls, f, allow_templates):
+        return {"words": f.take("argv", _argv), **cls._procstar_options(f, allow_templates)}
+
+    def to_jso(self):
+        return {"type": "procstar", "argv": list(self.words), **self._procstar_jso(), **self._options_jso()}
+
+
+@PROGRAMS.register("procstar-shell", aliases=[
+    "apsis.program.ProcstarShellProgram", "apsis.program.procstar.agent.ProcstarShellProgram",
+])
+@dataclass(frozen=True)
+class ProcstarShellProgram(_Procstar, ShellProgram):
+    """apsis's ``procstar-shell``: a shell command run on a host of the group ``group_id``."""
+
+    type_name: ClassVar[str] = "procstar-shell"
+
+    group_id: str = DEFAULT_GROUP
+
+    _read_options = ProcstarProgram._read_options
+
+    @classmethod
+    def _read(cls, f, allow_templates):
+        return {"command": f.take("command", nonempty_text), **cls._procstar_options(f, allow_templates)}
+
+    def to_jso(self):
+        return {"type": "procstar-shell", "command": self.command, **self._procstar_jso(), **self._options_jso()}
 
 
 @PROGRAMS.register("no-op", aliases=["apsis.program.NoOpProgram", "apsis.program.noop.NoOpProgram"])

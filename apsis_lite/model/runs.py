@@ -79,6 +79,7 @@ class Run:
     message: str | None = None
     meta: dict = field(default_factory=dict)
     time_updated: float | None = None
+    host: str | None = None  # the remote host it was sent to
 
     @property
     def finished(self) -> bool:
@@ -104,6 +105,7 @@ class Run:
             "rusage": self.meta.get("rusage"),
             "output_length": self.meta.get("output", {}).get("bytes_kept"),
             "adhoc": bool(self.meta.get("adhoc")),
+            "host": self.host,
         }
         if full:
             jso["program"] = self.program

@@ -22,6 +22,16 @@ class RunReads:
             raise NotFound(f"no run {format_run_id(run_id)}")
         return row_to_run(row)
 
+    def busy_hosts(self, hosts) -> dict:
+        """``{host: runs starting, running or stopping there}`` for those of ``hosts`` that have any."""
+        hosts = list(hosts)
+        if not hosts:
+            return {}
+        marks = ",".join("?" * len(hosts))
+        rows = self._all(f"SELECT host, count(*) FROM runs WHERE host IN ({marks})"
+                         " AND state IN ('starting', 'running', 'stopping') GROUP BY host", hosts)
+        return dict(rows)
+
     def run_state(self, run_id):
         """A run's state, or None if there is no such run."""
         row = self._one("SELECT state FROM runs WHERE run_id=?", (run_id,))

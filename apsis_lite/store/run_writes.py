@@ -88,6 +88,15 @@ class RunWrites:
             self._announce(run_id, old, new)
             return True
 
+    def set_host(self, run_id, host, now, message):
+        """Record the remote host a run in 'starting' goes to, and log ``message``; True if it was."""
+        with self.write():
+            self._exec("UPDATE runs SET host=? WHERE run_id=? AND state='starting'", (host, run_id))
+            if self.conn.changes() != 1:
+                return False
+            self._log(run_id, now, None, message, None)
+            return True
+
     def set_waiting_reason(self, run_id, reason, now):
         """Make ``reason`` a waiting run's message, and log it, if it changed; True if it did."""
         with self.write():

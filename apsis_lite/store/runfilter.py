@@ -5,6 +5,7 @@ A filter is whitespace-separated terms, all of which must match:
     WORD            job id contains WORD (ASCII case-insensitive)
     job:ID          job id is exactly ID
     state:S1,S2     state is one of S1, S2; each may be an unambiguous prefix
+    host:NAME       the run was sent to remote host NAME (exactly)
     ARG=VAL         the run has arg ARG equal to VAL
     ARG=            the run has arg ARG, any value (ARG="" means equal to "")
     !TERM           negation of any of the above
@@ -12,7 +13,7 @@ A filter is whitespace-separated terms, all of which must match:
 Double quotes make text literal, spaces, ``=``, ``:`` and ``!`` included:
 ``"load prices"``, ``date="2026 11"``, ``"my arg"=x``, ``!"a b"``. Inside
 quotes a backslash escapes ``"`` or ``\\``; elsewhere it is an ordinary
-character. An unquoted ``NAME:`` other than ``job:`` or ``state:`` is an
+character. An unquoted ``NAME:`` other than ``job:``, ``state:`` or ``host:`` is an
 error, so a mistyped field never silently matches nothing.
 
 Column names are unqualified (``job_id``, ``args``, ``state``), so the
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from apsis_lite.errors import BadRequest
 from apsis_lite.model.runs import STATES
 
-FIELDS = ("job", "state")
+FIELDS = ("job", "state", "host")
 # Bounds that keep a filter's SQL within SQLite's limits (a LIKE pattern of at most
 # 50,000 bytes, an expression at most 1,000 deep) and its cost small.
 MAX_LENGTH = 4096
@@ -40,7 +41,7 @@ class Term:
     """One parsed filter term.
 
     ``kind`` is "word" (``value`` is the text to find in job ids), "job"
-    (``value`` is the exact job id), "state" (``value`` is the
+    (``value`` is the exact job id), "host" (``value`` is the exact host), "state" (``value`` is the
     comma-separated state names as typed) or "arg" (``name`` = ``value``;
     ``value`` None for ``ARG=``, any value). ``negated`` for ``!TERM``.
     """
@@ -142,6 +143,10 @@ def _parse_term(raw, segs, negated=False):
                 return Term(raw, "job", value, negated=negated)
             if field == "state":
                 return Term(raw, "state", value, negated=negated)
+            if field == "host":
+                if not value:
+                    raise _bad(raw, "empty host name")
+                return Term(raw, "host", value, negated=negated)
             raise _bad(
                 raw, f"unknown field {field!r} (fields: {', '.join(FIELDS)}); "
                 "quote the term to search job ids for it"
@@ -164,6 +169,9 @@ def _parse_term(raw, segs, negated=False):
 def _compile_term(term, states):
     if term.kind == "job":
         return "job_id IS ?", [term.value]
+    if term.kind == "host":
+        # NULL for runs on this machine: IS keeps ``!host:X`` matching those too.
+        return "host IS ?", [term.value]
     if term.kind == "state":
         names = [_match_state(term.raw, s, states) for s in term.value.split(",")]
         return f"state IN ({', '.join('?' * len(names))})", names

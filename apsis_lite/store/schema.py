@@ -139,11 +139,17 @@ MIGRATIONS = [
         alarm  TEXT
     );
     """,
+    # The host a remote run was sent to (a group's pick, or the host its
+    # job names), for the run's views and the ``host:NAME`` filter term.
+    """
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    CREATE INDEX runs_host ON runs (host, state, run_id) WHERE host IS NOT NULL;
+    """,
 ]
 
 RUN_COLUMNS = (
     "run_id, job_id, args, state, time_schedule, time_updated, times, slot, rerun_of,"
-    " rerun_group, program, conditions, actions, exit_code, signal, message, meta"
+    " rerun_group, program, conditions, actions, exit_code, signal, message, meta, host"
 )
 
 JSON_FIELDS = {"program", "conditions", "actions", "meta"}
@@ -157,7 +163,7 @@ NOT_RERUN = "slot NOT LIKE 'rerun|%'"
 def row_to_run(row) -> Run:
     """The ``Run`` of a row selected as ``RUN_COLUMNS``."""
     (run_id, job_id, args, state, time_schedule, time_updated, times, slot, rerun_of,
-     rerun_group, program, conditions, actions, exit_code, signal, message, meta) = row
+     rerun_group, program, conditions, actions, exit_code, signal, message, meta, host) = row
     return Run(
         run_id=run_id, job_id=job_id, args=json.loads(args), state=state,
         time_schedule=time_schedule, time_updated=time_updated, times=json.loads(times),
@@ -165,5 +171,5 @@ def row_to_run(row) -> Run:
         program=json.loads(program) if program else None,
         conditions=json.loads(conditions) if conditions else None,
         actions=json.loads(actions) if actions else None,
-        exit_code=exit_code, signal=signal, message=message, meta=json.loads(meta),
+        exit_code=exit_code, signal=signal, message=message, meta=json.loads(meta), host=host,
     )

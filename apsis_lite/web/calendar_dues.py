@@ -43,7 +43,8 @@ def due_matcher(q):
     A due time is what would become a run in state "scheduled" with the
     schedule's args, so every term has a meaning: words and ``job:`` match
     the job id as for runs, ``state:`` matches if it names "scheduled", and
-    ``ARG=VAL`` the schedule's args. ``args_ok`` is None when no term is
+    ``ARG=VAL`` the schedule's args; ``host:`` never matches (a run gets
+    its host when it starts). ``args_ok`` is None when no term is
     about args; ``job_ok.all_jobs`` says no term is about the job.
     """
     job_terms, arg_terms = [], []
@@ -67,6 +68,8 @@ def _term_test(term):
         names = [n.strip().lower() for n in term.value.split(",")]
         hit = any("scheduled".startswith(n) for n in names if n)
         return lambda _job_id: hit
+    if term.kind == "host":
+        return lambda _job_id: False
     if term.kind == "arg":
         name, value = term.name, term.value
         if value is None:

@@ -313,6 +313,21 @@ def test_daily_date_shift_keeps_the_nominal_date():
     assert t == utc(2026, 1, 2, 2) and args["date"] == "2026-01-01"
 
 
+def test_daily_time_shift_moves_each_due_time_and_keeps_the_args():
+    s = parse_schedule({"type": "daily", "daytime": "13:26:00", "tz": "America/New_York", "time_shift": "15s"})
+    got = first(s, utc(2026, 1, 1, 18, 26, 10), 2)  # 10 s after 13:26 EST: that day's is still due
+    assert [t for t, _ in got] == [utc(2026, 1, 1, 18, 26, 15), utc(2026, 1, 2, 18, 26, 15)]
+    assert got[0][1]["time"] == "2026-01-01T13:26:00-05:00" and got[0][1]["date"] == "2026-01-01"
+    assert due(s, utc(2026, 1, 1, 18, 26, 16), 1) == [utc(2026, 1, 2, 18, 26, 15)]
+    assert s.describe().endswith("America/New_York +15.0 s")
+    back = parse_schedule({"type": "daily", "daytime": "00:00:30", "time_shift": "-1 min"})
+    assert due(back, utc(2026, 1, 1), 2) == [utc(2026, 1, 1, 23, 59, 30), utc(2026, 1, 2, 23, 59, 30)]
+    assert parse_schedule(s.to_jso()) == s
+    for bad, message in [("25h", "at most a day either way"), ("soon", "not a duration"), (True, "not a duration")]:
+        with pytest.raises(SpecError, match=message):
+            parse_schedule({"type": "daily", "daytime": "09:00", "time_shift": bad})
+
+
 def test_daily_cal_shift_then_date_shift():
     """Nominal business day D runs on the next business day, at 06:00 the day after that."""
     s = parse_schedule({"type": "daily", "daytime": "06:00", "calendar": "Mon-Fri",

@@ -127,7 +127,7 @@ def test_matches(db, text, expected):
     ("!", "bad filter term '!': nothing after '!'"),
     ('""', "bad filter term '\"\"': empty term"),
     ("job:", "bad filter term 'job:': empty job id"),
-    ("stat:run", "bad filter term 'stat:run': unknown field 'stat' (fields: job, state); "
+    ("stat:run", "bad filter term 'stat:run': unknown field 'stat' (fields: job, state, host); "
                  "quote the term to search job ids for it"),
 ])
 def test_errors(text, message):
@@ -165,3 +165,35 @@ def test_no_sql_injection(db, text):
         assert fragment not in sql
     assert match(db, text) == []
     assert db.execute("SELECT count(*) FROM runs").fetchall() == [(len(ROWS),)]
+
+
+def test_host_term_matches_the_recorded_host_exactly(tmp_path):
+    store = Store(tmp_path / "h.db")
+    ids = [store.insert_run("j", {}, "starting", 0.0, 0.0).run_id for _ in range(4)]
+    assert store.set_host(ids[0], "web1", 1.0, "sent to host web1")
+    assert store.set_host(ids[1], "web2", 1.0, "sent to host web2 (group web, round-robin)")
+    assert store.set_host(ids[2], "web1.example.com", 1.0, "sent to host web1.example.com")
+
+    def hits(text):
+        sql, params = compile_filter(text)
+        return [r[0] for r in store.conn.execute(f"SELECT run_id FROM runs WHERE {sql} ORDER BY run_id", params)]
+
+    assert hits("host:web1") == [ids[0]]
+    assert hits("HOST:web2") == [ids[1]]
+    assert hits("host:web") == []  # not a substring match
+    assert hits("!host:web1") == [ids[1], ids[2], ids[3]]  # runs with no host included
+    assert hits('host:"web1.example.com" j') == [ids[2]]
+    with pytest.raises(BadRequest, match="empty host name"):
+        compile_filter("host:")
+
+
+def test_set_host_records_only_a_starting_run_and_logs_it(tmp_path):
+    store = Store(tmp_path / "h.db")
+    starting = store.insert_run("j", {}, "starting", 0.0, 0.0).run_id
+    waiting = store.insert_run("j", {}, "waiting", 0.0, 0.0).run_id
+    assert store.set_host(starting, "web1", 1.0, "sent to host web1")
+    assert not store.set_host(waiting, "web1", 1.0, "sent to host web1")
+    assert store.get_run(starting).host == "web1" and store.get_run(waiting).host is None
+    assert store.get_run(starting).to_jso()["host"] == "web1"
+    assert store.busy_hosts(["web1", "web2"]) == {"web1": 1}
+    assert store.run_log(starting)[-1]["message"] == "sent to host web1"

@@ -155,7 +155,8 @@ def test_a_server_that_is_not_root_refuses_a_file_naming_another_user(other):
         assert [(e.key, e.msg) for e in errors] == [(
             "program.user",
             f"cannot run programs as 'root': the server runs as '{RUN_AS_USER}', not root, and runs "
-            "programs only as itself (run the server as root, or remove user:)")]
+            "programs only as itself (run the server as root, set sudo_for_user: true in its config "
+            "with a sudoers rule, or remove user:)")]
         assert "cannot run programs as 'root'" in str(refused.value)
     finally:
         for f in folder.iterdir():

@@ -40,8 +40,9 @@ def run_env(program, job_id: str, args: dict, base_env=None) -> dict:
 def local_argv(program) -> list[str]:
     """The argv to run here; CannotRun says why a program cannot be run on this machine."""
     if getattr(program, "host", None):
-        raise CannotRun(f"the program runs on host {program.host!r}; --run runs programs "
-                        "on this machine only")
+        where = (f"a host of group {program.group_id!r}" if getattr(program, "group_id", None)
+                 else f"host {program.host!r}")
+        raise CannotRun(f"the program runs on {where}; --run runs programs on this machine only")
     user = getattr(program, "user", None)
     if user and user != _current_user():
         raise CannotRun(f"the program runs as user {user!r}, not {_current_user()!r}")

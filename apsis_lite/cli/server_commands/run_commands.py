@@ -131,7 +131,7 @@ def runs_cmd(filter_words, since, until, limit, all_pages, as_json, utc, url):
     """List runs, newest first, matching a filter.
 
     The words are joined with spaces into one filter: job id text, job:ID,
-    state:S1,S2, ARG=VALUE, !TERM. Quote for the shell and for the filter:
+    state:S1,S2, host:NAME, ARG=VALUE, !TERM. Quote for the shell and for the filter:
 
     \b
       apsis-lite runs '"load prices"' state:fail,err date=2026-11-25
@@ -158,6 +158,10 @@ def runs_cmd(filter_words, since, until, limit, all_pages, as_json, utc, url):
         for r in items
     ]
     headers = ("RUN", "JOB", "ARGS", "STATE", "SCHEDULED", "ELAPSED")
+    if any(r.get("host") for r in items):
+        # Only when a run went to a remote host: local-only lists keep their columns.
+        headers += ("HOST",)
+        rows = [row + (r.get("host"),) for row, r in zip(rows, items)]
     click.echo(format_table(headers, rows, table_width(), shrink=(1, 2)))
     if page.get("next"):
         click.echo("(more runs: use --all, or narrow the filter)", err=True)
@@ -183,6 +187,7 @@ def show_cmd(run, as_json, utc, url):
         ("job", r.get("job_id")),
         ("args", format_args(r.get("args"))),
         ("state", r.get("state")),
+        ("host", r.get("host")),
         ("waiting", why),
         ("exit code", r.get("exit_code")),
         ("signal", r.get("signal")),

@@ -61,7 +61,8 @@ def job_file_entries(root: str, errors: list, dirs: list | None = None, rel: str
             yield sub, entry
 
 
-def load_job_file(path, job_id: str, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL) -> Job:
+def load_job_file(path, job_id: str, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL,
+                  sudo_for_user=False) -> Job:
     """Read and validate one job file; JobErrors names the file and every problem.
 
     Whatever the file holds, JobErrors is all this raises: an unexpected
@@ -69,7 +70,7 @@ def load_job_file(path, job_id: str, calendars=None, *, min_interval=DEFAULT_MIN
     """
     path = os.fspath(path)
     try:
-        return _load_job_file(path, job_id, calendars, min_interval)
+        return _load_job_file(path, job_id, calendars, min_interval, sudo_for_user)
     except JobErrors:
         raise
     except Exception as exc:
@@ -83,7 +84,7 @@ def load_job_file(path, job_id: str, calendars=None, *, min_interval=DEFAULT_MIN
         raise JobErrors([JobFileError(path, None, msg)]) from None
 
 
-def _load_job_file(path, job_id, calendars, min_interval):
+def _load_job_file(path, job_id, calendars, min_interval, sudo_for_user):
     try:
         with open(path, "rb") as file:
             # Read what stat says is there (a read of MAX_JOB_FILE_BYTES would
@@ -107,10 +108,11 @@ def _load_job_file(path, job_id, calendars, min_interval):
         raise JobErrors([JobFileError(path, None, "not valid YAML: nested too deeply")]) from None
     if jso is None:
         raise JobErrors([JobFileError(path, None, "empty job file")])
-    return job_from_jso(jso, job_id, path, calendars=calendars, min_interval=min_interval)
+    return job_from_jso(jso, job_id, path, calendars=calendars, min_interval=min_interval,
+                        sudo_for_user=sudo_for_user)
 
 
-def load_jobs_dir(path, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL
+def load_jobs_dir(path, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL, sudo_for_user=False
                   ) -> tuple[dict[str, Job], list[JobFileError]]:
     """Load every ``*.yaml``/``*.yml`` under ``path``; a bad file is reported and skipped.
 
@@ -118,7 +120,8 @@ def load_jobs_dir(path, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL
     ``/`` separators. Returns the jobs by id and the errors, in path order.
     ``calendars`` (from ``calendars.load_calendars``) resolves calendar names;
     None knows the weekday sets and shipped calendars only. ``min_interval``
-    is the config setting: the shortest interval a schedule may have.
+    is the config setting: the shortest interval a schedule may have;
+    ``sudo_for_user`` the setting that lets ``user:`` switch through sudo.
     """
     root = os.fspath(path)
     jobs, errors, files = {}, [], {}
@@ -130,7 +133,8 @@ def load_jobs_dir(path, calendars=None, *, min_interval=DEFAULT_MIN_INTERVAL
             continue
         files[job_id] = file
         try:
-            jobs[job_id] = load_job_file(file, job_id, calendars, min_interval=min_interval)
+            jobs[job_id] = load_job_file(file, job_id, calendars, min_interval=min_interval,
+                                         sudo_for_user=sudo_for_user)
         except JobErrors as exc:
             errors.extend(exc.errors)
     return jobs, errors

@@ -71,7 +71,8 @@ def _from_stored(jso):
     return jso
 
 def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = False,
-                 calendars=None, min_interval: float | None = DEFAULT_MIN_INTERVAL) -> Job:
+                 calendars=None, min_interval: float | None = DEFAULT_MIN_INTERVAL,
+                 sudo_for_user: bool = False) -> Job:
     """Validate a job file's contents; JobErrors lists every problem found.
 
     With ``adhoc=True``, ``jso`` is an ad hoc job as stored (the output of
@@ -80,7 +81,8 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
     in schedules and templates; None knows the weekday sets and the shipped
     calendars only. ``min_interval`` (seconds; the config setting) is the
     shortest interval a schedule may have; None checks none (a job stored
-    earlier, read back).
+    earlier, read back). ``sudo_for_user`` (the config setting) lets a server
+    that is not root run programs as another ``user:`` through sudo.
     """
     if adhoc:
         jso = _from_stored(jso)
@@ -102,7 +104,7 @@ def job_from_jso(jso, job_id: str, path: str | None = None, *, adhoc: bool = Fal
             fail(str(key), _UNSUPPORTED.get(key) or unknown_key_message(key, JOB_KEYS))
 
     params, patterns = _params(jso.get("params"), fail)
-    program = _program(jso.get("program"), adhoc, fail, fail_spec)
+    program = _program(jso.get("program"), adhoc, fail, fail_spec, sudo_for_user)
     schedules = _schedules(jso.get("schedule"), params, calendars, min_interval, fail, fail_spec)
     conditions, cond_keys, actions, action_keys = _conditions_and_actions(jso, adhoc, fail_spec)
     reruns, waiting_max_time = _reruns_and_waiting(jso, fail, fail_spec)
@@ -131,11 +133,14 @@ def _params(raw, fail) -> tuple[list, dict]:
     """The job's ``params:``: one name or a list of distinct names, and the patterns some declare.
 
     An entry may be ``{name: date, pattern: '\\d{4}-\\d{2}-\\d{2}'}``: an arg for it
-    must match the whole pattern (a Python regular expression).
+    must match the whole pattern (a Python regular expression). A YAML set of
+    names (``{date, region}``, a mapping with no values) is a list of them.
     """
     params, patterns = [], {}
     if raw is None:
         return params, patterns
+    if isinstance(raw, dict) and raw and all(v is None for v in raw.values()):
+        raw = list(raw)  # YAML's set, ``{date, region}``, as apsis reads it: the names
     for i, p in enumerate(_as_list(raw)):
         k = f"params[{i}]" if isinstance(raw, list) else "params"
         entry = None
@@ -173,7 +178,7 @@ def _pattern_entry_ok(entry: dict, key, fail) -> bool:
     return True
 
 
-def _program(raw, adhoc, fail, fail_spec) -> dict | None:
+def _program(raw, adhoc, fail, fail_spec, sudo_for_user=False) -> dict | None:
     """The job's ``program:`` as normalized jso (its strings may be templates unless ``adhoc``)."""
     if raw is None:
         fail("program", "missing (required)")
@@ -186,7 +191,7 @@ def _program(raw, adhoc, fail, fail_spec) -> dict | None:
     user = getattr(program, "user", None)
     # A remote program's user is its login there; a template is checked when the run starts.
     if user and not getattr(program, "host", None) and not is_template(user):
-        problem = local_user_problem(user)
+        problem = local_user_problem(user, sudo_for_user)
         if problem:
             fail("program.user", problem)
             return None
@@ -349,7 +354,7 @@ def _positive_int(value):
     return value
 
 
-def adhoc_job(program_jso, job_id: str) -> Job:
+def adhoc_job(program_jso, job_id: str, sudo_for_user: bool = False) -> Job:
     """A job with no params or schedules from a command string, an argv list or a program mapping."""
     try:
         parsed = parse_program(program_jso)
@@ -357,7 +362,7 @@ def adhoc_job(program_jso, job_id: str) -> Job:
         raise BadRequest("ad hoc program: " + "; ".join(
             f"{join_key('program', k)}: {m}" for k, m in exc.problems)) from None
     user = getattr(parsed, "user", None)
-    problem = user and not getattr(parsed, "host", None) and local_user_problem(user)
+    problem = user and not getattr(parsed, "host", None) and local_user_problem(user, sudo_for_user)
     if problem:
         raise BadRequest(f"ad hoc program: program.user: {problem}")
     program = parsed.to_jso()

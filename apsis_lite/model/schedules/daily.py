@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from apsis_lite.model.calendars import CalendarError
@@ -12,7 +12,10 @@ from apsis_lite.model.registry import SCHEDULES
 from apsis_lite.model.schedules.dst import _naive_start, _resolve
 from apsis_lite.model.schedules.instants import _as_utc, _until_out_of_range
 from apsis_lite.model.schedules.wallclock import _SUPPLIES_WALL, _WallClock
-from apsis_lite.timeutil import format_daytime, get_tz, parse_daytime
+from apsis_lite.timeutil import format_daytime, format_duration, get_tz, parse_daytime, parse_duration
+
+# apsis's time_shift moves every due time by at most this much (date_shift moves by days).
+MAX_TIME_SHIFT = 86400.0
 
 
 def _daytimes(value) -> tuple:
@@ -30,6 +33,17 @@ def _daytimes(value) -> tuple:
     return tuple(sorted(out))
 
 
+def _time_shift(value) -> float:
+    """Signed seconds: ``15s``, ``-2 min``, or a number; at most a day either way."""
+    negative = isinstance(value, str) and value.strip().startswith("-")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        negative, value = True, -value
+    seconds = parse_duration(value.strip()[1:] if negative and isinstance(value, str) else value)
+    if seconds > MAX_TIME_SHIFT:
+        raise ValueError(f"at most a day either way, not {value!r} (date_shift moves by days)")
+    return -seconds if negative else seconds
+
+
 @SCHEDULES.register("daily", aliases=["apsis.schedule.DailySchedule",
                                       "apsis.schedule.daily.DailySchedule"])
 @dataclass(frozen=True)
@@ -39,7 +53,9 @@ class DailySchedule(_WallClock):
     ``cal_shift`` moves the run that many calendar dates, then ``date_shift``
     that many days; the ``date`` arg stays the nominal date. Supplies
     ``date``, ``time`` (the run's local time with offset), ``daytime``,
-    ``tz`` and ``calendar``.
+    ``tz`` and ``calendar``. ``time_shift`` (apsis's; a signed duration of
+    at most a day) moves every due time by that much, after the rest; the
+    args stay those of the time before the shift.
 
     Daylight saving (default ``dst: {gap: shift, repeat: first}``): each
     daytime of each date runs exactly once. A daytime that does not exist
@@ -52,20 +68,36 @@ class DailySchedule(_WallClock):
     supplies: ClassVar[frozenset] = _SUPPLIES_WALL
 
     daytimes: tuple = ()
+    time_shift: float = 0.0
 
     @classmethod
     def _read(cls, f):
-        return {"daytimes": f.take("daytime", _daytimes), **cls._read_common(f)}
+        return {"daytimes": f.take("daytime", _daytimes),
+                "time_shift": f.take("time_shift", _time_shift, 0.0), **cls._read_common(f)}
 
     def _jso(self):
-        return {"daytime": [format_daytime(d, "minimal") for d in self.daytimes], **self._jso_common()}
+        jso = {"daytime": [format_daytime(d, "minimal") for d in self.daytimes], **self._jso_common()}
+        if self.time_shift:
+            jso["time_shift"] = self.time_shift
+        return jso
 
     def describe(self):
         at = ", ".join(format_daytime(d, "minimal") for d in self.daytimes)
-        return f"daily at {at}" + self._describe_common()
+        text = f"daily at {at}" + self._describe_common()
+        if self.time_shift:
+            text += f" {'-' if self.time_shift < 0 else '+'}{format_duration(abs(self.time_shift))}"
+        return text
 
     def times(self, start):
-        return _until_out_of_range(self._times(_as_utc(start)))
+        return _until_out_of_range(self._shifted(_as_utc(start)))
+
+    def _shifted(self, start):
+        if not self.time_shift:
+            yield from self._times(start)
+            return
+        shift = timedelta(seconds=self.time_shift)
+        for t, args in self._times(start - shift):
+            yield t + shift, args
 
     def _times(self, start):
         zone = get_tz(self.tz)
