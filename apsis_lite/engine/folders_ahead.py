@@ -64,7 +64,7 @@ class FoldersAhead:
                 if run.state != "scheduled":
                     continue
                 program = parse_program(run.program)
-                if program.is_noop or program.host or not program.runs_process:
+                if program.is_noop or not program.runs_process or (program.host and not self.launcher.runs_remote):
                     continue
                 self.launcher.prepare(run, program, ahead=True)
             except StoreUnavailable:

@@ -146,7 +146,8 @@ class Starter:
             for rid, message in failures.items():
                 # Only a run that provably never started may be called failed to start.
                 if self.launcher.revoke(rid):
-                    self.store.transition(rid, "starting", "error", self.clock(), f"could not start: {message}")
+                    self.store.transition(rid, "starting", "error", self.clock(), f"could not start: {message}",
+                                          meta=self.launcher.run_meta(rid))
                     self.launcher.remove(rid)
 
     def _hand_over(self, run, now):
@@ -170,9 +171,9 @@ class Starter:
             self._alarms.run_started(run.run_id)  # as marking a process running does
             self._inserver.start_after_commit(run, program)
             return False
-        if program.host:
+        if program.host and not self.launcher.runs_remote:
             self.store.transition(run.run_id, "starting", "error", now,
-                                  f"remote hosts are not supported yet (host: {program.host})")
+                                  f"remote hosts are not supported by this launcher (host: {program.host})")
             return False
         try:
             self._folders.take(run, program)

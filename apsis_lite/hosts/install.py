@@ -27,8 +27,14 @@ AGENT_SOURCE = Path(apsis_lite.agent.__file__).resolve().parent
 REMOTE_FOLDER = ".cache/apsis-lite"
 INSTALL_TIMEOUT = 120.0
 
-_MAIN = b'''"""Runs the apsis-lite agent: python3 agent-HASH.pyz STATE_DIR."""
+_MAIN = b'''"""The apsis-lite agent: ``python3 agent-HASH.pyz STATE_DIR`` serves it;
+``python3 agent-HASH.pyz remote STATE_DIR`` answers one server request (see apsis_lite.agent.remote)."""
 import sys
+
+if sys.argv[1:2] == ["remote"]:
+    from apsis_lite.agent.remote import main as remote_main
+
+    sys.exit(remote_main(sys.argv[2:]))
 
 from apsis_lite.agent.server import main
 
