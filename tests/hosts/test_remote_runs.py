@@ -15,15 +15,19 @@ import pytest
 from apsis_lite.config import HostSettings
 from apsis_lite.hosts import ssh
 from conftest import write_job
-from remote_hosts import clean_remote_cache, remote_cache, sshd, stranger_key  # noqa: F401 (fixtures)
+from remote_hosts import clean_remote_cache, link, remote_cache, sshd, stranger_key  # noqa: F401 (fixtures)
 from sshd import LOGIN_USER
 
 
 def host_config(sshd, key=None, port=None, name="box"):
-    """The server's hosts: setting for the session's sshd."""
+    """The server's hosts: setting for the session's sshd (or a relay to it on ``port``)."""
+    known_hosts = sshd.known_hosts
+    if port:  # the same host key, known under the relay's port
+        known_hosts = sshd.folder / f"known_hosts_{port}"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {(sshd.folder / 'host_key.pub').read_text()}")
     return {name: {"hostname": "127.0.0.1", "user": LOGIN_USER, "port": port or sshd.port,
                    "identity_file": str(key or sshd.client_key),
-                   "ssh_options": ["IdentitiesOnly=yes", f"UserKnownHostsFile={sshd.known_hosts}"]}}
+                   "ssh_options": ["IdentitiesOnly=yes", f"UserKnownHostsFile={known_hosts}"]}}
 
 
 def start_run(server, job_id):
@@ -108,3 +112,179 @@ def test_output_streams_back_while_the_run_goes_on(jobs_dir, remote_server):
     rid = start_run(server, "slow")
     wait_until(lambda: output(server, rid) == "first\n", what="live output")
     assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is as good as dead
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def grandchild_of(server, rid) -> int:
+    """The pid the program printed first: a process it left in the background."""
+    wait_until(lambda: output(server, rid).strip(), what="the grandchild's pid in the output")
+    return int(output(server, rid).split()[0])
+
+
+def test_stop_kills_the_remote_program_and_its_grandchildren(jobs_dir, remote_server):
+    write_job(jobs_dir, "long", """\
+        program:
+          type: shell
+          command: 'sleep 300 & echo $!; wait'
+          host: box
+        """)
+    server = remote_server()
+    rid = start_run(server, "long")
+    grandchild = grandchild_of(server, rid)
+    assert _alive(grandchild) and pwd.getpwuid(os.stat(f"/proc/{grandchild}").st_uid).pw_name == LOGIN_USER
+    server.wait_run(rid, states=("running",))
+    server.post(f"/api/v1/runs/{rid}/stop")
+    run = server.wait_run(rid)
+    assert run["state"] == "failure" and run["signal"] == "SIGTERM", run
+    assert run["message"].startswith("killed by SIGTERM (stopped")
+    wait_until(lambda: not _alive(grandchild), timeout=5, what="the grandchild to die")
+
+
+def test_a_timeout_kills_the_remote_group(jobs_dir, remote_server):
+    write_job(jobs_dir, "late", """\
+        program:
+          type: shell
+          command: 'sleep 300 & echo $!; wait'
+          host: box
+          timeout: {duration: 1s, signal: SIGTERM}
+        """)
+    server = remote_server()
+    rid = start_run(server, "late")
+    grandchild = grandchild_of(server, rid)
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "failure" and run["message"].startswith("killed by SIGTERM (timed out"), run
+    assert run["timed_out"]
+    wait_until(lambda: not _alive(grandchild), timeout=5, what="the grandchild to die")
+
+
+def test_kill_9_of_the_server_mid_run_then_restart_reattaches_and_records_once(jobs_dir, remote_server):
+    write_job(jobs_dir, "through", """\
+        program:
+          type: shell
+          command: 'echo before; sleep 3; echo after'
+          host: box
+        """)
+    server = remote_server()
+    rid = start_run(server, "through")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start")
+    server.kill()
+    time.sleep(4)  # the run ends while no server is there
+    server = remote_server()
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "success", run
+    assert output(server, rid) == "before\nafter\n"
+    assert sum(1 for e in server.get(f"/api/v1/runs/{rid}/log")["items"] if e["state"] == "success") == 1
+    assert len(server.get("/api/v1/runs")["items"]) == 1
+
+
+def test_kill_9_of_the_server_then_restart_reattaches_a_run_still_going(jobs_dir, remote_server):
+    write_job(jobs_dir, "going", """\
+        program:
+          type: shell
+          command: 'echo before; sleep 4; echo after'
+          host: box
+        """)
+    server = remote_server()
+    rid = start_run(server, "going")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start")
+    server.kill()
+    server = remote_server()
+    assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", run
+    assert "re-attached after restart" in messages(server, rid)
+
+
+def test_an_unreachable_host_is_an_error_with_sshs_message(jobs_dir, running, sshd):
+    from sshd import free_port
+    write_job(jobs_dir, "nowhere", """\
+        program:
+          type: shell
+          command: 'echo never'
+          host: box
+        """)
+    server = running(hosts=host_config(sshd, port=free_port()))
+    run = server.wait_run(start_run(server, "nowhere"), timeout=30)
+    assert run["state"] == "error"
+    assert run["message"].startswith(f"could not start: host box ({LOGIN_USER}@127.0.0.1:")
+    assert run["message"].endswith("is unreachable: connection refused")
+
+
+def test_a_refused_key_is_an_error_saying_so(jobs_dir, running, sshd, stranger_key):
+    write_job(jobs_dir, "refused", """\
+        program:
+          type: shell
+          command: 'echo never'
+          host: box
+        """)
+    server = running(hosts=host_config(sshd, key=stranger_key))
+    run = server.wait_run(start_run(server, "refused"), timeout=30)
+    assert run["state"] == "error"
+    assert run["message"] == (f"could not start: host box ({LOGIN_USER}@127.0.0.1:{sshd.port}): authentication "
+                              f"refused for {LOGIN_USER}: is the server's key in that user's authorized_keys?")
+
+
+def test_the_network_lost_mid_run_the_run_survives_and_is_collected_when_it_is_back(jobs_dir, running,
+                                                                                     sshd, link,
+                                                                                     clean_remote_cache):
+    write_job(jobs_dir, "cut", """\
+        program:
+          type: shell
+          command: 'echo before; sleep 3; echo after'
+          host: box
+        """)
+    server = running(hosts=host_config(sshd, port=link.port), sweep_interval="1s")
+    rid = start_run(server, "cut")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start")
+    link.down()
+    time.sleep(5)  # the run ends on the host meanwhile; polls and sweeps fail
+    assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
+    assert "is unreachable: connection refused; its runs are left as they are" in server.log()
+    link.up()
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", run
+
+
+def test_a_host_down_at_start_is_an_error_and_the_next_run_tries_again(jobs_dir, running, sshd, link,
+                                                                       clean_remote_cache):
+    write_job(jobs_dir, "again", """\
+        program:
+          type: shell
+          command: 'echo here'
+          host: box
+        """)
+    server = running(hosts=host_config(sshd, port=link.port))
+    link.down()
+    first = server.wait_run(start_run(server, "again"), timeout=30)
+    assert first["state"] == "error" and first["message"].endswith("is unreachable: connection refused")
+    link.up()
+    second = server.wait_run(start_run(server, "again"), timeout=30)
+    assert second["state"] == "success", second
+    assert output(server, second["run_id"]) == "here\n"
+
+
+def test_the_ssh_master_connection_killed_mid_run_the_run_survives(jobs_dir, remote_server, data_dir):
+    write_job(jobs_dir, "master", """\
+        program:
+          type: shell
+          command: 'echo before; sleep 3; echo after'
+          host: box
+        """)
+    server = remote_server()
+    rid = start_run(server, "master")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start")
+    control = f"{data_dir}/ssh/.*mux"  # the master names itself "ssh: CONTROL_PATH [mux]"
+    masters = subprocess.run(["pgrep", "-f", control], capture_output=True, text=True).stdout.split()
+    assert masters, "no ssh master connection"
+    for pid in masters:
+        os.kill(int(pid), signal.SIGKILL)
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", run
