@@ -106,8 +106,6 @@ class Collector:
         """
         restarted = after == "restart"
         rid = run.run_id
-        # A remote host says itself whether it restarted since the run started there.
-        rebooted = (restarted and rebooted) or self.launcher.host_restarted(rid)
         if (run.meta or {}).get("in_server"):
             if self._inserver.in_flight(rid):
                 return  # in flight here, or its result is about to be recorded
@@ -117,6 +115,8 @@ class Collector:
         # Liveness before the result: a shepherd writes its result, then
         # releases its lock, so "not alive and no result" is never a race.
         alive = self.launcher.is_alive(rid)
+        # A remote host says itself (as it answers is_alive) whether it restarted since the run started there.
+        rebooted = (restarted and rebooted) or self.launcher.host_restarted(rid)
         if self.launcher.result(rid) is not None:
             self._collect(rid)
         elif alive:

@@ -41,6 +41,8 @@ REMOTE = "remote.json"
 POLL_INTERVAL = 1.0
 #: A host's answer younger than this is good enough for the engine's checks.
 FRESH = 0.5
+#: The engine's checks ask a host that did not answer again only after this long.
+UNREACHABLE_RETRY = 10.0
 #: Output bytes fetched per run per poll (a run's whole output arrives over several).
 POLL_CAP = 1 << 20
 
@@ -51,7 +53,7 @@ class _Host:
 
     agent: RemoteAgent
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    polled: float = -1e9        # time.monotonic() of the last poll
+    polled: float = -1.0        # time.monotonic() of the last poll (-1: never)
     error: str | None = None    # why the last poll failed
     remove: set = dataclasses.field(default_factory=set)
 
@@ -187,7 +189,9 @@ class HostLauncher(LocalLauncher):
         seconds), mirror what it says here, and tell the engine what changed."""
         host = self._host(key)
         notices = []
-        with host.lock:
+        if not host.lock.acquire(blocking=host.polled < 0):
+            return  # being polled: what it said last will do (a host that does not answer takes seconds)
+        try:
             if time.monotonic() - host.polled < fresh_for:
                 return
             more = True
@@ -213,6 +217,8 @@ class HostLauncher(LocalLauncher):
                     said = answers.get(format_run_id(rid))
                     if said is not None and rid in self._remote:
                         more |= self._mirror(rid, said, notices)
+        finally:
+            host.lock.release()
         if self.on_notice is not None:
             for kind, rid in notices:
                 self.on_notice(kind, rid)
@@ -245,7 +251,9 @@ class HostLauncher(LocalLauncher):
     def _said(self, rid):
         """The host's word on a remote run, polled if stale; None while the host cannot be reached."""
         key = self._remote[rid]
-        self._poll(key)
+        # A host that did not answer is asked again by the poller, not by the engine's checks,
+        # which would wait for ssh to give up (ConnectTimeout) each time.
+        self._poll(key, fresh_for=UNREACHABLE_RETRY if self._host(key).error else FRESH)
         if self._host(key).error:
             return None
         return self._seen.get(rid)

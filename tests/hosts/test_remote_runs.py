@@ -288,3 +288,41 @@ def test_the_ssh_master_connection_killed_mid_run_the_run_survives(jobs_dir, rem
         os.kill(int(pid), signal.SIGKILL)
     run = server.wait_run(rid, timeout=30)
     assert run["state"] == "success" and output(server, rid) == "before\nafter\n", run
+
+
+def remote_run_folder(rid) -> str:
+    (folder,) = [os.path.join(root, rid) for root, dirs, _ in os.walk(os.path.join(remote_cache(), "state"))
+                 if rid in dirs]
+    return folder
+
+
+def _kill_remote_run(rid):
+    """SIGKILL a remote run's shepherd and program group, as a crash or a power cut of the host would."""
+    folder = remote_run_folder(rid)
+    with open(os.path.join(folder, "shepherd.json")) as f:
+        os.kill(json.load(f)["pid"], signal.SIGKILL)
+    with open(os.path.join(folder, "pid.json")) as f:
+        os.killpg(json.load(f)["pgid"], signal.SIGKILL)
+
+
+@pytest.mark.parametrize("rebooted", [False, True])
+def test_a_remote_run_whose_supervisor_vanished_says_so_and_a_host_restart_says_that(
+        jobs_dir, remote_server, rebooted):
+    write_job(jobs_dir, "crash", """\
+        program:
+          type: shell
+          command: 'echo going; sleep 300'
+          host: box
+        """)
+    server = remote_server()
+    rid = start_run(server, "crash")
+    wait_until(lambda: output(server, rid) == "going\n", what="the run to start")
+    if rebooted:
+        # The boot the run started in, as the host recorded it, is not the host's boot now.
+        with open(os.path.join(remote_run_folder(rid), "boot.json"), "w") as f:
+            json.dump({"boot_id": "an-earlier-boot"}, f)
+    _kill_remote_run(rid)
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "error"
+    assert run["message"] == ("host box restarted while it ran, or before its result was recorded" if rebooted
+                              else "its supervisor vanished without recording a result")
