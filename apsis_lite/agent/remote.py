@@ -37,7 +37,7 @@ import sys
 
 from apsis_lite.agent.client import AgentClient, request_stop, send_signal
 from apsis_lite.agent.protocol import (
-    OUTPUT, PID, RESULT, SHEPHERD, SPEC, SPEC_CLAIMED, STOP, atomic_write_json, boot_id, is_alive,
+    OUTPUT, PID, RESULT, SHEPHERD, SPEC, SPEC_CLAIMED, SPEC_REVOKED, STOP, atomic_write_json, boot_id, is_alive,
     read_json, revoke, write_spec,
 )
 
@@ -56,11 +56,17 @@ def _run_dir(state_dir: str, run_id) -> str:
     return os.path.join(state_dir, "runs", run_id)
 
 
+_clients: dict = {}
+
+
 def _agent_client(state_dir: str) -> AgentClient:
-    # This very zipapp (or module) serves as the agent: ``python3 FILE STATE_DIR``.
-    entry = os.path.abspath(sys.argv[0])
-    command = [sys.executable, entry] if entry.endswith(".pyz") else [sys.executable, "-m", "apsis_lite.agent"]
-    return AgentClient(os.path.join(state_dir, "agent"), command)
+    """The client of the agent for ``state_dir`` (one per process: a session keeps it open)."""
+    if state_dir not in _clients:
+        # This very zipapp (or module) serves as the agent: ``python3 FILE STATE_DIR``.
+        entry = os.path.abspath(sys.argv[0])
+        command = [sys.executable, entry] if entry.endswith(".pyz") else [sys.executable, "-m", "apsis_lite.agent"]
+        _clients[state_dir] = AgentClient(os.path.join(state_dir, "agent"), command)
+    return _clients[state_dir]
 
 
 def start(state_dir: str, request: dict) -> dict:
@@ -70,8 +76,16 @@ def start(state_dir: str, request: dict) -> dict:
     paths, replies = [], {}
     for run_id, spec in runs.items():
         path = _run_dir(state_dir, run_id)
+        if os.path.exists(os.path.join(path, SPEC_REVOKED)):
+            replies[run_id] = "it was revoked: it will not start"
+            continue
         if os.path.exists(os.path.join(path, SPEC_CLAIMED)) or os.path.exists(os.path.join(path, SHEPHERD)):
             replies[run_id] = None  # a start sent again: it has started already
+            continue
+        if os.path.exists(os.path.join(path, SPEC)):
+            # Sent again (a broken connection): ask again, never write it again, since a
+            # spec written after a shepherd claimed the first could be claimed a second time.
+            paths.append((run_id, path))
             continue
         spec = dict(spec)
         env = dict(os.environ)
@@ -84,8 +98,7 @@ def start(state_dir: str, request: dict) -> dict:
         write_spec(path, spec)
         paths.append((run_id, path))
     if paths:
-        with _agent_client(state_dir) as client:
-            results = client.start_many([path for _, path in paths])
+        results = _agent_client(state_dir).start_many([path for _, path in paths])
         for (run_id, _), result in zip(paths, results):
             replies[run_id] = str(result) if isinstance(result, Exception) else None
     return {"runs": replies}
@@ -157,22 +170,50 @@ def revoke_runs(state_dir: str, request: dict) -> dict:
 OPS = {"start": start, "poll": poll, "stop": stop, "signal": signal, "revoke": revoke_runs}
 
 
-def main(argv: list[str]) -> int:
-    """``remote STATE_DIR``: one request on stdin, one reply on stdout; exit 2 for a bad request."""
-    if len(argv) != 1:
-        print("usage: agent.pyz remote STATE_DIR  (a JSON request on stdin)", file=sys.stderr)
-        return 2
-    state_dir = os.path.abspath(os.path.expanduser(argv[0]))
+def answer(state_dir: str, line: bytes) -> dict:
+    """The reply to one request (a JSON document); RequestError for one that cannot be acted on."""
     try:
-        request = json.loads(sys.stdin.buffer.read() or b"{}")
+        request = json.loads(line or b"{}")
         if not isinstance(request, dict) or request.get("op") not in OPS:
             raise RequestError(f"unknown request: {str(request)[:80]}")
         os.makedirs(os.path.join(state_dir, "runs"), mode=0o700, exist_ok=True)
         reply = OPS[request["op"]](state_dir, request)
-    except (RequestError, ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise RequestError(str(exc)) from None
+    reply["boot_id"] = boot_id()
+    return reply
+
+
+def serve(state_dir: str) -> int:
+    """``--serve``: a request per line on stdin, a reply per line on stdout, until stdin ends
+    (the server's ssh connection closed). Saves a server a Python start per request."""
+    out = sys.stdout.buffer
+    out.write(json.dumps({"ready": True, "boot_id": boot_id()}).encode() + b"\n")
+    out.flush()
+    for line in sys.stdin.buffer:
+        try:
+            reply = answer(state_dir, line)
+        except RequestError as exc:
+            reply = {"error": f"bad request: {exc}"}
+        out.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+        out.flush()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """``remote STATE_DIR``: one request on stdin, one reply on stdout, exit 2 for a bad
+    request; ``remote STATE_DIR --serve``: requests and replies a line each (``serve``)."""
+    if len(argv) not in (1, 2) or argv[1:] not in ([], ["--serve"]):
+        print("usage: agent.pyz remote STATE_DIR [--serve]  (JSON requests on stdin)", file=sys.stderr)
+        return 2
+    state_dir = os.path.abspath(os.path.expanduser(argv[0]))
+    if argv[1:] == ["--serve"]:
+        return serve(state_dir)
+    try:
+        reply = answer(state_dir, sys.stdin.buffer.read())
+    except RequestError as exc:
         print(f"bad request: {exc}", file=sys.stderr)
         return 2
-    reply["boot_id"] = boot_id()
     sys.stdout.write(json.dumps(reply, separators=(",", ":")))
     sys.stdout.flush()
     return 0

@@ -345,4 +345,6 @@ class HostLauncher(LocalLauncher):
 
     def close(self):
         self._closing.set()
+        for host in list(self._hosts.values()):
+            host.agent.close()
         super().close()

@@ -1,8 +1,11 @@
-"""Runs on a remote host: requests to the agent installed there, one ssh call each.
+"""Runs on a remote host: requests to the agent installed there, over ssh.
 
-Each call runs ``python3 agent-HASH.pyz remote STATE_DIR`` on the host
-through the multiplexed connection (see ``apsis_lite.agent.remote`` for the
-requests), installing the agent first at the host's first use. A call that
+Requests go, a line each, to ``python3 agent-HASH.pyz remote STATE_DIR
+--serve`` running on the host through the multiplexed connection (see
+``apsis_lite.agent.remote`` for the requests), so a request costs a round
+trip, not a Python start there; when that session cannot be had or breaks,
+a request is one ssh call of its own. The agent is installed first at the
+host's first use. A call that
 fails says whether the request can have reached the host: a refused
 connection, a refused key or an unknown host key mean it never ran, which is
 what lets a start that failed be called "not started" rather than "may have
@@ -13,14 +16,21 @@ import hashlib
 import json
 import os
 import posixpath
+import select
+import shlex
 import socket
+import subprocess
+import threading
+import time
 
 from apsis_lite.hosts.install import AgentInstaller
-from apsis_lite.hosts.ssh import HostError, Target, failure, run
+from apsis_lite.hosts.ssh import CONNECT_TIMEOUT, HostError, Target, failure, run, ssh_argv
 
 #: The remote user's folder for this server's runs, under the agent's folder.
 STATE_FOLDER = "state"
 CALL_TIMEOUT = 60.0
+#: How long a new session may take to say it is ready (ssh may have to connect first).
+SESSION_START_TIMEOUT = CONNECT_TIMEOUT + 10.0
 
 # What ssh says when it gave up before the remote command could start.
 _BEFORE_LOGIN = ("connection refused", "could not resolve hostname", "no route to host",
@@ -43,13 +53,77 @@ def instance_name(data_dir: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+class _Session:
+    """``remote STATE_DIR --serve`` on the host, over one ssh channel: a request and its
+    reply a line each, with no Python start per request. Broken is final: make another."""
+
+    def __init__(self, argv: list[str]):
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, close_fds=True)
+        self._out = self._proc.stdout.fileno()
+        os.set_blocking(self._out, False)
+        self._buffer = b""
+        self.broken = False
+
+    def ready(self, timeout: float) -> bool:
+        try:
+            return bool(json.loads(self._line(timeout)).get("ready"))
+        except (OSError, ValueError, AttributeError):
+            self.close()
+            return False
+
+    def request(self, payload: bytes, timeout: float) -> dict:
+        """The reply to ``payload``; OSError if the session broke or took longer than ``timeout``."""
+        try:
+            self._proc.stdin.write(payload + b"\n")
+            self._proc.stdin.flush()
+            return json.loads(self._line(timeout))
+        except (OSError, ValueError):
+            self.close()
+            raise OSError("the session broke") from None
+
+    def _line(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._out], [], [], left)[0]:
+                raise OSError("no reply in time")
+            try:
+                data = os.read(self._out, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not data:
+                raise OSError("the session ended")
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def close(self):
+        self.broken = True
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
 class RemoteAgent:
-    """The agent on one host, for this server's runs there."""
+    """The agent on one host, for this server's runs there.
+
+    Requests go through a session (``remote --serve``) kept open while it
+    works; when none can be had, or it breaks, the request is sent as a call
+    of its own, which is also what says why ssh failed (see ``call``).
+    """
 
     def __init__(self, target: Target, installer: AgentInstaller, instance: str):
         self.target = target
         self._installer = installer
         self._instance = instance
+        self._session: _Session | None = None
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -59,8 +133,50 @@ class RemoteAgent:
         return posixpath.join(posixpath.dirname(agent_path), STATE_FOLDER, self._instance)
 
     def call(self, op: str, timeout: float = CALL_TIMEOUT, **request) -> dict:
-        """Send one request; its reply. Raises CallFailed naming the host and why."""
+        """Send one request; its reply. Raises CallFailed naming the host and why.
+
+        A request whose session broke is sent again on its own: every request
+        may be done twice (a start sent again finds its run claimed)."""
         payload = json.dumps({"op": op, **request}, separators=(",", ":")).encode()
+        with self._lock:
+            session = self._open_session()
+            if session is not None:
+                try:
+                    reply = session.request(payload, timeout)
+                except OSError:
+                    self._session = None
+                else:
+                    if "error" in reply:
+                        raise CallFailed(f"host {self.name}: the agent refused the {op} request: {reply['error']}")
+                    return reply
+        return self._call_once(op, payload, timeout)
+
+    def _open_session(self):
+        if self._session is not None and not self._session.broken:
+            return self._session
+        self._session = None
+        try:
+            installed = self._installer.ensure(self.target)
+        except HostError:
+            return None  # the call on its own says why
+        command = " ".join(shlex.quote(word) for word in
+                           ["python3", installed.path, "remote", self.state_dir(installed.path), "--serve"])
+        try:
+            session = _Session(ssh_argv(self.target, command))
+        except OSError:
+            return None
+        if session.ready(SESSION_START_TIMEOUT):
+            self._session = session
+        return self._session
+
+    def close(self):
+        """End the session, if any (the runs go on)."""
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def _call_once(self, op: str, payload: bytes, timeout: float) -> dict:
         reinstalled = False
         while True:
             try:
