@@ -145,6 +145,11 @@ class HostLauncher(LocalLauncher):
             if rid in self._remote:
                 by_host.setdefault(self._remote[rid], []).append(rid)
         for key, rids in by_host.items():
+            if key[0] in (self.config.host_groups or {}):
+                self._never_sent.update(rids)
+                failures.update({rid: f"{key[0]} is a host group: a run's host must be one host for now"
+                                 for rid in rids})
+                continue
             failures.update(self._start_on(key, rids))
         return failures
 

@@ -20,11 +20,12 @@ import select
 import shlex
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
 from apsis_lite.hosts.install import AgentInstaller
-from apsis_lite.hosts.ssh import CONNECT_TIMEOUT, HostError, Target, failure, run, ssh_argv
+from apsis_lite.hosts.ssh import CONNECT_TIMEOUT, HostError, Result, Target, failure, run, ssh_argv
 
 #: The remote user's folder for this server's runs, under the agent's folder.
 STATE_FOLDER = "state"
@@ -58,19 +59,26 @@ class _Session:
     reply a line each, with no Python start per request. Broken is final: make another."""
 
     def __init__(self, argv: list[str]):
+        # ssh's complaints go to a file, read only if the session does not start: a pipe
+        # nobody reads could fill and stall the session.
+        self._errors = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, close_fds=True)
+                                      stderr=self._errors, close_fds=True)
         self._out = self._proc.stdout.fileno()
         os.set_blocking(self._out, False)
         self._buffer = b""
         self.broken = False
 
-    def ready(self, timeout: float) -> bool:
+    def ready(self, timeout: float):
+        """None once the session said it is ready; otherwise what ssh did (a ``Result``)."""
         try:
-            return bool(json.loads(self._line(timeout)).get("ready"))
+            if json.loads(self._line(timeout)).get("ready"):
+                return None
         except (OSError, ValueError, AttributeError):
-            self.close()
-            return False
+            pass
+        self.close()
+        self._errors.seek(0)
+        return Result(self._proc.returncode, b"", self._errors.read())
 
     def request(self, payload: bytes, timeout: float) -> dict:
         """The reply to ``payload``; OSError if the session broke or took longer than ``timeout``."""
@@ -103,7 +111,7 @@ class _Session:
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
-        for pipe in (self._proc.stdin, self._proc.stdout):
+        for pipe in (self._proc.stdin, self._proc.stdout, self._errors):
             try:
                 pipe.close()
             except OSError:
@@ -152,22 +160,37 @@ class RemoteAgent:
         return self._call_once(op, payload, timeout)
 
     def _open_session(self):
+        """The session, opened if need be; None to send the request on its own instead.
+        Raises CallFailed when ssh said why it cannot reach the host (so a host that does
+        not answer costs one ConnectTimeout, not two)."""
         if self._session is not None and not self._session.broken:
             return self._session
         self._session = None
         try:
             installed = self._installer.ensure(self.target)
-        except HostError:
-            return None  # the call on its own says why
+        except HostError as exc:
+            raise CallFailed(str(exc), never_ran=True) from None
         command = " ".join(shlex.quote(word) for word in
                            ["python3", installed.path, "remote", self.state_dir(installed.path), "--serve"])
         try:
             session = _Session(ssh_argv(self.target, command))
         except OSError:
             return None
-        if session.ready(SESSION_START_TIMEOUT):
+        failed = session.ready(SESSION_START_TIMEOUT)
+        if failed is None:
             self._session = session
+        elif (problem := self._problem(failed)) is not None:
+            raise problem
         return self._session
+
+    def _problem(self, result: Result) -> CallFailed | None:
+        """CallFailed for what ssh said when it failed (or found no python3), else None."""
+        message = failure(self.target, result)
+        if not message:
+            return None
+        said = result.stderr.decode(errors="replace").lower()
+        never = result.status == 127 or any(marker in said for marker in _BEFORE_LOGIN)
+        return CallFailed(message, never_ran=never)
 
     def close(self):
         """End the session, if any (the runs go on)."""
@@ -193,11 +216,9 @@ class RemoteAgent:
                 self._installer.forget(self.target)  # its agent file was removed: install it again
                 reinstalled = True
                 continue
-            message = failure(self.target, result)
-            if message:
-                low = said.lower()
-                never = result.status == 127 or any(marker in low for marker in _BEFORE_LOGIN)
-                raise CallFailed(message, never_ran=never)
+            problem = self._problem(result)
+            if problem is not None:
+                raise problem
             if result.status != 0:
                 lines = [line for line in said.splitlines() if line.strip()]
                 raise CallFailed(f"host {self.name}: the agent refused the {op} request: "

@@ -326,3 +326,37 @@ def test_a_remote_run_whose_supervisor_vanished_says_so_and_a_host_restart_says_
     assert run["state"] == "error"
     assert run["message"] == ("host box restarted while it ran, or before its result was recorded" if rebooted
                               else "its supervisor vanished without recording a result")
+
+
+def test_a_host_group_as_host_is_an_error_saying_so_and_nothing_runs(jobs_dir, running, sshd):
+    write_job(jobs_dir, "grouped", """\
+        program:
+          type: shell
+          command: 'echo never'
+          host: web
+        """)
+    server = running(hosts=host_config(sshd), host_groups={"web": {"hosts": ["box"]}})
+    run = server.wait_run(start_run(server, "grouped"), timeout=30)
+    assert run["state"] == "error"
+    assert run["message"] == "could not start: web is a host group: a run's host must be one host for now"
+
+
+def test_the_remote_command_refuses_a_run_id_that_is_a_path(tmp_path):
+    from apsis_lite.hosts.install import shipped_zipapp
+    pyz = tmp_path / "agent.pyz"
+    pyz.write_bytes(shipped_zipapp().data)
+    secret = tmp_path / "keep"
+    secret.mkdir()
+    for request in ({"op": "poll", "remove": ["../../keep"]}, {"op": "poll", "runs": {"/etc": 0}},
+                    {"op": "launch"}):
+        done = subprocess.run(["python3", str(pyz), "remote", str(tmp_path / "state")],
+                              input=json.dumps(request).encode(), capture_output=True, timeout=30)
+        assert done.returncode == 2 and done.stdout == b""
+        assert done.stderr.decode().startswith("bad request: "), done.stderr
+    assert secret.is_dir()
+    served = subprocess.run(["python3", str(pyz), "remote", str(tmp_path / "state"), "--serve"],
+                            input=b'{"op": "poll", "runs": {"r1": 0}}\n{"op": "poll", "runs": {"x": 0}}\n',
+                            capture_output=True, timeout=30)
+    ready, known, refused = [json.loads(line) for line in served.stdout.splitlines()]
+    assert ready["ready"] and known["runs"] == {"r1": {"exists": False}}
+    assert refused == {"error": "bad request: not a run id: 'x'"}
