@@ -49,9 +49,12 @@ POLL_CAP = 1 << 20
 
 @dataclasses.dataclass
 class _Host:
-    """What is known of one host (and login user): its agent, its last answer, removals to send."""
+    """What is known of one host (and login user): its agent, its last answer, removals to send.
+
+    Polls have a session of their own (``watcher``), so that a start never waits for a poll."""
 
     agent: RemoteAgent
+    watcher: RemoteAgent
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     polled: float = -1.0        # time.monotonic() of the last poll (-1: never)
     error: str | None = None    # why the last poll failed
@@ -83,6 +86,8 @@ class HostLauncher(LocalLauncher):
             record = agent.read_json(self.run_dir(rid), REMOTE)
             if record is not None:
                 self._remote[rid] = (record["host"], record.get("user"))
+        if self._remote:  # runs left in flight by the last server: follow them from the start
+            self._start_poller()
 
     # -- which runs are remote ---------------------------------------------------
 
@@ -106,7 +111,8 @@ class HostLauncher(LocalLauncher):
             if user:  # a remote program's user: is the login user there
                 settings = dataclasses.replace(settings, user=user)
             target = Target(settings, self._control_dir)
-            self._hosts[key] = _Host(RemoteAgent(target, self._installer, self._instance))
+            self._hosts[key] = _Host(RemoteAgent(target, self._installer, self._instance),
+                                     RemoteAgent(target, self._installer, self._instance))
         return self._hosts[key]
 
     # -- starting ------------------------------------------------------------------
@@ -205,7 +211,7 @@ class HostLauncher(LocalLauncher):
                         and agent.read_json(self.run_dir(rid), agent.RESULT) is None]
                 removing = sorted(host.remove)
                 try:
-                    reply = host.agent.call("poll", runs={format_run_id(r): self._mirrored(r) for r in rids},
+                    reply = host.watcher.call("poll", runs={format_run_id(r): self._mirrored(r) for r in rids},
                                             remove=removing, cap=POLL_CAP)
                 except CallFailed as exc:
                     if host.error != str(exc):
@@ -352,4 +358,5 @@ class HostLauncher(LocalLauncher):
         self._closing.set()
         for host in list(self._hosts.values()):
             host.agent.close()
+            host.watcher.close()
         super().close()

@@ -62,13 +62,13 @@ def remote_run_folders() -> list[str]:
     return sorted(run for server in os.listdir(state) for run in os.listdir(os.path.join(state, server, "runs")))
 
 
-def wait_until(predicate, timeout=20, what="condition"):
+def wait_until(predicate, timeout=20, what="condition", server=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{server.log()}" if server else ""))
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def _alive(pid) -> bool:
 
 def grandchild_of(server, rid) -> int:
     """The pid the program printed first: a process it left in the background."""
-    wait_until(lambda: output(server, rid).strip(), what="the grandchild's pid in the output")
+    wait_until(lambda: output(server, rid).strip(), what="the grandchild's pid in the output", server=server)
     return int(output(server, rid).split()[0])
 
 
@@ -174,7 +174,7 @@ def test_kill_9_of_the_server_mid_run_then_restart_reattaches_and_records_once(j
         """)
     server = remote_server()
     rid = start_run(server, "through")
-    wait_until(lambda: output(server, rid) == "before\n", what="the run to start")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start", server=server)
     server.kill()
     time.sleep(4)  # the run ends while no server is there
     server = remote_server()
@@ -194,12 +194,12 @@ def test_kill_9_of_the_server_then_restart_reattaches_a_run_still_going(jobs_dir
         """)
     server = remote_server()
     rid = start_run(server, "going")
-    wait_until(lambda: output(server, rid) == "before\n", what="the run to start")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start", server=server)
     server.kill()
     server = remote_server()
     assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
     run = server.wait_run(rid, timeout=30)
-    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", run
+    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", (run["message"], server.log())
     assert "re-attached after restart" in messages(server, rid)
 
 
@@ -243,14 +243,14 @@ def test_the_network_lost_mid_run_the_run_survives_and_is_collected_when_it_is_b
         """)
     server = running(hosts=host_config(sshd, port=link.port), sweep_interval="1s")
     rid = start_run(server, "cut")
-    wait_until(lambda: output(server, rid) == "before\n", what="the run to start")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start", server=server)
     link.down()
     time.sleep(5)  # the run ends on the host meanwhile; polls and sweeps fail
     assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
     assert "is unreachable: connection refused; its runs are left as they are" in server.log()
     link.up()
     run = server.wait_run(rid, timeout=30)
-    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", run
+    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", (run["message"], server.log())
 
 
 def test_a_host_down_at_start_is_an_error_and_the_next_run_tries_again(jobs_dir, running, sshd, link,
@@ -280,14 +280,14 @@ def test_the_ssh_master_connection_killed_mid_run_the_run_survives(jobs_dir, rem
         """)
     server = remote_server()
     rid = start_run(server, "master")
-    wait_until(lambda: output(server, rid) == "before\n", what="the run to start")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start", server=server)
     control = f"{data_dir}/ssh/.*mux"  # the master names itself "ssh: CONTROL_PATH [mux]"
     masters = subprocess.run(["pgrep", "-f", control], capture_output=True, text=True).stdout.split()
     assert masters, "no ssh master connection"
     for pid in masters:
         os.kill(int(pid), signal.SIGKILL)
     run = server.wait_run(rid, timeout=30)
-    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", run
+    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", (run["message"], server.log())
 
 
 def remote_run_folder(rid) -> str:
@@ -316,7 +316,7 @@ def test_a_remote_run_whose_supervisor_vanished_says_so_and_a_host_restart_says_
         """)
     server = remote_server()
     rid = start_run(server, "crash")
-    wait_until(lambda: output(server, rid) == "going\n", what="the run to start")
+    wait_until(lambda: output(server, rid) == "going\n", what="the run to start", server=server)
     if rebooted:
         # The boot the run started in, as the host recorded it, is not the host's boot now.
         with open(os.path.join(remote_run_folder(rid), "boot.json"), "w") as f:
@@ -360,3 +360,24 @@ def test_the_remote_command_refuses_a_run_id_that_is_a_path(tmp_path):
     ready, known, refused = [json.loads(line) for line in served.stdout.splitlines()]
     assert ready["ready"] and known["runs"] == {"r1": {"exists": False}}
     assert refused == {"error": "bad request: not a run id: 'x'"}
+
+
+def test_a_remote_programs_user_is_the_ssh_login_user(jobs_dir, running, sshd, clean_remote_cache):
+    from sshd import NO_PYTHON_USER
+    for job_id, user in (("as-remote", LOGIN_USER), ("as-nopython", NO_PYTHON_USER)):
+        write_job(jobs_dir, job_id, f"""\
+            program:
+              type: shell
+              command: 'id -un'
+              host: box
+              user: {user}
+            """)
+    hosts = host_config(sshd)
+    hosts["box"]["user"] = NO_PYTHON_USER  # the host's login user, which each job's user: replaces
+    server = running(hosts=hosts)
+    ran = server.wait_run(start_run(server, "as-remote"), timeout=30)
+    assert ran["state"] == "success" and output(server, ran["run_id"]) == f"{LOGIN_USER}\n"
+    refused = server.wait_run(start_run(server, "as-nopython"), timeout=30)
+    assert refused["state"] == "error"
+    assert refused["message"] == ("could not start: no python3 on host box: the agent needs Python 3 as "
+                                  "python3 on the login user's PATH")
