@@ -37,7 +37,7 @@ import sys
 
 from apsis_lite.agent.client import AgentClient, request_stop, send_signal
 from apsis_lite.agent.protocol import (
-    OUTPUT, PID, RESULT, SHEPHERD, SPEC, SPEC_CLAIMED, SPEC_REVOKED, STOP, atomic_write_json, boot_id, is_alive,
+    OUTPUT, PID, RESULT, SHEPHERD, SPEC, SPEC_CLAIMED, STOP, atomic_write_json, boot_id, is_alive,
     read_json, revoke, write_spec,
 )
 
@@ -76,12 +76,11 @@ def start(state_dir: str, request: dict) -> dict:
     paths, replies = [], {}
     for run_id, spec in runs.items():
         path = _run_dir(state_dir, run_id)
-        if os.path.exists(os.path.join(path, SPEC_REVOKED)):
-            replies[run_id] = "it was revoked: it will not start"
-            continue
         if os.path.exists(os.path.join(path, SPEC_CLAIMED)) or os.path.exists(os.path.join(path, SHEPHERD)):
             replies[run_id] = None  # a start sent again: it has started already
             continue
+        # A revoked spec was never claimed (revoking and claiming are renames of one file):
+        # a start after it is a new one, written afresh, as locally.
         if os.path.exists(os.path.join(path, SPEC)):
             # Sent again (a broken connection): ask again, never write it again, since a
             # spec written after a shepherd claimed the first could be claimed a second time.

@@ -76,7 +76,7 @@ class HostLauncher(LocalLauncher):
         self._control_dir = control_dir(config.data_dir)
         self._hosts = {}        # (host, user) -> _Host
         self._remote = {}       # run id -> (host, user), for remote runs with a folder here
-        self._seen = {}         # run id -> the host's last word on it
+        self._seen = {}         # run id -> (time it was asked, the host's last word on it)
         self._sent_at = {}      # run id -> time the start was sent (this process)
         self._never_sent = set()  # run ids whose start provably never reached the host
         self._stops = set()     # run ids whose stop the host took
@@ -207,6 +207,7 @@ class HostLauncher(LocalLauncher):
                 return
             more = True
             while more:
+                asked = time.time()
                 rids = [rid for rid, k in list(self._remote.items()) if k == key
                         and agent.read_json(self.run_dir(rid), agent.RESULT) is None]
                 removing = sorted(host.remove)
@@ -227,7 +228,7 @@ class HostLauncher(LocalLauncher):
                 for rid in rids:
                     said = answers.get(format_run_id(rid))
                     if said is not None and rid in self._remote:
-                        more |= self._mirror(rid, said, notices)
+                        more |= self._mirror(rid, said, notices, asked)
         finally:
             host.lock.release()
         if self.on_notice is not None:
@@ -240,9 +241,9 @@ class HostLauncher(LocalLauncher):
         except OSError:
             return 0
 
-    def _mirror(self, rid, said, notices) -> bool:
+    def _mirror(self, rid, said, notices, asked) -> bool:
         """Copy what the host said of a run into its folder here; True if output is left to fetch."""
-        self._seen[rid] = said
+        self._seen[rid] = (asked, said)
         if not said.get("exists"):
             return False
         path = self.run_dir(rid)
@@ -264,10 +265,17 @@ class HostLauncher(LocalLauncher):
         key = self._remote[rid]
         # A host that did not answer is asked again by the poller, not by the engine's checks,
         # which would wait for ssh to give up (ConnectTimeout) each time.
-        self._poll(key, fresh_for=UNREACHABLE_RETRY if self._host(key).error else FRESH)
+        try:
+            self._poll(key, fresh_for=UNREACHABLE_RETRY if self._host(key).error else FRESH)
+        except Exception:  # not knowing must not end a run: it is asked again at the next check
+            log.exception("polling host %s failed", key[0])
+            return None
         if self._host(key).error:
             return None
-        return self._seen.get(rid)
+        asked, said = self._seen.get(rid, (None, None))
+        if said is None or asked < self._sent_at.get(rid, 0.0):
+            return None  # asked before its start was sent: not known yet
+        return said
 
     # -- the engine's questions ---------------------------------------------------------
 
@@ -301,7 +309,7 @@ class HostLauncher(LocalLauncher):
 
     def host_restarted(self, run_id) -> bool:
         """Whether the host restarted since the run was started there."""
-        said = self._seen.get(run_id) if run_id in self._remote else None
+        said = self._seen.get(run_id, (None, None))[1] if run_id in self._remote else None
         return bool(said and said.get("rebooted"))
 
     def revoke(self, run_id) -> bool:
@@ -335,7 +343,7 @@ class HostLauncher(LocalLauncher):
     def stop_requested(self, run_id) -> bool:
         if run_id not in self._remote:
             return super().stop_requested(run_id)
-        return run_id in self._stops or bool((self._seen.get(run_id) or {}).get("stop"))
+        return run_id in self._stops or bool((self._seen.get(run_id, (None, None))[1] or {}).get("stop"))
 
     def send_signal(self, run_id, signal_name) -> bool:
         if run_id not in self._remote:

@@ -16,6 +16,7 @@ place, so a host never holds a partial agent under the real name.
 
 import hashlib
 import io
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,12 +148,16 @@ class AgentInstaller:
     def __init__(self, zipapp: Zipapp | None = None):
         self._zipapp = zipapp
         self._installed: dict = {}
+        # One check or upload at a time: two first uses of a host would both upload.
+        self._lock = threading.Lock()
 
     def ensure(self, target: Target) -> Installed:
         """The agent on ``target``, checked (and installed if absent) the first time only."""
         key = target.settings
         if key not in self._installed:
-            self._installed[key] = install_agent(target, self._zipapp)
+            with self._lock:
+                if key not in self._installed:
+                    self._installed[key] = install_agent(target, self._zipapp)
         return self._installed[key]
 
     def forget(self, target: Target):

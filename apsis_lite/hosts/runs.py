@@ -76,9 +76,11 @@ class _Session:
                 return None
         except (OSError, ValueError, AttributeError):
             pass
-        self.close()
+        self._end()
         self._errors.seek(0)
-        return Result(self._proc.returncode, b"", self._errors.read())
+        said = self._errors.read()
+        self.close()
+        return Result(self._proc.returncode, b"", said)
 
     def request(self, payload: bytes, timeout: float) -> dict:
         """The reply to ``payload``; OSError if the session broke or took longer than ``timeout``."""
@@ -106,11 +108,14 @@ class _Session:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
 
-    def close(self):
+    def _end(self):
         self.broken = True
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
+
+    def close(self):
+        self._end()
         for pipe in (self._proc.stdin, self._proc.stdout, self._errors):
             try:
                 pipe.close()

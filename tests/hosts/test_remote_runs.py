@@ -68,12 +68,18 @@ def wait_until(predicate, timeout=20, what="condition", server=None):
         if predicate():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}" + (f"\n{server.log()}" if server else ""))
+    if server is None:
+        raise AssertionError(f"timed out waiting for {what}")
+    runs = [(r["run_id"], r["state"], r["message"]) for r in server.get("/api/v1/runs")["items"]]
+    logs = [open(os.path.join(root, "agent.log")).read()[-2000:]
+            for root, _, files in os.walk(remote_cache()) if "agent.log" in files]
+    raise AssertionError(f"timed out waiting for {what}; runs: {runs}\nremote agent logs: {logs}\n{server.log()}")
 
 
 @pytest.fixture
-def remote_server(running, sshd, clean_remote_cache):
-    """A server whose config has the host ``box`` (the session's sshd)."""
+def remote_server(clean_remote_cache, running, sshd):
+    """A server whose config has the host ``box`` (the session's sshd). (The cache is
+    cleaned after the servers stopped: one still running would install its agent again.)"""
     def start(**settings):
         return running(hosts=host_config(sshd), sweep_interval="1s", **settings)
     yield start
@@ -92,7 +98,7 @@ def test_a_job_with_host_runs_there_and_its_output_and_exit_are_recorded(jobs_di
     rid = start_run(server, "remote")
     run = server.wait_run(rid, timeout=30)
     home = pwd.getpwnam(LOGIN_USER).pw_dir
-    assert run["state"] == "failure" and run["exit_code"] == 3, run
+    assert run["state"] == "failure" and run["exit_code"] == 3, run["message"]
     assert output(server, rid) == f"as {LOGIN_USER} in {home} run {rid}\nto-stderr\n"
     assert run_meta(server, rid)["remote"]["host"] == "box"
     assert run["rusage"]["maxrss_kb"] > 0
@@ -143,7 +149,7 @@ def test_stop_kills_the_remote_program_and_its_grandchildren(jobs_dir, remote_se
     server.wait_run(rid, states=("running",))
     server.post(f"/api/v1/runs/{rid}/stop")
     run = server.wait_run(rid)
-    assert run["state"] == "failure" and run["signal"] == "SIGTERM", run
+    assert run["state"] == "failure" and run["signal"] == "SIGTERM", (messages(server, rid), server.log())
     assert run["message"].startswith("killed by SIGTERM (stopped")
     wait_until(lambda: not _alive(grandchild), timeout=5, what="the grandchild to die")
 
@@ -160,7 +166,7 @@ def test_a_timeout_kills_the_remote_group(jobs_dir, remote_server):
     rid = start_run(server, "late")
     grandchild = grandchild_of(server, rid)
     run = server.wait_run(rid, timeout=30)
-    assert run["state"] == "failure" and run["message"].startswith("killed by SIGTERM (timed out"), run
+    assert run["state"] == "failure" and run["message"].startswith("killed by SIGTERM (timed out"), run["message"]
     assert run["timed_out"]
     wait_until(lambda: not _alive(grandchild), timeout=5, what="the grandchild to die")
 
@@ -179,7 +185,7 @@ def test_kill_9_of_the_server_mid_run_then_restart_reattaches_and_records_once(j
     time.sleep(4)  # the run ends while no server is there
     server = remote_server()
     run = server.wait_run(rid, timeout=30)
-    assert run["state"] == "success", run
+    assert run["state"] == "success", run["message"]
     assert output(server, rid) == "before\nafter\n"
     assert sum(1 for e in server.get(f"/api/v1/runs/{rid}/log")["items"] if e["state"] == "success") == 1
     assert len(server.get("/api/v1/runs")["items"]) == 1
@@ -232,9 +238,8 @@ def test_a_refused_key_is_an_error_saying_so(jobs_dir, running, sshd, stranger_k
                               f"refused for {LOGIN_USER}: is the server's key in that user's authorized_keys?")
 
 
-def test_the_network_lost_mid_run_the_run_survives_and_is_collected_when_it_is_back(jobs_dir, running,
-                                                                                     sshd, link,
-                                                                                     clean_remote_cache):
+def test_the_network_lost_mid_run_the_run_survives_and_is_collected_when_it_is_back(jobs_dir, clean_remote_cache,
+                                                                                     running, sshd, link):
     write_job(jobs_dir, "cut", """\
         program:
           type: shell
@@ -253,8 +258,8 @@ def test_the_network_lost_mid_run_the_run_survives_and_is_collected_when_it_is_b
     assert run["state"] == "success" and output(server, rid) == "before\nafter\n", (run["message"], server.log())
 
 
-def test_a_host_down_at_start_is_an_error_and_the_next_run_tries_again(jobs_dir, running, sshd, link,
-                                                                       clean_remote_cache):
+def test_a_host_down_at_start_is_an_error_and_the_next_run_tries_again(jobs_dir, clean_remote_cache,
+                                                                       running, sshd, link):
     write_job(jobs_dir, "again", """\
         program:
           type: shell
@@ -362,7 +367,7 @@ def test_the_remote_command_refuses_a_run_id_that_is_a_path(tmp_path):
     assert refused == {"error": "bad request: not a run id: 'x'"}
 
 
-def test_a_remote_programs_user_is_the_ssh_login_user(jobs_dir, running, sshd, clean_remote_cache):
+def test_a_remote_programs_user_is_the_ssh_login_user(jobs_dir, clean_remote_cache, running, sshd):
     from sshd import NO_PYTHON_USER
     for job_id, user in (("as-remote", LOGIN_USER), ("as-nopython", NO_PYTHON_USER)):
         write_job(jobs_dir, job_id, f"""\
