@@ -119,7 +119,11 @@ def lateness(sshd, n_jobs, duration, remote, warmup=4.0):
                     break
                 time.sleep(0.2)
             runs = program_start_times(conn, "r.time_schedule >= ? AND r.time_schedule < ?", (w0, w1))
+            why = conn.execute("SELECT message, count(*) FROM runs WHERE time_schedule >= ? AND time_schedule < ?"
+                               " AND state != 'success' GROUP BY message", (w0, w1)).fetchall()
             conn.close()
+        for message, count in why:
+            print(f"  note: {count} runs: {message}")
         late = [c - ts for ts, _, state, _, c in runs.values() if c is not None and state == "success"]
         missing = len(runs) - len(late)
         if missing:
