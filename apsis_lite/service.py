@@ -26,7 +26,7 @@ from apsis_lite.config import default_data_dir
 from apsis_lite.engine.action_runner import ActionRunner
 from apsis_lite.engine.core import Engine
 from apsis_lite.engine.health import Backoff
-from apsis_lite.engine.launcher import LocalLauncher
+from apsis_lite.engine.remote_launcher import HostLauncher
 from apsis_lite.engine.reload import JobsWatcher
 from apsis_lite.engine.sanity import SanityChecker, parse_sanity_actions
 from apsis_lite.errors import ConfigError, StoreUnavailable
@@ -319,8 +319,9 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
         _stop_all(config, lock_fd, stop_web, web_greenlet)
         return
     store, reader = stores
-    launcher = LocalLauncher(config)
+    launcher = HostLauncher(config)
     engine = Engine(config, store, launcher, since_now=since_now)
+    launcher.on_notice = engine.notice  # remote runs' notices come from polling their hosts
     engine.yield_busy = gevent.idle
     actions, watcher, notify = _start_engine_helpers(config, store, engine)
     sanity = SanityChecker(config, reader, engine, launcher, clock=engine.clock, pause=gevent.idle)

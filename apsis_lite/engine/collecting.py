@@ -58,9 +58,11 @@ class Collector:
         if info is None:
             return False
         started = info.get("time") or self.clock()
+        meta = {"pid": info.get("pid"), **self.launcher.run_meta(rid)}
+        where = meta.get("remote", {}).get("host")
         moved = self.store.transition(rid, "starting", "running", started,
-                                      f"running as pid {info.get('pid')}",
-                                      meta={"pid": info.get("pid")})
+                                      f"running as pid {info.get('pid')}{' on host ' + where if where else ''}",
+                                      meta=meta)
         if moved:
             self._alarms.run_started(rid)
         return moved
@@ -113,6 +115,8 @@ class Collector:
         # Liveness before the result: a shepherd writes its result, then
         # releases its lock, so "not alive and no result" is never a race.
         alive = self.launcher.is_alive(rid)
+        # A remote host says itself (as it answers is_alive) whether it restarted since the run started there.
+        rebooted = (restarted and rebooted) or self.launcher.host_restarted(rid)
         if self.launcher.result(rid) is not None:
             self._collect(rid)
         elif alive:
@@ -124,11 +128,11 @@ class Collector:
                     self.reconcile(self.store.get_run(rid), self.clock())
             if restarted:
                 self.store.log(rid, now, "re-attached after restart")
-        elif run.state == "starting" and restarted and rebooted:
+        elif run.state == "starting" and rebooted:
             # Claims are not fsynced (see agent/protocol.py): after a restart of the
             # machine an unclaimed spec proves nothing.
             self.store.transition(rid, "starting", "error", now,
-                                  "may have started: the machine restarted while it was starting")
+                                  f"may have started: {self.launcher.where(rid)} restarted while it was starting")
             self.launcher.remove(rid)
         elif run.state == "starting" and not self.launcher.claimed(rid):
             # No shepherd has claimed it: the request was lost (a restart, an
@@ -138,7 +142,7 @@ class Collector:
                 self.store.log(rid, now, "had provably not started (no shepherd claimed it); starting it now")
                 self._launch([self.store.get_run(rid)])
         else:
-            self._lost(run, now, restarted and rebooted)
+            self._lost(run, now, rebooted)
 
     def _lost(self, run, now, rebooted):
         """A run whose supervisor is gone and left no result: error, saying what is known."""
@@ -151,7 +155,7 @@ class Collector:
             why = "may have started: its supervisor vanished while it was starting"
         elif rebooted:
             # Results not yet recorded are not fsynced (see agent/protocol.py).
-            why = "the machine restarted while it ran, or before its result was recorded"
+            why = f"{self.launcher.where(rid)} restarted while it ran, or before its result was recorded"
         else:
             why = "its supervisor vanished without recording a result"
         # The pid, for the sanity check that finds a program left running (see sanity_checks.orphans).

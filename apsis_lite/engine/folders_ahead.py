@@ -64,7 +64,9 @@ class FoldersAhead:
                 if run.state != "scheduled":
                     continue
                 program = parse_program(run.program)
-                if program.is_noop or program.host or not program.runs_process:
+                # A remote run's host is picked as it starts (a group's choice), so its
+                # folder is written then.
+                if program.is_noop or not program.runs_process or program.host:
                     continue
                 self.launcher.prepare(run, program, ahead=True)
             except StoreUnavailable:

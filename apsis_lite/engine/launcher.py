@@ -62,6 +62,9 @@ def agent_command():
 class LocalLauncher:
     """Starts, stops and collects local runs through the agent's run folders."""
 
+    #: Whether programs with ``host:`` can be started (see HostLauncher); never here.
+    runs_remote = False
+
     def __init__(self, config):
         self.config = config
         os.makedirs(config.runs_dir, mode=0o700, exist_ok=True)
@@ -164,6 +167,19 @@ class LocalLauncher:
         """Ask the agent to start the prepared runs; returns {run_id: error message} for failures."""
         results = self.client.start_many([self.run_dir(r) for r in run_ids])
         return {r: str(res) for r, res in zip(run_ids, results) if isinstance(res, Exception)}
+
+    def run_meta(self, run_id) -> dict:
+        """What to record on the run about where it runs (nothing, for a local run)."""
+        return {}
+
+    def where(self, run_id) -> str:
+        """Where the run runs, for messages."""
+        return "the machine"
+
+    def host_restarted(self, run_id) -> bool:
+        """Whether the machine the run runs on restarted since it started (known for remote
+        runs only; for local ones the engine compares boot ids at start-up)."""
+        return False
 
     def boot_id(self):
         """This boot of the machine: a run folder proves a run never started only within one."""

@@ -149,7 +149,8 @@ class Starter:
             for rid, message in failures.items():
                 # Only a run that provably never started may be called failed to start.
                 if self.launcher.revoke(rid):
-                    self.store.transition(rid, "starting", "error", self.clock(), f"could not start: {message}")
+                    self.store.transition(rid, "starting", "error", self.clock(), f"could not start: {message}",
+                                          meta=self.launcher.run_meta(rid))
                     self.launcher.remove(rid)
 
     def _hand_over(self, run, now):
@@ -175,10 +176,12 @@ class Starter:
             return False
         if program.host:
             program = self._pick_host(run, program, now)
-            if program is not None:
+            if program is None:
+                return False
+            if not self.launcher.runs_remote:
                 self.store.transition(run.run_id, "starting", "error", now,
-                                      f"remote hosts are not supported yet (host: {program.host})")
-            return False
+                                      f"remote hosts are not supported by this launcher (host: {program.host})")
+                return False
         try:
             self._folders.take(run, program)
         except OSError as exc:

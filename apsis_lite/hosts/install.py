@@ -16,6 +16,7 @@ place, so a host never holds a partial agent under the real name.
 
 import hashlib
 import io
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,14 @@ AGENT_SOURCE = Path(apsis_lite.agent.__file__).resolve().parent
 REMOTE_FOLDER = ".cache/apsis-lite"
 INSTALL_TIMEOUT = 120.0
 
-_MAIN = b'''"""Runs the apsis-lite agent: python3 agent-HASH.pyz STATE_DIR."""
+_MAIN = b'''"""The apsis-lite agent: ``python3 agent-HASH.pyz STATE_DIR`` serves it;
+``python3 agent-HASH.pyz remote STATE_DIR`` answers one server request (see apsis_lite.agent.remote)."""
 import sys
+
+if sys.argv[1:2] == ["remote"]:
+    from apsis_lite.agent.remote import main as remote_main
+
+    sys.exit(remote_main(sys.argv[2:]))
 
 from apsis_lite.agent.server import main
 
@@ -141,12 +148,16 @@ class AgentInstaller:
     def __init__(self, zipapp: Zipapp | None = None):
         self._zipapp = zipapp
         self._installed: dict = {}
+        # One check or upload at a time: two first uses of a host would both upload.
+        self._lock = threading.Lock()
 
     def ensure(self, target: Target) -> Installed:
         """The agent on ``target``, checked (and installed if absent) the first time only."""
         key = target.settings
         if key not in self._installed:
-            self._installed[key] = install_agent(target, self._zipapp)
+            with self._lock:
+                if key not in self._installed:
+                    self._installed[key] = install_agent(target, self._zipapp)
         return self._installed[key]
 
     def forget(self, target: Target):

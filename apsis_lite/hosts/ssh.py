@@ -75,7 +75,7 @@ class Result:
 
 def target(config, name: str) -> Target:
     """The host ``name``: its ``hosts:`` settings, or an ssh destination with every default."""
-    settings = config.hosts.get(name) or HostSettings(name=name, hostname=name)
+    settings = (config.hosts or {}).get(name) or HostSettings(name=name, hostname=name)
     return Target(settings, control_dir(config.data_dir))
 
 

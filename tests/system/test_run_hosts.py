@@ -1,17 +1,35 @@
 """The host a run goes to, through the real server: picked from a group, recorded on the run,
 shown by the API, the pages and the CLI, and found with the filter term host:NAME.
 
-Remote execution itself is not wired yet: such a run ends in error once its
-host is recorded, which is what these tests see.
+Every host here is configured to an address where nothing listens, so each
+run ends in error quickly, with ssh's message, once its host is recorded:
+these tests are about the choice and the record (tests/hosts/test_remote_runs.py
+runs programs on a real sshd).
 """
 
 import html
 import re
+import socket
 
 from conftest import write_job
 
 GROUPS = {"web": {"hosts": ["web1", "web2"], "select": "round-robin"},
           "batch": {"hosts": ["b1", "b2", "b3"], "select": "least-busy"}}
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nowhere(*names):
+    """The hosts: setting for ``names``, each at a local port where nothing listens."""
+    port = _closed_port()
+    return {name: {"hostname": "127.0.0.1", "port": port} for name in names}
+
+
+HOSTS = nowhere("web1", "web2", "b1", "b2", "b3", "db1.example.com", "d1", "d2", "g1")
 
 
 def _jobs(jobs_dir):
@@ -37,11 +55,12 @@ def _page(server, path):
 
 def test_a_group_spreads_runs_and_each_run_records_its_host(running, jobs_dir):
     _jobs(jobs_dir)
-    server = running(host_groups=GROUPS)
+    server = running(host_groups=GROUPS, hosts=HOSTS)
     runs = [_submit(server, "spread") for _ in range(4)]
     assert [r["host"] for r in runs] == ["web1", "web2", "web1", "web2"]
     assert {r["state"] for r in runs} == {"error"}
-    assert runs[0]["message"] == "remote hosts are not supported yet (host: web1)"
+    port = HOSTS["web1"]["port"]
+    assert runs[0]["message"] == f"could not start: host web1 (127.0.0.1:{port}) is unreachable: connection refused"
     log = [e["message"] for e in server.get(f"/api/v1/runs/{runs[1]['run_id']}/log")["items"]]
     assert "sent to host web2 (group web, round-robin)" in log
 
@@ -66,7 +85,7 @@ def test_a_group_spreads_runs_and_each_run_records_its_host(running, jobs_dir):
 
 def test_host_shown_on_the_pages_and_by_the_cli(running, jobs_dir):
     _jobs(jobs_dir)
-    server = running(host_groups=GROUPS)
+    server = running(host_groups=GROUPS, hosts=HOSTS)
     first, second = _submit(server, "spread"), _submit(server, "spread")
     local = _submit(server, "local")
 
@@ -94,7 +113,7 @@ def test_host_shown_on_the_pages_and_by_the_cli(running, jobs_dir):
 
 def test_a_host_that_cannot_be_one_sends_the_run_to_error_saying_why(running, jobs_dir):
     _jobs(jobs_dir)
-    server = running(host_groups=GROUPS)
+    server = running(host_groups=GROUPS, hosts=HOSTS)
     run = _submit(server, "chosen", h="-oProxyCommand=touch /tmp/x")
     assert run["state"] == "error" and run["host"] is None
     assert run["message"] == ("host: '-oProxyCommand=touch /tmp/x' is not a host or group name "
@@ -111,7 +130,7 @@ def test_procstar_runs_go_to_a_host_of_their_group(running, jobs_dir):
           sudo_user: "{{ who }}"
           command: whoami
         """)
-    server = running(host_groups={"default": {"hosts": ["d1", "d2"]}, "gpu": {"hosts": ["g1"]}})
+    server = running(host_groups={"default": {"hosts": ["d1", "d2"]}, "gpu": {"hosts": ["g1"]}}, hosts=HOSTS)
     page = html.unescape(_page(server, "/jobs/ps/shell"))
     assert "type: procstar-shell" in page and 'group_id: "{{ group_id }}"' in page.replace("'", '"')
     assert [_submit(server, "ps/argv")["host"] for _ in range(3)] == ["d1", "d2", "d1"]

@@ -1,0 +1,365 @@
+"""Remote programs: runs whose program says ``host: NAME`` go to that host's agent over ssh.
+
+``HostLauncher`` is the ``LocalLauncher`` for local runs and, for remote
+ones, keeps the same promises through the agent installed on the host (see
+``apsis_lite.hosts.runs``): the run folder there is the truth, and the run's
+folder here is its mirror, so that the rest of the engine, the pages and the
+API read a remote run's pid, output and result where they read a local one's.
+
+The mirror holds ``remote.json`` (the host, the login user and the spec to
+send), and, as the host's folder is polled, ``pid.json``, the output so far
+and, once all its output has arrived, ``result.json``. A poller asks each
+host with runs in flight for all of them in one ssh call every
+``POLL_INTERVAL``, and tells the engine when a run is running or done, as a
+local shepherd's notice does; the engine's own checks poll a host whose
+answer is older than ``FRESH``. A host that cannot be reached leaves its runs
+as they are (alive, for all the engine knows) until it answers again: the
+programs there do not depend on the connection.
+"""
+
+import base64
+import dataclasses
+import logging
+import os
+import threading
+import time
+
+from apsis_lite import agent
+from apsis_lite.agent.protocol import NOTICE_DONE, NOTICE_RUNNING, atomic_write_json
+from apsis_lite.config import HostSettings
+from apsis_lite.engine.launcher import LocalLauncher
+from apsis_lite.hosts.install import REMOTE_FOLDER, AgentInstaller
+from apsis_lite.hosts.runs import STATE_FOLDER, CallFailed, RemoteAgent, instance_name
+from apsis_lite.hosts.ssh import Target, control_dir
+from apsis_lite.model.runs import format_run_id
+
+log = logging.getLogger("apsis_lite.engine")
+
+#: The mirror's record of a remote run: host, login user, spec.
+REMOTE = "remote.json"
+#: Seconds between two polls of a host with runs in flight.
+POLL_INTERVAL = 1.0
+#: A host's answer younger than this is good enough for the engine's checks.
+FRESH = 0.5
+#: The engine's checks ask a host that did not answer again only after this long.
+UNREACHABLE_RETRY = 10.0
+#: Output bytes fetched per run per poll (a run's whole output arrives over several).
+POLL_CAP = 1 << 20
+
+
+@dataclasses.dataclass
+class _Host:
+    """What is known of one host (and login user): its agent, its last answer, removals to send.
+
+    Polls have a session of their own (``watcher``), so that a start never waits for a poll."""
+
+    agent: RemoteAgent
+    watcher: RemoteAgent
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    polled: float = -1.0        # time.monotonic() of the last poll (-1: never)
+    error: str | None = None    # why the last poll failed
+    remove: set = dataclasses.field(default_factory=set)
+
+
+class HostLauncher(LocalLauncher):
+    """Starts, stops and collects local runs, and remote runs through their host's agent."""
+
+    runs_remote = True
+
+    def __init__(self, config, poll_interval=POLL_INTERVAL):
+        super().__init__(config)
+        self.poll_interval = poll_interval
+        #: ``fn(kind, run_id)``: a remote run is running or done (the engine's ``notice``).
+        self.on_notice = None
+        self._installer = AgentInstaller()
+        self._instance = instance_name(config.data_dir)
+        self._control_dir = control_dir(config.data_dir)
+        self._hosts = {}        # (host, user) -> _Host
+        self._remote = {}       # run id -> (host, user), for remote runs with a folder here
+        self._seen = {}         # run id -> (time it was asked, the host's last word on it)
+        self._sent_at = {}      # run id -> time the start was sent (this process)
+        self._never_sent = set()  # run ids whose start provably never reached the host
+        self._stops = set()     # run ids whose stop the host took
+        self._closing = threading.Event()
+        self._poller = None
+        for rid in self.folder_run_ids():
+            record = agent.read_json(self.run_dir(rid), REMOTE)
+            if record is not None:
+                self._remote[rid] = (record["host"], record.get("user"))
+        if self._remote:  # runs left in flight by the last server: follow them from the start
+            self._start_poller()
+
+    # -- which runs are remote ---------------------------------------------------
+
+    def is_remote(self, run_id) -> bool:
+        return run_id in self._remote
+
+    def run_meta(self, run_id) -> dict:
+        if run_id not in self._remote:
+            return {}
+        host, user = self._remote[run_id]
+        folder = f"~/{REMOTE_FOLDER}/{STATE_FOLDER}/{self._instance}/runs/{format_run_id(run_id)}"
+        return {"remote": {"host": host, "user": user, "folder": folder}}
+
+    def where(self, run_id) -> str:
+        return f"host {self._remote[run_id][0]}" if run_id in self._remote else super().where(run_id)
+
+    def _host(self, key) -> _Host:
+        if key not in self._hosts:
+            host, user = key
+            settings = (self.config.hosts or {}).get(host) or HostSettings(name=host, hostname=host)
+            if user:  # a remote program's user: is the login user there
+                settings = dataclasses.replace(settings, user=user)
+            target = Target(settings, self._control_dir)
+            self._hosts[key] = _Host(RemoteAgent(target, self._installer, self._instance),
+                                     RemoteAgent(target, self._installer, self._instance))
+        return self._hosts[key]
+
+    # -- starting ------------------------------------------------------------------
+
+    def prepare(self, run, program, ahead=False):
+        if not program.host:
+            return super().prepare(run, program, ahead)
+        path = self.run_dir(run.run_id)
+        if not self._take_spare(path):
+            os.makedirs(path, exist_ok=True)
+        spec = self._remote_spec(run, program)
+        atomic_write_json(os.path.join(path, REMOTE),
+                                         {"host": program.host, "user": program.user, "spec": spec},
+                                         durable=False)
+        self._remote[run.run_id] = (program.host, program.user)
+        self._start_poller()
+        return path
+
+    def _remote_spec(self, run, program) -> dict:
+        # The environment is the login's on the host, plus the program's and the run's.
+        env = dict(program.env or {})
+        env["APSIS_RUN_ID"] = format_run_id(run.run_id)
+        env["APSIS_JOB_ID"] = run.job_id
+        env["APSIS_ARGS"] = self.spec(run, program)["env"]["APSIS_ARGS"]
+        for name, value in run.args.items():
+            env[f"APSIS_ARG_{name}"] = str(value)
+        return {"run_id": format_run_id(run.run_id), "argv": program.argv(), "env": env,
+                "cwd": program.cwd, "user": None, "timeout": program.timeout, "stop": program.stop,
+                "output_head": self.config.output_head, "output_tail": self.config.output_tail}
+
+    def start(self, run_ids):
+        local = [rid for rid in run_ids if rid not in self._remote]
+        failures = super().start(local) if local else {}
+        by_host = {}
+        for rid in run_ids:
+            if rid in self._remote:
+                by_host.setdefault(self._remote[rid], []).append(rid)
+        for key, rids in by_host.items():
+            failures.update(self._start_on(key, rids))
+        return failures
+
+    def _start_on(self, key, rids) -> dict:
+        """Send one host its runs' specs in one call; {run_id: message} for those that failed."""
+        specs = {}
+        for rid in rids:
+            record = agent.read_json(self.run_dir(rid), REMOTE)
+            if record is None:
+                return {rid: "its run folder is gone" for rid in rids}
+            specs[format_run_id(rid)] = record["spec"]
+        now = time.time()
+        for rid in rids:
+            self._sent_at[rid] = now
+        try:
+            reply = self._host(key).agent.call("start", runs=specs)
+        except CallFailed as exc:
+            if exc.never_ran:
+                self._never_sent.update(rids)
+            return {rid: str(exc) for rid in rids}
+        answers = reply.get("runs") or {}
+        return {rid: answers[format_run_id(rid)] for rid in rids if answers.get(format_run_id(rid))}
+
+    # -- what the host says ----------------------------------------------------------
+
+    def _start_poller(self):
+        if self._poller is None and not self._closing.is_set():
+            self._poller = threading.Thread(target=self._poll_loop, name="remote-runs", daemon=True)
+            self._poller.start()
+
+    def _poll_loop(self):
+        while not self._closing.wait(self.poll_interval):
+            keys = set(list(self._remote.values())) | {key for key, host in list(self._hosts.items()) if host.remove}
+            for key in keys:
+                try:
+                    self._poll(key, fresh_for=self.poll_interval / 2)
+                except Exception:  # the next poll tries again; the poller must not die
+                    log.exception("polling host %s failed", key[0])
+
+    def _poll(self, key, fresh_for=FRESH):
+        """Ask the host about its runs in flight (unless it answered within ``fresh_for``
+        seconds), mirror what it says here, and tell the engine what changed."""
+        host = self._host(key)
+        notices = []
+        if not host.lock.acquire(blocking=host.polled < 0):
+            return  # being polled: what it said last will do (a host that does not answer takes seconds)
+        try:
+            if time.monotonic() - host.polled < fresh_for:
+                return
+            more = True
+            while more:
+                asked = time.time()
+                rids = [rid for rid, k in list(self._remote.items()) if k == key
+                        and agent.read_json(self.run_dir(rid), agent.RESULT) is None]
+                removing = sorted(host.remove)
+                try:
+                    reply = host.watcher.call("poll", runs={format_run_id(r): self._mirrored(r) for r in rids},
+                                            remove=removing, cap=POLL_CAP)
+                except CallFailed as exc:
+                    if host.error != str(exc):
+                        log.warning("%s; its runs are left as they are until it answers", exc)
+                    host.error, host.polled = str(exc), time.monotonic()
+                    return
+                if host.error:
+                    log.info("host %s answers again", key[0])
+                host.error, host.polled = None, time.monotonic()
+                host.remove.difference_update(removing)
+                answers = reply.get("runs") or {}
+                more = False
+                for rid in rids:
+                    said = answers.get(format_run_id(rid))
+                    if said is not None and rid in self._remote:
+                        more |= self._mirror(rid, said, notices, asked)
+        finally:
+            host.lock.release()
+        if self.on_notice is not None:
+            for kind, rid in notices:
+                self.on_notice(kind, rid)
+
+    def _mirrored(self, run_id) -> int:
+        try:
+            return os.path.getsize(self.output_path(run_id))
+        except OSError:
+            return 0
+
+    def _mirror(self, rid, said, notices, asked) -> bool:
+        """Copy what the host said of a run into its folder here; True if output is left to fetch."""
+        self._seen[rid] = (asked, said)
+        if not said.get("exists"):
+            return False
+        path = self.run_dir(rid)
+        data = base64.b64decode(said.get("output") or "")
+        if data:
+            with open(self.output_path(rid), "ab") as out:
+                out.write(data)
+        if said.get("pid") and agent.read_json(path, agent.PID) is None:
+            atomic_write_json(os.path.join(path, agent.PID), said["pid"], durable=False)
+            notices.append((NOTICE_RUNNING, rid))
+        left = said.get("size", 0) - self._mirrored(rid)
+        if said.get("result") is not None and left <= 0:
+            atomic_write_json(os.path.join(path, agent.RESULT), said["result"], durable=False)
+            notices.append((NOTICE_DONE, rid))
+        return left > 0 and bool(data)
+
+    def _said(self, rid):
+        """The host's word on a remote run, polled if stale; None while the host cannot be reached."""
+        key = self._remote[rid]
+        # A host that did not answer is asked again by the poller, not by the engine's checks,
+        # which would wait for ssh to give up (ConnectTimeout) each time.
+        try:
+            self._poll(key, fresh_for=UNREACHABLE_RETRY if self._host(key).error else FRESH)
+        except Exception:  # not knowing must not end a run: it is asked again at the next check
+            log.exception("polling host %s failed", key[0])
+            return None
+        if self._host(key).error:
+            return None
+        asked, said = self._seen.get(rid, (None, None))
+        if said is None or asked < self._sent_at.get(rid, 0.0):
+            return None  # asked before its start was sent: not known yet
+        return said
+
+    # -- the engine's questions ---------------------------------------------------------
+
+    def is_alive(self, run_id) -> bool:
+        if run_id not in self._remote:
+            return super().is_alive(run_id)
+        if self.result(run_id) is not None:
+            return False
+        said = self._said(run_id)
+        if said is None:
+            return True  # unknown: the host does not answer, and its runs do not need it to
+        if not said.get("exists"):
+            return False
+        # A result whose output is still on its way counts as alive until it is all here.
+        return bool(said.get("alive") or said.get("result") is not None)
+
+    def claimed(self, run_id) -> bool:
+        if run_id not in self._remote:
+            return super().claimed(run_id)
+        said = self._said(run_id)
+        return True if said is None else bool(said.get("claimed"))
+
+    def spec_pending_since(self, run_id):
+        if run_id not in self._remote:
+            return super().spec_pending_since(run_id)
+        said = self._said(run_id)
+        if said is None or not said.get("pending"):
+            return None
+        # The host's clock may differ: when this process sent it, or long ago if another did.
+        return self._sent_at.get(run_id, 0.0)
+
+    def host_restarted(self, run_id) -> bool:
+        """Whether the host restarted since the run was started there."""
+        said = self._seen.get(run_id, (None, None))[1] if run_id in self._remote else None
+        return bool(said and said.get("rebooted"))
+
+    def revoke(self, run_id) -> bool:
+        if run_id not in self._remote:
+            return super().revoke(run_id)
+        if run_id in self._never_sent:
+            return True
+        try:
+            reply = self._host(self._remote[run_id]).agent.call("revoke", runs=[format_run_id(run_id)])
+        except CallFailed as exc:
+            log.info("run %s: cannot revoke it now: %s", format_run_id(run_id), exc)
+            return False
+        return bool((reply.get("runs") or {}).get(format_run_id(run_id)))
+
+    def request_stop(self, run_id, signal_name, grace_period) -> bool:
+        if run_id not in self._remote:
+            return super().request_stop(run_id, signal_name, grace_period)
+        rid = format_run_id(run_id)
+        try:
+            reply = self._host(self._remote[run_id]).agent.call(
+                "stop", runs={rid: [str(signal_name), grace_period]})
+        except CallFailed as exc:
+            # Not taken: stop_requested stays False, so the sweep sends it again. Said to be
+            # taken meanwhile, since the run is alive for all the engine knows.
+            log.warning("run %s: the stop request did not reach its host: %s; sending it again later",
+                        rid, exc)
+            return True
+        self._stops.add(run_id)
+        return bool((reply.get("runs") or {}).get(rid))
+
+    def stop_requested(self, run_id) -> bool:
+        if run_id not in self._remote:
+            return super().stop_requested(run_id)
+        return run_id in self._stops or bool((self._seen.get(run_id, (None, None))[1] or {}).get("stop"))
+
+    def send_signal(self, run_id, signal_name) -> bool:
+        if run_id not in self._remote:
+            return super().send_signal(run_id, signal_name)
+        rid = format_run_id(run_id)
+        reply = self._host(self._remote[run_id]).agent.call("signal", runs={rid: str(signal_name)})
+        return bool((reply.get("runs") or {}).get(rid))
+
+    def remove(self, run_id):
+        key = self._remote.pop(run_id, None)
+        if key is not None:
+            self._host(key).remove.add(format_run_id(run_id))
+            for known in (self._seen, self._sent_at):
+                known.pop(run_id, None)
+            self._never_sent.discard(run_id)
+            self._stops.discard(run_id)
+        super().remove(run_id)
+
+    def close(self):
+        self._closing.set()
+        for host in list(self._hosts.values()):
+            host.agent.close()
+            host.watcher.close()
+        super().close()
