@@ -18,7 +18,7 @@ import threading
 
 import apsw
 
-from apsis_lite.errors import StoreUnavailable
+from apsis_lite.errors import SchemaMismatch, StoreUnavailable
 from apsis_lite.store.schema import MIGRATIONS
 
 # The name the store's log lines have always carried.
@@ -42,6 +42,15 @@ def fault_words(exc):
     if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
         return f"it is locked by another program ({exc})"
     return f"{type(exc).__name__}: {exc}"
+
+
+def check_schema_version(path, version):
+    """Refuse a database made by a newer apsis-lite: its schema may hold what this one would break."""
+    if version > len(MIGRATIONS):
+        raise SchemaMismatch(
+            f"{path}: the database has schema version {version}, from a newer apsis-lite; this "
+            f"apsis-lite knows schema versions up to {len(MIGRATIONS)} and will not open it "
+            "(upgrade apsis-lite, or restore a backup taken before the upgrade; see docs/retention.md)")
 
 
 class Transactions:
@@ -73,6 +82,11 @@ class Transactions:
         self.last_fault = None
         try:
             if not readonly:
+                # A new database gives freed pages back a few at a time, without
+                # stopping (see Retention.incremental_vacuum); it can only be set
+                # before the first table (an older database needs 'apsis-lite vacuum').
+                if self._exec("PRAGMA user_version").fetchone()[0] == 0:
+                    self._exec("PRAGMA auto_vacuum=INCREMENTAL")
                 self._exec("PRAGMA journal_mode=WAL")
                 self._exec("PRAGMA synchronous=FULL")
                 # Keep the WAL file from staying huge after a burst.
@@ -203,10 +217,7 @@ class Transactions:
 
     def _migrate(self):
         version = self._exec("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"{self.path}: database schema version {version} is newer than this apsis-lite "
-                f"({len(MIGRATIONS)}); upgrade apsis-lite")
+        check_schema_version(self.path, version)
         for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             with self.write():
                 self._exec(step)
