@@ -30,6 +30,8 @@ from apsis_lite.engine.recovery import Recovery
 from apsis_lite.engine.reruns import Reruns
 from apsis_lite.engine.stopping import Stopper
 from apsis_lite.engine.waitlist import WaitingRuns
+# The built-in housekeeping program types register themselves on import.
+import apsis_lite.engine.housekeeping_programs  # noqa: F401,E402
 from apsis_lite.errors import StoreUnavailable
 from apsis_lite.timeutil import format_duration, to_iso
 

@@ -10,6 +10,7 @@ commands, and the in-server program types in ``housekeeping_programs``.
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ log = logging.getLogger("apsis_lite.engine")
 BATCH = 200
 #: Free pages given back per step of the incremental vacuum (4 MiB of 4 KiB pages).
 VACUUM_STEP = 1024
+_ARCHIVE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\.db")
 #: The earliest key of the time index.
 _START = (-1e300, 0)
 
@@ -66,10 +68,12 @@ class Tally:
 
     def describe(self, dry_run=False, archived=False):
         verb = ("would archive" if dry_run else "archived") if archived else ("would remove" if dry_run else "removed")
-        text = (f"{verb} {self.runs} run{'s' * (self.runs != 1)}; "
-                f"{'would remove' if dry_run else 'removed'} the output of {self.outputs} more "
-                f"({self.output_bytes} bytes of output in all); kept {self.kept} old run"
-                f"{'s' * (self.kept != 1)} (unfinished, pending, or among their job's latest)")
+        text = f"{verb} {_runs(self.runs)}"
+        if self.outputs:
+            text += f"; {'would remove' if dry_run else 'removed'} the output of {_runs(self.outputs)} more"
+        text += f" ({self.output_bytes} bytes of output)"
+        if self.kept:
+            text += f"; kept {_runs(self.kept)} old enough but unfinished, pending or among their job's latest"
         if self.pages_freed:
             text += f"; gave back {self.pages_freed} free pages"
         return text
@@ -79,9 +83,21 @@ class Tally:
                 "kept": self.kept, "pages_freed": self.pages_freed, "archives": sorted(self.archives)}
 
 
+def _runs(n):
+    return f"{n} run{'s' * (n != 1)}"
+
+
 def archive_dir(data_dir):
     """Where archive files go: ``DATA/archive``."""
     return os.path.join(data_dir, "archive")
+
+
+def archive_file_name(name) -> str:
+    """``name`` if it can name a file in the archive folder: no folder, no hidden file."""
+    if not isinstance(name, str) or not _ARCHIVE_NAME.fullmatch(name):
+        raise ValueError(f"not an archive file name: {name!r} (a name such as runs-2026-11.db: "
+                         "letters, digits, '.', '_' and '-', ending in .db, no folder)")
+    return name
 
 
 def archive_name(time_schedule) -> str:

@@ -32,8 +32,8 @@ __all__ = ["Store", "MIGRATIONS", "RUN_COLUMNS", "RERUN_SLOT_PREFIX", "UNFINISHE
 class Store(RunWrites, RunReads, RunListing, Outputs, SchedulerRecords, Retention, Transactions):
     """A connection to the apsis-lite database; ``readonly`` for readers."""
 
-    def __init__(self, path, readonly=False, vfs=None):
+    def __init__(self, path, readonly=False, vfs=None, migrate=True):
         # Who hears of state changes (see RunWrites.add_listener).
         self._listeners = []
         self._tx_listeners = []
-        super().__init__(path, readonly, vfs)
+        super().__init__(path, readonly, vfs, migrate)

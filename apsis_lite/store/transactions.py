@@ -60,7 +60,7 @@ class Transactions:
     and every statement of the store goes through it.
     """
 
-    def __init__(self, path, readonly=False, vfs=None):
+    def __init__(self, path, readonly=False, vfs=None, migrate=True):
         self.path = str(path)
         self.readonly = readonly
         if readonly:
@@ -91,7 +91,10 @@ class Transactions:
                 self._exec("PRAGMA synchronous=FULL")
                 # Keep the WAL file from staying huge after a burst.
                 self._exec("PRAGMA journal_size_limit=67108864")
-                self._migrate()
+                if migrate:
+                    self._migrate()
+                else:
+                    self._require_current()
             else:
                 self._exec("PRAGMA query_only=1")
         except BaseException:
@@ -222,6 +225,17 @@ class Transactions:
             with self.write():
                 self._exec(step)
                 self._exec(f"PRAGMA user_version={number}")
+
+    def _require_current(self):
+        """For a second writer (the prune and archive commands): the schema must be this
+        version's, for a migration is the server's to make, not a command's beside it."""
+        version = self._exec("PRAGMA user_version").fetchone()[0]
+        check_schema_version(self.path, version)
+        if version < len(MIGRATIONS):
+            raise SchemaMismatch(
+                f"{self.path}: the database has schema version {version}, from an older apsis-lite; "
+                f"start this apsis-lite's server once (it brings the schema to version {len(MIGRATIONS)}), "
+                "then try again")
 
     def close(self):
         self.conn.close()
