@@ -115,7 +115,7 @@ def prune(store, policy, now, *, dry_run=False, between=lambda: None, stopping=l
     if policy.runs_older_than is not None:
         _runs_pass(store, policy, now - policy.runs_older_than, tally, dry_run, between, stopping)
     if policy.output_older_than is not None and not stopping():
-        _outputs_pass(store, policy, now - policy.output_older_than, tally, dry_run, between, stopping)
+        _outputs_pass(store, policy, now, tally, dry_run, between, stopping)
     return tally
 
 
@@ -152,7 +152,8 @@ def _archive(store, policy, doomed, tally):
         tally.archives.add(path)
 
 
-def _outputs_pass(store, policy, cutoff, tally, dry_run, between, stopping):
+def _outputs_pass(store, policy, now, tally, dry_run, between, stopping):
+    cutoff = now - policy.output_older_than
     # Below the floor every output that could go has gone: a pass starts there,
     # not at the oldest run, so that it does not read years of runs each time.
     floor = float(store.get_meta(OUTPUT_FLOOR_KEY) or _START[0])
@@ -176,7 +177,7 @@ def _outputs_pass(store, policy, cutoff, tally, dry_run, between, stopping):
                 lowest_kept = c.time_schedule
         if doomed:
             if not dry_run:
-                store.remove_outputs(doomed)
+                store.remove_outputs(doomed, now)
             tally.outputs += len(doomed)
             tally.output_bytes += sum(sizes[i] for i in doomed)
         between()

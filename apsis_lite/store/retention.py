@@ -16,6 +16,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from apsis_lite.timeutil import to_iso
+
 FINISHED_STATES = ("success", "failure", "error", "skipped")
 UNFINISHED_STATES = ("scheduled", "waiting", "starting", "running", "stopping")
 _IN_UNFINISHED = f"({','.join(repr(s) for s in UNFINISHED_STATES)})"
@@ -103,14 +105,19 @@ class Retention:
             self._exec(f"DELETE FROM outputs WHERE run_id IN ({marks})", ids)
             self._exec(f"DELETE FROM runs WHERE run_id IN ({marks})", ids)
 
-    def remove_outputs(self, run_ids):
-        """Delete the stored output of runs (the runs and their logs stay)."""
+    def remove_outputs(self, run_ids, now):
+        """Delete the stored output of runs (the runs and their logs stay); each run's
+        output record says when (``removed``) and keeps 0 bytes, so that an empty output
+        is not a mystery."""
         ids = list(run_ids)
         if not ids:
             return
         marks = ",".join("?" * len(ids))
         with self.write():
             self._exec(f"DELETE FROM outputs WHERE run_id IN ({marks})", ids)
+            self._exec("UPDATE runs SET meta = json_set(meta, '$.output', json(json_set("
+                       "coalesce(json_extract(meta, '$.output'), '{}'), '$.removed', ?, '$.bytes_kept', 0)))"
+                       f" WHERE run_id IN ({marks})", [to_iso(now)] + ids)
 
     def copy_to_archive(self, run_ids, archive_path):
         """Copy runs, their logs, args and output into the archive file (made if new), and commit there.
