@@ -59,7 +59,7 @@ def _open_store(config):
     try:
         return Store(config.db_path, migrate=False)
     except ApsisError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{exc}; nothing was changed") from None
 
 
 def _duration(value, name):
@@ -169,7 +169,8 @@ def check_db_cmd(path, config_file, data_dir):
     """Check a database (default: the server's): integrity, schema version, size.
 
     Read-only: safe beside a running server. Exit status 0: usable; 1: damaged
-    or not an apsis-lite database; 2: no such file; 3: made by a newer apsis-lite.
+    or not an apsis-lite database; 2: no such file; 3: made by a newer apsis-lite;
+    4: cannot be read now (a full disk, a lock, a permission).
     """
     from apsis_lite.store.maintenance import OK, check_db
     path = path or load(config_file, data_dir).db_path
@@ -190,15 +191,21 @@ def vacuum_cmd(config_file, data_dir):
     """
     from apsis_lite.store.maintenance import vacuum
     config = load(config_file, data_dir)
-    if server_running(config.data_dir):
-        raise click.ClickException(f"a server is running on {config.data_dir}; stop it first "
-                                   "(VACUUM rewrites the whole database and would hold up every start)")
     if not os.path.isfile(config.db_path):
         raise click.ClickException(f"no database at {config.db_path}")
+    # Held for the whole rewrite, so that no server starts on the database meanwhile.
+    lock = os.open(os.path.join(config.data_dir, "apsis-lite.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise click.ClickException(f"a server is running on {config.data_dir}; stop it first "
+                                       "(VACUUM rewrites the whole database and would hold up every start)") from None
         done = vacuum(config.db_path)
     except ApsisError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        os.close(lock)
     click.echo(f"vacuumed {config.db_path}: {done['before']} bytes before, {done['after']} after; "
                "free space is given back from now on")
 

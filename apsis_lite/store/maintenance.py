@@ -17,7 +17,7 @@ from apsis_lite.store.schema import MIGRATIONS
 from apsis_lite.store.transactions import STORAGE_FAULTS, check_schema_version, fault_words
 
 # check_db's verdicts, which the check-db command returns as its exit status.
-OK, DAMAGED, MISSING, TOO_NEW = 0, 1, 2, 3
+OK, DAMAGED, MISSING, TOO_NEW, UNREADABLE = 0, 1, 2, 3, 4
 
 
 def backup(source_path, target_path) -> dict:
@@ -53,7 +53,7 @@ def backup(source_path, target_path) -> dict:
         _fsync(os.path.dirname(os.path.abspath(target_path)))
     except STORAGE_FAULTS as exc:
         _remove(partial)
-        raise StoreUnavailable(f"cannot back up to {target_path}: {fault_words(exc)}") from None
+        raise StoreUnavailable(f"cannot back up to {target_path}: {fault_words(exc, target_path)}") from None
     except OSError as exc:
         _remove(partial)
         raise StoreUnavailable(f"cannot back up to {target_path}: {exc.strerror or exc}") from None
@@ -78,7 +78,9 @@ def check_db(path) -> tuple:
     except (apsw.NotADBError, apsw.CorruptError) as exc:
         return DAMAGED, [f"{path}: not a database, or damaged ({exc})"]
     except apsw.Error as exc:
-        return DAMAGED, [f"{path}: cannot be read: {fault_words(exc)}"]
+        # A full disk, a lock, a permission: the file could not be looked at, which
+        # says nothing about whether it is whole.
+        return UNREADABLE, [f"{path}: cannot be checked now: {fault_words(exc, path)}"]
     finally:
         conn.close()
 
@@ -126,7 +128,7 @@ def vacuum(path) -> dict:
     try:
         conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
     except apsw.Error as exc:
-        raise StoreUnavailable(f"cannot open {path}: {fault_words(exc)}") from None
+        raise StoreUnavailable(f"cannot open {path}: {fault_words(exc, path)}") from None
     try:
         before = os.path.getsize(path)
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -134,7 +136,7 @@ def vacuum(path) -> dict:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return {"before": before, "after": os.path.getsize(path)}
     except STORAGE_FAULTS as exc:
-        raise StoreUnavailable(f"cannot vacuum {path}: {fault_words(exc)}; the database is as it was") from None
+        raise StoreUnavailable(f"cannot vacuum {path}: {fault_words(exc, path)}; the database is as it was") from None
     finally:
         conn.close()
 

@@ -14,6 +14,7 @@ themselves live in the store's other modules, which run them through
 import contextlib
 import logging
 import os
+import shutil
 import threading
 
 import apsw
@@ -33,9 +34,10 @@ STORAGE_FAULTS = (apsw.FullError, apsw.IOError, apsw.CantOpenError, apsw.ReadOnl
                   apsw.NoMemError, apsw.ProtocolError, apsw.PermissionsError)
 
 
-def fault_words(exc):
-    """What went wrong with the storage, in words for an operator."""
-    if isinstance(exc, apsw.FullError):
+def fault_words(exc, path=None):
+    """What went wrong with the storage, in words for an operator; ``path``: the file
+    it was about, whose disk is looked at when SQLite says only "I/O error"."""
+    if isinstance(exc, apsw.FullError) or (isinstance(exc, apsw.IOError) and path and _disk_full(path)):
         return "the disk is full"
     if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
         return f"the database file is damaged ({exc})"
@@ -51,6 +53,15 @@ def check_schema_version(path, version):
             f"{path}: the database has schema version {version}, from a newer apsis-lite; this "
             f"apsis-lite knows schema versions up to {len(MIGRATIONS)} and will not open it "
             "(upgrade apsis-lite, or restore a backup taken before the upgrade; see docs/retention.md)")
+
+
+def _disk_full(path):
+    """Whether the file system holding ``path`` has (next to) no room left: SQLite reports
+    a full disk met while growing its shared-memory file as a bare I/O error."""
+    try:
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 64 * 1024
+    except OSError:
+        return False
 
 
 class Transactions:
@@ -107,7 +118,7 @@ class Transactions:
         self.faults += 1
         self.last_fault = f"{type(exc).__name__}: {exc}"
         return StoreUnavailable(f"the database cannot be {'read' if self.readonly else 'written'}: "
-                                f"{fault_words(exc)}")
+                                f"{fault_words(exc, self.path)}")
 
     def _exec(self, sql, params=()):
         try:
@@ -250,4 +261,4 @@ class Transactions:
             try:
                 return self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except self._storage_faults as exc:
-                raise StoreUnavailable(f"cannot checkpoint the database: {fault_words(exc)}") from exc
+                raise StoreUnavailable(f"cannot checkpoint the database: {fault_words(exc, self.path)}") from exc

@@ -278,3 +278,28 @@ def test_retention_settings_are_checked(jobs_dir, data_dir, setting, value, word
     config.write_text(yaml.safe_dump({setting: value}))
     done = cli("serve", "--jobs", str(jobs_dir), "--data", str(data_dir), "--config", str(config), timeout=30)
     assert done.returncode == 1 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_vacuum_turns_an_old_database_to_giving_space_back_and_refuses_beside_a_server(jobs_dir, data_dir):
+    # A database made before incremental auto_vacuum: pruning frees pages but keeps the file's size.
+    conn = apsw.Connection(str(data_dir / "apsis-lite.db"))
+    for step in MIGRATIONS:
+        conn.execute(step)
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+    conn.close()
+    history(data_dir, "old", 300, age_days=100, output=b"v" * 50_000)
+    check = cli("check-db", "--data", str(data_dir))
+    assert "auto_vacuum: none" in check.stdout and "apsis-lite vacuum" in check.stdout
+    from conftest import Server
+    srv = Server(jobs_dir, data_dir).start()
+    try:
+        refused = cli("vacuum", "--data", str(data_dir))
+        assert refused.returncode == 1 and "a server is running" in refused.stderr
+    finally:
+        srv.stop()
+    done = cli("vacuum", "--data", str(data_dir))
+    assert done.returncode == 0 and "free space is given back from now on" in done.stdout, done.stderr
+    before = os.path.getsize(data_dir / "apsis-lite.db")
+    done = cli("prune", "--older-than", "30d", "--keep-per-job", "0", "--data", str(data_dir))
+    assert done.returncode == 0 and "gave back" in done.stdout, done.stdout
+    assert os.path.getsize(data_dir / "apsis-lite.db") < before / 10
