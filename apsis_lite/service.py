@@ -297,7 +297,7 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
 
     engine_greenlet = gevent.spawn(engine.serve_forever, stop_event)
     engine_greenlet.link_exception(lambda g: log.error("the engine stopped: %r", g.exception))
-    retention = _start_retention(config, store)
+    retention = _start_retention(config, store, engine)
     while not stop_event.wait(5.0):
         if not url_written:  # a full disk at start-up: the CLI finds the server once there is room
             url_written = _write_small_file(url_path, url)
@@ -305,11 +305,12 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
               engine_greenlet=engine_greenlet, launcher=launcher, stores=(store, reader), retention=retention)
 
 
-def _start_retention(config, store):
+def _start_retention(config, store, engine):
     """The background retention task, if the config keeps runs or output for a limited time."""
     if config.runs_retention is None and config.output_retention is None:
         return None
-    task = RetentionTask(store, Policy.from_config(config), config.retention_interval)
+    task = RetentionTask(store, Policy.from_config(config), config.retention_interval,
+                         next_start=engine.next_start)
     task.start()
     return task
 

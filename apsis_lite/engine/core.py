@@ -161,6 +161,10 @@ class Engine:
     def wake(self):
         self._wake.set()
 
+    def next_start(self):
+        """When the next run is due to start (inf if none is); background work stands aside then."""
+        return self._starter.next_wake()
+
     def notice(self, kind, run_id):
         """A shepherd said a run is running or done (called from the notify server)."""
         self._collector.notice(kind, run_id)

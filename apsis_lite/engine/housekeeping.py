@@ -22,6 +22,8 @@ log = logging.getLogger("apsis_lite.engine")
 
 #: Runs read and judged per batch; a batch's write takes a few milliseconds.
 BATCH = 200
+#: How long before a due start the background task stops starting batches (seconds).
+STAND_ASIDE = 0.25
 #: Free pages given back per step of the incremental vacuum (4 MiB of 4 KiB pages).
 VACUUM_STEP = 1024
 _ARCHIVE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\.db")
@@ -120,13 +122,14 @@ def prune(store, policy, now, *, dry_run=False, between=lambda: None, stopping=l
 
 
 def _runs_pass(store, policy, cutoff, tally, dry_run, between, stopping):
-    after = _START
+    after, thresholds = _START, {}
     while not stopping() and (policy.max_runs is None or tally.runs < policy.max_runs):
+        between()
         page = store.old_runs(cutoff, after, policy.batch)
         if not page:
             return
         after = (page[-1].time_schedule, page[-1].run_id)
-        protected = Protected(store, policy.keep_per_job)
+        protected = Protected(store, policy.keep_per_job, thresholds)
         doomed = [c for c in page if c.time_updated < cutoff and not protected.keeps(c)]
         if policy.max_runs is not None:
             doomed = doomed[:policy.max_runs - tally.runs]
@@ -139,7 +142,6 @@ def _runs_pass(store, policy, cutoff, tally, dry_run, between, stopping):
                     _archive(store, policy, doomed, tally)
                 store.remove_runs(ids)
             tally.runs += len(ids)
-        between()
 
 
 def _archive(store, policy, doomed, tally):
@@ -157,16 +159,17 @@ def _outputs_pass(store, policy, now, tally, dry_run, between, stopping):
     # Below the floor every output that could go has gone: a pass starts there,
     # not at the oldest run, so that it does not read years of runs each time.
     floor = float(store.get_meta(OUTPUT_FLOOR_KEY) or _START[0])
-    after, lowest_kept = (floor, 0), None
+    after, lowest_kept, thresholds = (floor, 0), None, {}
     while True:
         if stopping():
             return
+        between()
         page = store.old_runs(cutoff, after, policy.batch)
         if not page:
             break
         after = (page[-1].time_schedule, page[-1].run_id)
         sizes = store.output_sizes(c.run_id for c in page)
-        protected = Protected(store, policy.keep_per_job)
+        protected = Protected(store, policy.keep_per_job, thresholds)
         doomed = []
         for c in page:
             if c.run_id not in sizes:
@@ -180,7 +183,6 @@ def _outputs_pass(store, policy, now, tally, dry_run, between, stopping):
                 store.remove_outputs(doomed, now)
             tally.outputs += len(doomed)
             tally.output_bytes += sum(sizes[i] for i in doomed)
-        between()
     if not dry_run:
         store.set_meta(OUTPUT_FLOOR_KEY, repr(min(cutoff, lowest_kept if lowest_kept is not None else cutoff)))
 
@@ -192,25 +194,31 @@ def give_back_space(store, *, between=lambda: None, stopping=lambda: False, step
         return 0
     freed, left = 0, space["free_pages"]
     while left > 0 and not stopping():
+        between()
         store.incremental_vacuum(min(step, left))
         now_free = store.space()["free_pages"]
         if now_free >= left:
             break
         freed += left - now_free
         left = now_free
-        between()
     return freed
 
 
 class RetentionTask:
-    """The server's background retention: a pass every ``interval`` seconds, in a greenlet."""
+    """The server's background retention: a pass every ``interval`` seconds, in a greenlet.
 
-    def __init__(self, store, policy, interval, pause=0.01, clock=time.time):
+    Between batches it sleeps ``pause``, and stands aside while a start is due
+    within ``STAND_ASIDE`` seconds (``next_start()``: the engine's next due
+    start), so that a batch's commit (an fsync) never sits in front of a start.
+    """
+
+    def __init__(self, store, policy, interval, pause=0.01, clock=time.time, next_start=None):
         self.store = store
         self.policy = policy
         self.interval = interval
         self.pause = pause
         self.clock = clock
+        self.next_start = next_start
         self.last = None  # the Tally of the last pass
         self._greenlet = None
         self._stopping = False
@@ -224,9 +232,20 @@ class RetentionTask:
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=5)
 
-    def run_once(self):
+    def _between(self):
         import gevent
-        pause = lambda: gevent.sleep(self.pause)  # noqa: E731 — the engine runs between batches
+        gevent.sleep(self.pause)
+        if self.next_start is None:
+            return
+        # Bounded: starts due back to back must not hold retention off for ever.
+        for _ in range(20):
+            ahead = self.next_start() - self.clock()
+            if not -1.0 < ahead < STAND_ASIDE:
+                return
+            gevent.sleep(max(ahead, 0.0) + 0.02)
+
+    def run_once(self):
+        pause = self._between
         stopping = lambda: self._stopping  # noqa: E731
         started = time.monotonic()
         tally = prune(self.store, self.policy, self.clock(), between=pause, stopping=stopping)

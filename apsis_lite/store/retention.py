@@ -45,14 +45,16 @@ class Protected:
     """What a pass must not touch, read once per batch: runs with actions or deadlines
     pending, rerun groups with an unfinished run, and each job's latest finished runs."""
 
-    def __init__(self, store, keep_per_job):
+    def __init__(self, store, keep_per_job, thresholds=None):
         self.runs = {r for (r,) in store._all(
             "SELECT run_id FROM pending_actions UNION SELECT run_id FROM run_deadlines")}
         self.groups = {g for (g,) in store._all(
             f"SELECT coalesce(rerun_group, run_id) FROM runs WHERE state IN {_IN_UNFINISHED}")}
         self._store = store
         self._keep = keep_per_job
-        self._thresholds = {}
+        # Shared by the batches of a pass: a threshold read earlier can only be lower than
+        # now (newer runs have finished since), so it keeps more, never less.
+        self._thresholds = {} if thresholds is None else thresholds
 
     def keeps(self, c: Candidate) -> bool:
         if c.state not in FINISHED_STATES or c.run_id in self.runs or c.group in self.groups:
