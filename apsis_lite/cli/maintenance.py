@@ -99,8 +99,10 @@ def _run_pass(config, policy, dry_run):
 @click.option("--keep-per-job", type=click.IntRange(min=0), metavar="N",
               help="Each job's N latest finished runs are kept whatever their age (default: runs_kept_per_job, 10).")
 @click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), metavar="N",
+              help="Runs per write transaction (default: retention_batch, 200).")
 @data_options
-def prune_cmd(older_than, output_older_than, keep_per_job, dry_run, config_file, data_dir):
+def prune_cmd(older_than, output_older_than, keep_per_job, dry_run, batch_size, config_file, data_dir):
     """Remove old finished runs (with their logs and output), or only their output, now.
 
     Works on the database directly, whether the server is running or not,
@@ -112,7 +114,8 @@ def prune_cmd(older_than, output_older_than, keep_per_job, dry_run, config_file,
     config = load(config_file, data_dir)
     policy = Policy(runs_older_than=_duration(older_than, "--older-than"),
                     output_older_than=_duration(output_older_than, "--output-older-than"),
-                    keep_per_job=config.runs_kept_per_job if keep_per_job is None else keep_per_job)
+                    keep_per_job=config.runs_kept_per_job if keep_per_job is None else keep_per_job,
+                    batch=batch_size or config.retention_batch)
     _run_pass(config, policy, dry_run)
 
 
@@ -122,8 +125,10 @@ def prune_cmd(older_than, output_older_than, keep_per_job, dry_run, config_file,
 @click.option("--keep-per-job", type=click.IntRange(min=0), metavar="N",
               help="Each job's N latest finished runs stay whatever their age (default: runs_kept_per_job, 10).")
 @click.option("--dry-run", is_flag=True, help="Only count what would be archived.")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), metavar="N",
+              help="Runs per write transaction (default: retention_batch, 200).")
 @data_options
-def archive_cmd(older_than, keep_per_job, dry_run, config_file, data_dir):
+def archive_cmd(older_than, keep_per_job, dry_run, batch_size, config_file, data_dir):
     """Move old finished runs, with their logs and output, to archive files, now.
 
     One file per month the runs were scheduled in: DATA/archive/runs-YYYY-MM.db.
@@ -136,7 +141,8 @@ def archive_cmd(older_than, keep_per_job, dry_run, config_file, data_dir):
     if age is None:
         raise click.UsageError("give --older-than (or runs_retention in --config)")
     policy = Policy(runs_older_than=age, archive_dir=archive_dir(config.data_dir),
-                    keep_per_job=config.runs_kept_per_job if keep_per_job is None else keep_per_job)
+                    keep_per_job=config.runs_kept_per_job if keep_per_job is None else keep_per_job,
+                    batch=batch_size or config.retention_batch)
     _run_pass(config, policy, dry_run)
 
 

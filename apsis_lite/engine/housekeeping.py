@@ -1,9 +1,10 @@
 """Retention: old finished runs and their output removed or archived, and the space given back.
 
 One pass (``prune``) walks the runs older than the cutoff from the oldest, a
-page at a time; each page costs one short write transaction and is followed
+page at a time; each page costs one short write transaction and is preceded
 by ``between()``, where the server's greenlet sleeps so that the engine runs
-(a start is never held up by more than one batch). The same pass serves the
+and stands aside while a start is due (a start is never held up by more than
+one batch). The same pass serves the
 server's background task (``RetentionTask``), the ``prune`` and ``archive``
 commands, and the in-server program types in ``housekeeping_programs``.
 """
@@ -22,10 +23,14 @@ log = logging.getLogger("apsis_lite.engine")
 
 #: Runs read and judged per batch; a batch's write takes a few milliseconds.
 BATCH = 200
-#: How long before a due start the background task stops starting batches (seconds).
+#: How long before a due start the background task stops starting batches (seconds):
+#: at least this, or twice the slowest recent batch (a commit's fsync can take
+#: a few hundred ms on a busy disk), at most STAND_ASIDE_MAX.
 STAND_ASIDE = 0.25
-#: Free pages given back per step of the incremental vacuum (4 MiB of 4 KiB pages).
-VACUUM_STEP = 1024
+STAND_ASIDE_MAX = 1.0
+#: Free pages given back per step of the incremental vacuum (1 MiB of 4 KiB pages:
+#: about 8 ms a step on the development VM, where 4 MiB took 50).
+VACUUM_STEP = 256
 _ARCHIVE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}\.db")
 #: The earliest key of the time index.
 _START = (-1e300, 0)
@@ -108,7 +113,7 @@ def archive_name(time_schedule) -> str:
 
 
 def prune(store, policy, now, *, dry_run=False, between=lambda: None, stopping=lambda: False) -> Tally:
-    """One pass of ``policy`` over ``store`` as of ``now``; ``between()`` after every batch.
+    """One pass of ``policy`` over ``store`` as of ``now``; ``between()`` before every batch.
 
     StoreUnavailable (a full disk) ends the pass: what was done is committed,
     the batch it met is rolled back whole.
@@ -208,8 +213,9 @@ class RetentionTask:
     """The server's background retention: a pass every ``interval`` seconds, in a greenlet.
 
     Between batches it sleeps ``pause``, and stands aside while a start is due
-    within ``STAND_ASIDE`` seconds (``next_start()``: the engine's next due
-    start), so that a batch's commit (an fsync) never sits in front of a start.
+    within ``STAND_ASIDE`` seconds, or twice its slowest recent batch
+    (``next_start()``: the engine's next due start), so that a batch's commit
+    (an fsync) does not sit in front of a start.
     """
 
     def __init__(self, store, policy, interval, pause=0.01, clock=time.time, next_start=None):
@@ -219,6 +225,8 @@ class RetentionTask:
         self.pause = pause
         self.clock = clock
         self.next_start = next_start
+        self._slowest = 0.0  # the slowest recent batch (seconds), decaying
+        self._batch_began = None
         self.last = None  # the Tally of the last pass
         self._greenlet = None
         self._stopping = False
@@ -234,17 +242,21 @@ class RetentionTask:
 
     def _between(self):
         import gevent
+        if self._batch_began is not None:
+            self._slowest = max(time.monotonic() - self._batch_began, self._slowest * 0.9)
         gevent.sleep(self.pause)
-        if self.next_start is None:
-            return
-        # Bounded: starts due back to back must not hold retention off for ever.
-        for _ in range(20):
-            ahead = self.next_start() - self.clock()
-            if not -1.0 < ahead < STAND_ASIDE:
-                return
-            gevent.sleep(max(ahead, 0.0) + 0.02)
+        if self.next_start is not None:
+            aside = min(STAND_ASIDE_MAX, max(STAND_ASIDE, 2 * self._slowest))
+            # Bounded: starts due back to back must not hold retention off for ever.
+            for _ in range(20):
+                ahead = self.next_start() - self.clock()
+                if not -1.0 < ahead < aside:
+                    break
+                gevent.sleep(max(ahead, 0.0) + 0.02)
+        self._batch_began = time.monotonic()
 
     def run_once(self):
+        self._batch_began = None
         pause = self._between
         stopping = lambda: self._stopping  # noqa: E731
         started = time.monotonic()

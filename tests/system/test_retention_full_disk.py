@@ -64,6 +64,35 @@ def test_archive_and_prune_on_a_full_disk_keep_the_database_whole(small_disk):  
                if n.endswith(".db")) == 400
 
 
+def test_prune_on_a_full_disk_removes_whole_batches_or_nothing(small_disk):  # noqa: F811
+    data = small_disk / "data"
+    data.mkdir()
+    history(data, "old", 400, age_days=100, output=b"p" * 10_000)
+    db = str(data / "apsis-lite.db")
+    # Opened once so that its WAL and shared-memory files exist, as beside a running server.
+    keep_open = Store(db)
+    try:
+        fill(small_disk)
+        done = cli("prune", "--older-than", "30d", "--keep-per-job", "0", "--batch-size", "50",
+                   "--data", str(data))
+        out = done.stdout + done.stderr
+        assert "Traceback" not in out
+        if done.returncode == 0:
+            # Deleting needs little room: SQLite found it in the WAL it had.
+            assert done.stdout.startswith("removed 400 runs"), out
+        else:
+            assert done.returncode == 1 and "disk is full" in done.stderr, out
+    finally:
+        keep_open.close()
+        free(small_disk)
+    check = cli("check-db", "--data", str(data))
+    assert check.returncode == 0 and "integrity check: ok" in check.stdout, check.stdout + check.stderr
+    left = runs_in(db)
+    assert left % 50 == 0, f"{left} runs left: a batch was cut in the middle"
+    done = cli("prune", "--older-than", "30d", "--keep-per-job", "0", "--data", str(data))
+    assert done.returncode == 0 and runs_in(db) == 0, done.stdout + done.stderr
+
+
 def test_the_servers_retention_waits_out_a_full_disk(jobs_dir, small_disk, tmp_path):  # noqa: F811
     data = small_disk / "data"
     data.mkdir()
