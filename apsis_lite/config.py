@@ -100,6 +100,12 @@ class Config:
     tls_cert: str = _setting(None, "certificate file (PEM) to serve HTTPS directly (gevent server only; or put a TLS proxy in front, see docs/security.md)", "path")
     tls_key: str = _setting(None, "private key file (PEM) for tls_cert", "path")
     secure_cookies: bool = _setting(False, "mark the session cookie Secure (set this behind a TLS proxy; on by itself with tls_cert)", bool)
+    runs_retention: float = _setting(None, "finished runs are removed (or archived, see retention_archive) once they finished longer ago than this (duration; none: kept for ever)", "duration")
+    output_retention: float = _setting(None, "the stored output of finished runs is removed once they finished longer ago than this, the runs themselves staying (duration; none: kept as long as the run)", "duration")
+    runs_kept_per_job: int = _setting(10, "each job's latest finished runs (with their output) kept whatever their age", int)
+    retention_archive: bool = _setting(False, "move runs past runs_retention to archive files (DATA/archive/runs-YYYY-MM.db, one per month) instead of removing them", bool)
+    retention_interval: float = _setting(600.0, "how often the server looks for runs and output past their retention (duration)", "duration")
+    retention_batch: int = _setting(200, "runs removed or archived per write transaction; the engine runs between batches", int)
     max_request_size: int = _setting(1024 * 1024, "bytes a request body may have (API bodies, forms, logins); a larger one gets 413 before it is read", int)
     sanity_interval: float = _setting(60.0, "how often the server runs its sanity checks in the background (duration; 0: only when asked, by 'apsis-lite sanity', the API or the page)", "duration")
     sanity_behind: float = _setting(60.0, "a run still scheduled or starting this long after its due time is reported: the engine is behind or stuck (duration)", "duration")
@@ -334,6 +340,7 @@ def load_config(path=None, **overrides) -> Config:
         raise ConfigError("config: session_idle_timeout: must be more than zero")
     if cfg.jobs_poll_interval <= 0:
         raise ConfigError("config: jobs_poll_interval: must be more than zero")
+    _check_retention(cfg)
     both = sorted(set(cfg.hosts) & set(cfg.host_groups))
     if both:
         raise ConfigError(f"config: host_groups: {both[0]}: is also the name of a host; a job's host: must name one or the other")
@@ -344,3 +351,18 @@ def load_config(path=None, **overrides) -> Config:
     if cfg.min_interval < 0.001:
         raise ConfigError(f"config: min_interval: must be at least 1 ms, not {cfg.min_interval:g} s")
     return cfg
+
+
+def _check_retention(cfg):
+    for name in ("runs_retention", "output_retention"):
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"config: {name}: must be more than zero (leave it empty to keep for ever)")
+    if cfg.runs_kept_per_job < 0:
+        raise ConfigError(f"config: runs_kept_per_job: must not be negative, not {cfg.runs_kept_per_job}")
+    if cfg.retention_interval < 1:
+        raise ConfigError(f"config: retention_interval: must be at least 1 s, not {cfg.retention_interval:g} s")
+    if not 1 <= cfg.retention_batch <= 10_000:
+        raise ConfigError(f"config: retention_batch: must be from 1 to 10000, not {cfg.retention_batch}")
+    if cfg.retention_archive and cfg.runs_retention is None:
+        raise ConfigError("config: retention_archive: needs runs_retention (how old a run is when it is archived)")

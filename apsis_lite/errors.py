@@ -39,6 +39,12 @@ class StoreUnavailable(ApsisError):
     status = 503
 
 
+class SchemaMismatch(ApsisError):
+    """A database whose schema this apsis-lite cannot use (made by a newer version)."""
+
+    status = 500
+
+
 class ConfigError(ApsisError):
     """A bad configuration file or setting."""
 

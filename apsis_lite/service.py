@@ -26,6 +26,7 @@ from apsis_lite.config import default_data_dir
 from apsis_lite.engine.action_runner import ActionRunner
 from apsis_lite.engine.core import Engine
 from apsis_lite.engine.health import Backoff
+from apsis_lite.engine.housekeeping import Policy, RetentionTask
 from apsis_lite.engine.remote_launcher import HostLauncher
 from apsis_lite.engine.reload import JobsWatcher
 from apsis_lite.engine.sanity import SanityChecker, parse_sanity_actions
@@ -338,11 +339,22 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
     engine_greenlet.link_exception(lambda g: log.error("the engine stopped: %r", g.exception))
     gevent.spawn(sanity.run_forever, stop_event)
     gevent.spawn(metrics.run_forever, stop_event)
+    retention = _start_retention(config, store, engine)
     while not stop_event.wait(5.0):
         if not url_written:  # a full disk at start-up: the CLI finds the server once there is room
             url_written = _write_small_file(url_path, url)
     _stop_all(config, lock_fd, stop_web, web_greenlet, notify=notify, actions=actions, watcher=watcher,
-              engine_greenlet=engine_greenlet, launcher=launcher, stores=(store, reader))
+              engine_greenlet=engine_greenlet, launcher=launcher, stores=(store, reader), retention=retention)
+
+
+def _start_retention(config, store, engine):
+    """The background retention task, if the config keeps runs or output for a limited time."""
+    if config.runs_retention is None and config.output_retention is None:
+        return None
+    task = RetentionTask(store, Policy.from_config(config), config.retention_interval,
+                         next_start=engine.next_start)
+    task.start()
+    return task
 
 
 def _start_web(config, listener, switchboard):
@@ -386,10 +398,12 @@ def _say_serving(config, url):
 
 
 def _stop_all(config, lock_fd, stop_web, web_greenlet, notify=None, actions=None, watcher=None,
-              engine_greenlet=None, launcher=None, stores=()):
+              engine_greenlet=None, launcher=None, stores=(), retention=None):
     """Stop everything and remove the files that say a server runs, whatever fails on the way
     (a full disk must not leave a traceback, nor server.url behind)."""
     steps = [("web server", stop_web)]
+    if retention is not None:
+        steps.append(("retention", retention.stop))
     if notify is not None:
         steps += [("notify socket", notify.stop), ("actions", actions.stop), ("jobs watcher", watcher.stop),
                   ("engine", lambda: engine_greenlet.join(timeout=5))]

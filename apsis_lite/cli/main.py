@@ -122,6 +122,7 @@ def _load_options(config_file, calendars_dir=None):
     # A job file that fails in an unexpected way is reported as its problem,
     # in one line; the traceback the loader logs is for a server's log.
     logging.getLogger("apsis_lite").addHandler(logging.NullHandler())
+    import apsis_lite.engine.housekeeping_programs  # noqa: F401 — the built-in in-server types
     config = None
     if config_file:
         from apsis_lite.config import load_config
@@ -549,3 +550,8 @@ except ImportError:  # pragma: no cover - during development only
     register = None
 if register is not None:
     register(cli)
+
+from apsis_lite.cli.maintenance import COMMANDS as _MAINTENANCE  # noqa: E402 — after the group exists
+
+for _command in _MAINTENANCE:
+    cli.add_command(_command)

@@ -30,6 +30,8 @@ from apsis_lite.engine.recovery import Recovery
 from apsis_lite.engine.reruns import Reruns
 from apsis_lite.engine.stopping import Stopper
 from apsis_lite.engine.waitlist import WaitingRuns
+# The built-in housekeeping program types register themselves on import.
+import apsis_lite.engine.housekeeping_programs  # noqa: F401,E402
 from apsis_lite.errors import StoreUnavailable
 from apsis_lite.timeutil import format_duration, to_iso
 
@@ -160,6 +162,10 @@ class Engine:
 
     def wake(self):
         self._wake.set()
+
+    def next_start(self):
+        """When the next run is due to start (inf if none is); background work stands aside then."""
+        return self._starter.next_wake()
 
     def notice(self, kind, run_id):
         """A shepherd said a run is running or done (called from the notify server)."""

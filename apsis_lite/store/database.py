@@ -13,6 +13,7 @@ a run.
 * ``run_reads``: the engine's reads of runs.
 * ``run_listing``: pages, calendar windows, logs and counts for the API and pages.
 * ``outputs``: runs' output blobs.
+* ``retention``: old runs and output found by age, removed or archived; free pages given back.
 * ``scheduler_records``: horizons, ad hoc jobs, meta, pauses, deadlines, pending actions.
 * ``health_reads``: the reads of the sanity checks and the metrics.
 """
@@ -21,6 +22,7 @@ from apsis_lite.store.health_reads import HealthReads
 from apsis_lite.store.outputs import Outputs
 from apsis_lite.store.run_listing import RunListing
 from apsis_lite.store.run_reads import UNFINISHED, RunReads
+from apsis_lite.store.retention import Retention
 from apsis_lite.store.run_writes import RunWrites
 from apsis_lite.store.scheduler_records import SchedulerRecords
 from apsis_lite.store.schema import MIGRATIONS, RERUN_SLOT_PREFIX, RUN_COLUMNS
@@ -29,11 +31,11 @@ from apsis_lite.store.transactions import STORAGE_FAULTS, Transactions
 __all__ = ["Store", "MIGRATIONS", "RUN_COLUMNS", "RERUN_SLOT_PREFIX", "UNFINISHED", "STORAGE_FAULTS"]
 
 
-class Store(RunWrites, RunReads, RunListing, HealthReads, Outputs, SchedulerRecords, Transactions):
+class Store(RunWrites, RunReads, RunListing, HealthReads, Outputs, SchedulerRecords, Retention, Transactions):
     """A connection to the apsis-lite database; ``readonly`` for readers."""
 
-    def __init__(self, path, readonly=False, vfs=None):
+    def __init__(self, path, readonly=False, vfs=None, migrate=True):
         # Who hears of state changes (see RunWrites.add_listener).
         self._listeners = []
         self._tx_listeners = []
-        super().__init__(path, readonly, vfs)
+        super().__init__(path, readonly, vfs, migrate)

@@ -14,11 +14,12 @@ themselves live in the store's other modules, which run them through
 import contextlib
 import logging
 import os
+import shutil
 import threading
 
 import apsw
 
-from apsis_lite.errors import StoreUnavailable
+from apsis_lite.errors import SchemaMismatch, StoreUnavailable
 from apsis_lite.store.schema import MIGRATIONS
 
 # The name the store's log lines have always carried.
@@ -33,15 +34,34 @@ STORAGE_FAULTS = (apsw.FullError, apsw.IOError, apsw.CantOpenError, apsw.ReadOnl
                   apsw.NoMemError, apsw.ProtocolError, apsw.PermissionsError)
 
 
-def fault_words(exc):
-    """What went wrong with the storage, in words for an operator."""
-    if isinstance(exc, apsw.FullError):
+def fault_words(exc, path=None):
+    """What went wrong with the storage, in words for an operator; ``path``: the file
+    it was about, whose disk is looked at when SQLite says only "I/O error"."""
+    if isinstance(exc, apsw.FullError) or (isinstance(exc, apsw.IOError) and path and _disk_full(path)):
         return "the disk is full"
     if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
         return f"the database file is damaged ({exc})"
     if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
         return f"it is locked by another program ({exc})"
     return f"{type(exc).__name__}: {exc}"
+
+
+def check_schema_version(path, version):
+    """Refuse a database made by a newer apsis-lite: its schema may hold what this one would break."""
+    if version > len(MIGRATIONS):
+        raise SchemaMismatch(
+            f"{path}: the database has schema version {version}, from a newer apsis-lite; this "
+            f"apsis-lite knows schema versions up to {len(MIGRATIONS)} and will not open it "
+            "(upgrade apsis-lite, or restore a backup taken before the upgrade; see docs/retention.md)")
+
+
+def _disk_full(path):
+    """Whether the file system holding ``path`` has (next to) no room left: SQLite reports
+    a full disk met while growing its shared-memory file as a bare I/O error."""
+    try:
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < 64 * 1024
+    except OSError:
+        return False
 
 
 class Transactions:
@@ -51,7 +71,7 @@ class Transactions:
     and every statement of the store goes through it.
     """
 
-    def __init__(self, path, readonly=False, vfs=None):
+    def __init__(self, path, readonly=False, vfs=None, migrate=True):
         self.path = str(path)
         self.readonly = readonly
         if readonly:
@@ -73,11 +93,19 @@ class Transactions:
         self.last_fault = None
         try:
             if not readonly:
+                # A new database gives freed pages back a few at a time, without
+                # stopping (see Retention.incremental_vacuum); it can only be set
+                # before the first table (an older database needs 'apsis-lite vacuum').
+                if self._exec("PRAGMA user_version").fetchone()[0] == 0:
+                    self._exec("PRAGMA auto_vacuum=INCREMENTAL")
                 self._exec("PRAGMA journal_mode=WAL")
                 self._exec("PRAGMA synchronous=FULL")
                 # Keep the WAL file from staying huge after a burst.
                 self._exec("PRAGMA journal_size_limit=67108864")
-                self._migrate()
+                if migrate:
+                    self._migrate()
+                else:
+                    self._require_current()
             else:
                 self._exec("PRAGMA query_only=1")
         except BaseException:
@@ -90,7 +118,7 @@ class Transactions:
         self.faults += 1
         self.last_fault = f"{type(exc).__name__}: {exc}"
         return StoreUnavailable(f"the database cannot be {'read' if self.readonly else 'written'}: "
-                                f"{fault_words(exc)}")
+                                f"{fault_words(exc, self.path)}")
 
     def _exec(self, sql, params=()):
         try:
@@ -203,14 +231,22 @@ class Transactions:
 
     def _migrate(self):
         version = self._exec("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"{self.path}: database schema version {version} is newer than this apsis-lite "
-                f"({len(MIGRATIONS)}); upgrade apsis-lite")
+        check_schema_version(self.path, version)
         for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             with self.write():
                 self._exec(step)
                 self._exec(f"PRAGMA user_version={number}")
+
+    def _require_current(self):
+        """For a second writer (the prune and archive commands): the schema must be this
+        version's, for a migration is the server's to make, not a command's beside it."""
+        version = self._exec("PRAGMA user_version").fetchone()[0]
+        check_schema_version(self.path, version)
+        if version < len(MIGRATIONS):
+            raise SchemaMismatch(
+                f"{self.path}: the database has schema version {version}, from an older apsis-lite; "
+                f"start this apsis-lite's server once (it brings the schema to version {len(MIGRATIONS)}), "
+                "then try again")
 
     def close(self):
         self.conn.close()
@@ -225,4 +261,4 @@ class Transactions:
             try:
                 return self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except self._storage_faults as exc:
-                raise StoreUnavailable(f"cannot checkpoint the database: {fault_words(exc)}") from exc
+                raise StoreUnavailable(f"cannot checkpoint the database: {fault_words(exc, self.path)}") from exc

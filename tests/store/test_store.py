@@ -3,7 +3,7 @@
 import apsw
 import pytest
 
-from apsis_lite.errors import NotFound, TransitionError
+from apsis_lite.errors import NotFound, SchemaMismatch, TransitionError
 from apsis_lite.store.database import MIGRATIONS, Store
 
 
@@ -30,8 +30,11 @@ def test_newer_schema_is_refused(tmp_path):
     conn = apsw.Connection(str(path))
     conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
     conn.close()
-    with pytest.raises(RuntimeError, match="newer than this apsis-lite"):
+    with pytest.raises(SchemaMismatch) as refused:
         Store(path)
+    message = str(refused.value)
+    assert f"schema version {len(MIGRATIONS) + 1}, from a newer apsis-lite" in message
+    assert f"up to {len(MIGRATIONS)}" in message
 
 
 def test_slot_is_unique_per_job(store):

@@ -124,10 +124,12 @@ def run_cmd(ctx, job_and_args, at, no_wait, url):
 @click.option("--until", metavar="TIME", help="Only runs before TIME.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Runs per page.")
 @click.option("--all", "all_pages", is_flag=True, help="Follow every page, not just the first.")
+@click.option("--archive", "archive_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Read the runs from this archive file (no server needed).")
 @json_option
 @utc_option
 @url_option
-def runs_cmd(filter_words, since, until, limit, all_pages, as_json, utc, url):
+def runs_cmd(filter_words, since, until, limit, all_pages, archive_file, as_json, utc, url):
     """List runs, newest first, matching a filter.
 
     The words are joined with spaces into one filter: job id text, job:ID,
@@ -142,12 +144,16 @@ def runs_cmd(filter_words, since, until, limit, all_pages, as_json, utc, url):
         "until": parse_when(until) if until else None,
         "limit": limit,
     }
-    with api_session(url) as api:
-        page = api.get("/runs", **params)
-        items = list(page["items"])
-        while all_pages and page.get("next"):
-            page = api.get("/runs", cursor=page["next"], **params)
-            items.extend(page["items"])
+    if archive_file:
+        from apsis_lite.cli.maintenance import archive_pages
+        items, page = archive_pages(archive_file, params, all_pages)
+    else:
+        with api_session(url) as api:
+            page = api.get("/runs", **params)
+            items = list(page["items"])
+            while all_pages and page.get("next"):
+                page = api.get("/runs", cursor=page["next"], **params)
+                items.extend(page["items"])
     if as_json:
         print_json({"items": items, "next": page.get("next")})
         return

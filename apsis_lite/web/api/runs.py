@@ -1,9 +1,13 @@
 """The runs: a filtered, paged list; one run, its log, why it is where it is, its rerun group; new runs."""
 
+import os
+
 from flask import request
 
-from apsis_lite.errors import BadRequest
+from apsis_lite.engine.housekeeping import archive_dir, archive_file_name
+from apsis_lite.errors import BadRequest, NotFound
 from apsis_lite.model.runs import FINISHED, format_run_id, parse_run_id
+from apsis_lite.store.maintenance import open_archive
 from apsis_lite.store.runfilter import compile_filter
 from apsis_lite.web import request_args
 from apsis_lite.web.api import bp, request_json
@@ -17,16 +21,39 @@ RUN_FIELDS = {"job_id", "job", "args", "program", "time", "tz"}
 
 @bp.get("/runs")
 def runs_list():
-    """Runs newest first, matching the filter ``q`` and apsis's parameters (``run_params``)."""
-    args, b = request.args, backend()
-    where, params = compile_filter(args.get("q", ""), extra=shorthand_terms(args, b.engine, b.store))
+    """Runs newest first, matching the filter ``q`` and apsis's parameters (``run_params``);
+    with ``archive=NAME``, of the archive file NAME in DATA/archive."""
+    args = request.args
+    if args.get("archive") is None:
+        return _runs_page(backend().store, args)
+    store = _open_archive(args["archive"])
+    try:
+        return _runs_page(store, args)
+    finally:
+        store.close()
+
+
+def _runs_page(store, args):
+    where, params = compile_filter(args.get("q", ""), extra=shorthand_terms(args, backend().engine, store))
     cursor = args.get("cursor")
-    runs, nxt = b.store.query_runs(
+    runs, nxt = store.query_runs(
         where, params, since=request_args.time_arg(args, "since"), until=request_args.time_arg(args, "until"),
         limit=request_args.int_arg(args, "limit", 50, 1, MAX_LIMIT),
         cursor=parse_run_id(cursor) if cursor else None)
     return {"items": [r.to_jso(full=False) for r in runs],
             "next": format_run_id(nxt) if nxt else None}
+
+
+def _open_archive(name):
+    """A reader of the archive file ``name``: only a plain file name in the archive folder."""
+    try:
+        name = archive_file_name(name)
+    except ValueError as exc:
+        raise BadRequest(f"archive: {exc}") from None
+    path = os.path.join(archive_dir(backend().config.data_dir), name)
+    if not os.path.isfile(path):
+        raise NotFound(f"no archive {name!r} (archives are the runs-YYYY-MM.db files in DATA/archive)")
+    return open_archive(path)
 
 
 @bp.get("/runs/<run_id>")
