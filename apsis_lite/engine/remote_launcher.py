@@ -15,12 +15,19 @@ local shepherd's notice does; the engine's own checks poll a host whose
 answer is older than ``FRESH``. A host that cannot be reached leaves its runs
 as they are (alive, for all the engine knows) until it answers again: the
 programs there do not depend on the connection.
+
+Starts are sent by a sender per host, off the engine's pass: a host that
+drops packets makes ssh wait for its ConnectTimeout, and the runs due on
+other hosts and here must not wait with it. A start that provably never
+reached the host ends its run in ``error`` through the mirror (a result
+saying why, then a notice), as a program that could not be started does.
 """
 
 import base64
 import dataclasses
 import logging
 import os
+import queue
 import threading
 import time
 
@@ -80,6 +87,8 @@ class HostLauncher(LocalLauncher):
         self._sent_at = {}      # run id -> time the start was sent (this process)
         self._never_sent = set()  # run ids whose start provably never reached the host
         self._stops = set()     # run ids whose stop the host took
+        self._sending = set()   # run ids whose start a sender holds: the host's word on them is not yet news
+        self._senders = {}      # (host, user) -> queue of lists of run ids to start there
         self._closing = threading.Event()
         self._poller = None
         for rid in self.folder_run_ids():
@@ -151,8 +160,51 @@ class HostLauncher(LocalLauncher):
             if rid in self._remote:
                 by_host.setdefault(self._remote[rid], []).append(rid)
         for key, rids in by_host.items():
-            failures.update(self._start_on(key, rids))
+            self._sending.update(rids)
+            self._sender(key).put(rids)
         return failures
+
+    def _sender(self, key) -> queue.Queue:
+        if key not in self._senders:
+            self._senders[key] = queue.Queue()
+            threading.Thread(target=self._send_loop, args=(key, self._senders[key]),
+                             name=f"remote-starts-{key[0]}", daemon=True).start()
+        return self._senders[key]
+
+    def _send_loop(self, key, starts):
+        while (rids := starts.get()) is not None:
+            try:
+                failures = self._start_on(key, rids)
+            except Exception as exc:  # may have reached the host: the sweep finds out
+                log.exception("starting runs on host %s failed", key[0])
+                failures = {rid: f"host {key[0]}: {exc}" for rid in rids}
+            sent = time.time()
+            for rid in rids:
+                if rid not in failures:
+                    # What the host said before it had the spec is not about this run.
+                    self._sent_at[rid] = sent
+            try:
+                for rid, message in failures.items():
+                    self._start_failed(rid, message)
+            except Exception:
+                log.exception("recording runs that could not start on host %s failed", key[0])
+            finally:
+                self._sending.difference_update(rids)
+            self._start_poller()
+
+    def _start_failed(self, rid, message):
+        """A start the host did not take: the run ends in error if it provably never started
+        there; otherwise the sweep asks the host, by the rules for any run in 'starting'."""
+        if rid not in self._remote:
+            return
+        if not self.revoke(rid):
+            log.warning("run %s: %s; it may have reached the host, which will be asked",
+                        format_run_id(rid), message)
+            return
+        atomic_write_json(os.path.join(self.run_dir(rid), agent.RESULT),
+                          {"error": f"could not start: {message}"}, durable=False)
+        if self.on_notice is not None:
+            self.on_notice(NOTICE_DONE, rid)
 
     def _start_on(self, key, rids) -> dict:
         """Send one host its runs' specs in one call; {run_id: message} for those that failed."""
@@ -257,6 +309,8 @@ class HostLauncher(LocalLauncher):
 
     def _said(self, rid):
         """The host's word on a remote run, polled if stale; None while the host cannot be reached."""
+        if rid in self._sending:
+            return None  # its start is on its way: nothing the host says yet is about it
         key = self._remote[rid]
         # A host that did not answer is asked again by the poller, not by the engine's checks,
         # which would wait for ssh to give up (ConnectTimeout) each time.
@@ -359,6 +413,8 @@ class HostLauncher(LocalLauncher):
 
     def close(self):
         self._closing.set()
+        for starts in list(self._senders.values()):
+            starts.put(None)
         for host in list(self._hosts.values()):
             host.agent.close()
             host.watcher.close()

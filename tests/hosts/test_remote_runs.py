@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -222,6 +223,31 @@ def test_an_unreachable_host_is_an_error_with_sshs_message(jobs_dir, running, ss
     assert run["state"] == "error"
     assert run["message"].startswith(f"could not start: host box ({LOGIN_USER}@127.0.0.1:")
     assert run["message"].endswith("is unreachable: connection refused")
+
+
+def test_a_host_that_never_answers_holds_up_no_other_run(jobs_dir, running, sshd):
+    # A listener that accepts and says nothing: ssh waits its ConnectTimeout for the banner,
+    # as with a host that drops packets. Runs due meanwhile elsewhere start on time.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        hosts = host_config(sshd, port=silent.getsockname()[1])
+        hosts["box"]["ssh_options"].append("ConnectTimeout=5")
+        write_job(jobs_dir, "stuck", "program: {type: shell, command: 'echo never', host: box}\n")
+        write_job(jobs_dir, "here", "program: {type: program, argv: ['true']}\n")
+        server = running(hosts=hosts)
+        stuck = start_run(server, "stuck")
+        time.sleep(0.5)  # the start is on its way to the silent host
+        began = time.monotonic()
+        here = server.wait_run(start_run(server, "here"), timeout=30)
+        assert here["state"] == "success" and time.monotonic() - began < 3, here
+        assert server.get(f"/api/v1/runs/{stuck}")["state"] == "starting"
+        run = server.wait_run(stuck, timeout=60)
+        assert run["state"] == "error"
+        assert run["message"].startswith(f"could not start: host box ({LOGIN_USER}@127.0.0.1:"), run["message"]
+    finally:
+        silent.close()
 
 
 def test_a_refused_key_is_an_error_saying_so(jobs_dir, running, sshd, stranger_key):
