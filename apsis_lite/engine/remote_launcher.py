@@ -11,8 +11,8 @@ send), and, as the host's folder is polled, ``pid.json``, the output so far
 and, once all its output has arrived, ``result.json``. A poller asks each
 host with runs in flight for all of them in one ssh call every
 ``POLL_INTERVAL``, and tells the engine when a run is running or done, as a
-local shepherd's notice does; the engine's own checks poll a host whose
-answer is older than ``FRESH``. A host that cannot be reached leaves its runs
+local shepherd's notice does; the engine's own checks read what the poller
+last heard and never wait for a host. A host that cannot be reached leaves its runs
 as they are (alive, for all the engine knows) until it answers again: the
 programs there do not depend on the connection.
 
@@ -46,10 +46,8 @@ log = logging.getLogger("apsis_lite.engine")
 REMOTE = "remote.json"
 #: Seconds between two polls of a host with runs in flight.
 POLL_INTERVAL = 1.0
-#: A host's answer younger than this is good enough for the engine's checks.
-FRESH = 0.5
-#: The engine's checks ask a host that did not answer again only after this long.
-UNREACHABLE_RETRY = 10.0
+#: A host's last answer older than this many poll intervals is not taken as its word.
+STALE_AFTER = 5
 #: Output bytes fetched per run per poll (a run's whole output arrives over several).
 POLL_CAP = 1 << 20
 
@@ -242,7 +240,7 @@ class HostLauncher(LocalLauncher):
                 except Exception:  # the next poll tries again; the poller must not die
                     log.exception("polling host %s failed", key[0])
 
-    def _poll(self, key, fresh_for=FRESH):
+    def _poll(self, key, fresh_for=0.0):
         """Ask the host about its runs in flight (unless it answered within ``fresh_for``
         seconds), mirror what it says here, and tell the engine what changed."""
         host = self._host(key)
@@ -308,22 +306,22 @@ class HostLauncher(LocalLauncher):
         return left > 0 and bool(data)
 
     def _said(self, rid):
-        """The host's word on a remote run, polled if stale; None while the host cannot be reached."""
+        """The host's word on a remote run, as the poller last heard it; None when not known
+        (the host does not answer, or its last word is old or older than the run's start).
+
+        The engine's checks never ask a host themselves: a host that drops packets keeps
+        ssh waiting for its ConnectTimeout, and the pass would wait with it."""
         if rid in self._sending:
             return None  # its start is on its way: nothing the host says yet is about it
         key = self._remote[rid]
-        # A host that did not answer is asked again by the poller, not by the engine's checks,
-        # which would wait for ssh to give up (ConnectTimeout) each time.
-        try:
-            self._poll(key, fresh_for=UNREACHABLE_RETRY if self._host(key).error else FRESH)
-        except Exception:  # not knowing must not end a run: it is asked again at the next check
-            log.exception("polling host %s failed", key[0])
-            return None
+        self._start_poller()
         if self._host(key).error:
             return None
         asked, said = self._seen.get(rid, (None, None))
         if said is None or asked < self._sent_at.get(rid, 0.0):
             return None  # asked before its start was sent: not known yet
+        if time.time() - asked > STALE_AFTER * self.poll_interval:
+            return None  # the poller is held up (by this host or another): not known now
         return said
 
     # -- the engine's questions ---------------------------------------------------------

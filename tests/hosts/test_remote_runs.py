@@ -250,6 +250,34 @@ def test_a_host_that_never_answers_holds_up_no_other_run(jobs_dir, running, sshd
         silent.close()
 
 
+def test_the_engines_checks_never_wait_for_a_host(tmp_path, sshd):
+    # The engine asks the launcher about a remote run (is it alive? claimed?) in its pass;
+    # the launcher answers from what its poller last heard, never by asking a host itself,
+    # which for a host that drops packets would hold the pass for ssh's ConnectTimeout.
+    from apsis_lite.config import load_config
+    from apsis_lite.engine.remote_launcher import HostLauncher
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    hosts = host_config(sshd, port=silent.getsockname()[1])
+    hosts["box"]["ssh_options"].append("ConnectTimeout=5")
+    config = load_config(None, data_dir=str(tmp_path / "data"), jobs_dir=str(tmp_path), hosts=hosts)
+    # A run in flight there, as a server finds it at start-up: its mirror folder here.
+    folder = os.path.join(config.runs_dir, "r7")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "remote.json"), "w") as f:
+        json.dump({"host": "box", "user": None, "spec": {}}, f)
+    launcher = HostLauncher(config)
+    try:
+        assert launcher.is_remote(7)
+        began = time.monotonic()
+        assert launcher.is_alive(7) and launcher.claimed(7) and launcher.spec_pending_since(7) is None
+        assert time.monotonic() - began < 1  # unknown, so left as it is: not decided by waiting
+    finally:
+        launcher.close()
+        silent.close()
+
+
 def test_a_refused_key_is_an_error_saying_so(jobs_dir, running, sshd, stranger_key):
     write_job(jobs_dir, "refused", """\
         program:
