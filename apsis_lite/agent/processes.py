@@ -9,10 +9,9 @@ import os
 import signal
 
 
-def proc_start_time(pid: int) -> int | None:
-    """The process start time (clock ticks since boot, /proc/<pid>/stat field
-    22), or None if there is no such process. A pid plus its start time names
-    one process for good, whereas a bare pid may be reused."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat from field 3 (the state) on, or None if there is no
+    such process."""
     try:
         with open(f"/proc/{int(pid)}/stat", "rb") as file:
             data = file.read()
@@ -20,9 +19,17 @@ def proc_start_time(pid: int) -> int | None:
         return None
     # The command name (field 2) is in parentheses and may contain anything,
     # so count fields from the last ")": the field after it is field 3.
+    end = data.rfind(b")")
+    return data[end + 2:].split() if end >= 0 else None
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The process start time (clock ticks since boot, /proc/<pid>/stat field
+    22), or None if there is no such process. A pid plus its start time names
+    one process for good, whereas a bare pid may be reused."""
+    fields = _stat_fields(pid)
     try:
-        fields = data[data.rindex(b")") + 2:].split()
-        return int(fields[22 - 3])
+        return int(fields[22 - 3]) if fields is not None else None
     except (ValueError, IndexError):
         return None
 
@@ -99,13 +106,10 @@ def process_status(pid: int) -> tuple[str, int, int] | None:
     """(state letter, session id, start time) of a living process, or None if
     there is none or it is a zombie (it has exited; only its parent's
     reaping is left)."""
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as file:
-            data = file.read()
-    except (OSError, ValueError):
+    fields = _stat_fields(pid)
+    if fields is None:
         return None
     try:
-        fields = data[data.rindex(b")") + 2:].split()
         state, sid, start = fields[0].decode(), int(fields[6 - 3]), int(fields[22 - 3])
     except (ValueError, IndexError):
         return None
