@@ -78,6 +78,13 @@ def write_job(jobs_dir, job_id, text):
         f.write(text)
 
 
+def forget_server(data_dir):
+    """Remove the url and pid files a stopped server left in a data folder reused by a benchmark."""
+    for name in ("server.url", "server.pid"):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(data_dir, name))
+
+
 def date_job(schedule: str) -> str:
     """A job whose program prints when it started (seconds since the epoch, to the ns)
     and whose ``schedule:`` is the YAML ``schedule`` (its lines indented under the key)."""

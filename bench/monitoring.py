@@ -16,11 +16,10 @@ against a quiet window.
 
 import argparse
 import json
-import os
 import threading
 import time
 
-from common import Server, cleanup, figure, note, pct, request, rss_mb, size_args, tmpdir
+from common import forget_server, Server, cleanup, figure, note, pct, request, rss_mb, size_args, tmpdir
 import fill_db
 
 
@@ -66,11 +65,7 @@ def bench(n_runs, n_jobs, n_req, reuse=None, jobs_dir=None):
     made = []
     if reuse:
         data_dir = reuse
-        for name in ("server.url", "server.pid"):
-            try:
-                os.unlink(os.path.join(data_dir, name))
-            except OSError:
-                pass
+        forget_server(data_dir)
     else:
         data_dir = tmpdir("md")
         made.append(data_dir)

@@ -19,7 +19,7 @@ import random
 import time
 import urllib.parse
 
-from common import Server, cleanup, figure, note, pct, request, rss_mb, stored_runs_main, tmpdir
+from common import forget_server, Server, cleanup, figure, note, pct, request, rss_mb, stored_runs_main, tmpdir
 import fill_db
 
 PAGE_TARGET = "p95 <= 50 ms"
@@ -64,11 +64,7 @@ def bench(n_runs, n_jobs, n_req, cap, reuse=None, jobs_dir=None):
             jobs_dir = tmpdir("rj")
             made.append(jobs_dir)
             fill_db.write_jobs(jobs_dir, fill_db.job_ids(n_jobs))
-        for name in ("server.url", "server.pid"):
-            try:
-                os.unlink(os.path.join(data_dir, name))
-            except OSError:
-                pass
+        forget_server(data_dir)
     else:
         data_dir, jobs_dir = tmpdir("rd"), tmpdir("rj")
         made += [data_dir, jobs_dir]
