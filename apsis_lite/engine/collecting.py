@@ -11,6 +11,7 @@ from collections import deque
 
 from apsis_lite.agent.protocol import NOTICE_DONE, NOTICE_RUNNING
 from apsis_lite.engine.stopping import request_stop
+from apsis_lite.model.programs import parse_program
 from apsis_lite.model.runs import ACTIVE
 
 # The engine's log lines keep the logger name they had when it was one module.
@@ -75,7 +76,7 @@ class Collector:
         res = self.launcher.result(rid)
         if res is None:
             return False
-        state, message = outcome(res)
+        state, message = outcome(res, _asked_stop_signal(run))
         out = res.get("output") or {}
         meta = {"elapsed": res.get("elapsed"), "rusage": res.get("rusage"), "output": out,
                 "timed_out": bool(res.get("timed_out")), "stopped": bool(res.get("stopped"))}
@@ -164,8 +165,29 @@ class Collector:
         self.launcher.remove(rid)
 
 
-def outcome(res):
-    """(state, message) for a shepherd's result."""
+def _asked_stop_signal(run):
+    """The signal of a stop asked for by hand or by the stop schedule, or None.
+
+    None too for a stop because of ``max_duration``: that is a failure to
+    finish in time, not the end the job asked for.
+    """
+    if not (run.meta or {}).get("stop_expected"):
+        return None
+    try:
+        return parse_program(run.program).stop["signal"]
+    except Exception:  # a bound program read back; if it cannot be, the stop was not ours to judge
+        return None
+
+
+def outcome(res, stop_signal=None):
+    """(state, message) for a shepherd's result.
+
+    ``stop_signal``: the signal of a stop asked for by hand or by the stop
+    schedule. A program that ends by that signal did what the stop asked:
+    a success, as in apsis ("if the program terminates correctly in response
+    to the stop request, success"); ended any other way (SIGKILL after the
+    grace period, an exit code), a failure.
+    """
     if res.get("error"):
         return "error", res["error"]
     notes = []
@@ -184,6 +206,9 @@ def outcome(res):
         notes.append(f"{lost} bytes of output lost: the disk was full")
     suffix = f" ({', '.join(notes)})" if notes else ""
     if res.get("signal"):
+        if (stop_signal is not None and res["signal"] == stop_signal
+                and res.get("stopped") and not res.get("timed_out")):
+            return "success", f"killed by {res['signal']}{suffix}: it was asked to stop with that signal"
         return "failure", f"killed by {res['signal']}{suffix}"
     code = res.get("exit_code")
     if code == 0:

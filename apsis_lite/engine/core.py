@@ -82,7 +82,7 @@ class Engine:
         self._pauses = pauses = Pauses(store, clock, catalog, self.wake)
         self._waiting = waiting = WaitingRuns(config, store, catalog, pauses, folders)
         guard = RunGuard(store, waiting.forget, folders.discard)
-        self._alarms = alarms = Alarms(store, catalog, lambda rid, why: self._stopper.stop(rid, why=why))
+        self._alarms = alarms = Alarms(store, catalog, lambda rid, why: self._stopper.stop(rid, why=why, expected=False))
         self._inserver = inserver = InServerRuns(config, store, clock, guard, self.wake)
         self._starter = starter = Starter(config, store, clock, launcher, guard, catalog, pauses, waiting,
                                           folders, alarms, inserver)

@@ -55,8 +55,13 @@ class Stopper:
     def next_wake(self):
         return self._stops[0][0] if self._stops else math.inf
 
-    def stop(self, run_id, user=None, why="stop requested"):
-        """Stop a running run: its stop signal, then SIGKILL after the grace period."""
+    def stop(self, run_id, user=None, why="stop requested", expected=True):
+        """Stop a running run: its stop signal, then SIGKILL after the grace period.
+
+        ``expected``: a program that then ends by its stop signal has done what
+        was asked and succeeds (apsis's rule; see ``collecting.outcome``). A
+        stop because the run broke its ``max_duration`` passes False.
+        """
         run = self.store.get_run(run_id)
         if run.state != "running":
             hint = "; skip it instead" if run.state in ("scheduled", "waiting") else ""
@@ -67,7 +72,7 @@ class Stopper:
         sig, grace = program.stop["signal"], program.stop["grace_period"]
         if not self.store.transition(run_id, "running", "stopping", self.clock(),
                                      f"{why}: {sig}, then SIGKILL after {format_duration(grace)}",
-                                     user=user):
+                                     user=user, meta={"stop_expected": expected}):
             raise TransitionError(f"run {format_run_id(run_id)} changed state meanwhile; try again")
         if request_stop(self.launcher, self.store.get_run(run_id)) is False:
             self._reconcile(self.store.get_run(run_id), self.clock())

@@ -518,7 +518,8 @@ def test_a_stop_that_finds_no_room_for_its_request_is_delivered_once_there_is(sm
             engine.tick(engine.clock())
             time.sleep(0.1)
         after = store.get_run(run.run_id)
-        assert (after.state, after.message) == ("failure", "killed by SIGTERM (stopped)"), after
+        assert (after.state, after.message) == (
+            "success", "killed by SIGTERM (stopped): it was asked to stop with that signal"), after
     finally:
         engine.launcher.close()
         store.close()
