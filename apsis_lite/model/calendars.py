@@ -17,9 +17,12 @@ calendars and parentheses nested at most MAX_DEPTH deep: every date a
 schedule looks at asks each of its calendars.
 
 A calendar file lists dates one a line (``YYYY-MM-DD``) or inclusive ranges
-(``2026-12-24..2026-12-31``); ``#`` starts a comment. A named calendar knows
-only the dates it lists: ``Mon-Fri - US-holidays`` past the file's last year
-is every weekday.
+(``2026-12-24..2026-12-31``), each optionally followed by text (the
+holiday's name); ``#`` starts a comment. ora's files, which apsis reads, are
+in that form with ``START`` and ``STOP`` lines giving the span they cover
+(``STOP`` excluded): every date listed must lie in it. A named calendar
+knows only the dates it lists: ``Mon-Fri - US-holidays`` past the file's last
+year is every weekday.
 
 Everything here is pure: no clock reads, no I/O except loading files.
 """
@@ -60,6 +63,8 @@ class CalendarError(ValueError):
 
 
 def _as_date(value) -> date:
+    if isinstance(value, date) and type(value) not in (date, datetime):
+        value = date(value.year, value.month, value.day)  # a template's ora Date: plain again
     try:
         return parse_date(value)
     except ValueError:
@@ -187,11 +192,14 @@ class DateCalendar(Calendar):
     dates_set: frozenset
     expr: str
     path: str | None = None
+    span: tuple | None = None  # (first, last) dates the file covers: ora's START and STOP
 
     def contains(self, value):
         return _as_date(value) in self.dates_set
 
     def _bounds(self):
+        if self.span is not None:
+            return self.span
         if not self.dates_set:
             return None
         return min(self.dates_set), max(self.dates_set)
@@ -258,30 +266,63 @@ def _is_weekday_set(token: str) -> bool:
 # Calendar files.
 
 
+_CAL_LINE = re.compile(r"(?P<first>[^\s.]+)(?:\s*\.\.\s*(?P<last>[^\s.]+))?(?:\s+.*)?")
+_CAL_SPAN = re.compile(r"(?P<key>START|STOP)\s+(?P<date>\S+)")
+
+
 def parse_calendar_text(text: str, name: str, path: str | None = None) -> DateCalendar:
-    """A calendar from file text; CalendarError names the first bad line."""
-    dates = set()
+    """A calendar from file text; CalendarError names the first bad line.
+
+    Text after a date or range is its description and is ignored. ora's
+    ``START date`` and ``STOP date`` lines give the span the file covers.
+    """
+    dates, span, listed = set(), {}, []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        first, sep, last = line.partition("..")
+        bound = _CAL_SPAN.fullmatch(line)
+        if bound:
+            key = bound["key"]
+            if key in span:
+                raise CalendarError(f"line {number}: a second {key} line")
+            try:
+                span[key] = parse_date(bound["date"])
+            except ValueError:
+                raise CalendarError(f"line {number}: {key} needs a date (YYYY-MM-DD): {line!r}") from None
+            continue
+        match = _CAL_LINE.fullmatch(line)
         try:
-            a = parse_date(first.strip())
-            b = parse_date(last.strip()) if sep else a
+            if match is None:
+                raise ValueError
+            a = parse_date(match["first"])
+            b = parse_date(match["last"]) if match["last"] else a
         except ValueError:
             raise CalendarError(
-                f"line {number}: not a date or range: {line!r} "
-                "(expected YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD)") from None
+                f"line {number}: not a date or range: {line!r} (expected YYYY-MM-DD or "
+                "YYYY-MM-DD..YYYY-MM-DD, then optionally a description)") from None
         if b < a:
             raise CalendarError(f"line {number}: range ends before it starts: {line!r}")
         if (b - a).days > 366 * 100:
             raise CalendarError(f"line {number}: range longer than a hundred years: {line!r}")
+        listed.append((number, a, b))
+    first, stop = span.get("START"), span.get("STOP")
+    if (first is None) != (stop is None):
+        raise CalendarError("START and STOP go together: give both or neither")
+    if first is not None and stop <= first:
+        raise CalendarError(f"STOP {stop} is not after START {first}")
+    if first is not None and (stop - first).days > 366 * 1000:
+        raise CalendarError(f"START {first} to STOP {stop}: more than a thousand years")
+    for number, a, b in listed:
+        if first is not None and not (first <= a and b < stop):
+            raise CalendarError(f"line {number}: {a if a < first or a >= stop else b} is outside "
+                                f"START {first} to STOP {stop} (STOP excluded)")
         d = a
         while d <= b:
             dates.add(d)
             d += _DAY
-    return DateCalendar(frozenset(dates), name, path)
+    span = (first, stop - _DAY) if first is not None else None
+    return DateCalendar(frozenset(dates), name, path, span)
 
 
 def _shipped_names() -> list:

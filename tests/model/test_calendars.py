@@ -175,7 +175,7 @@ def test_calendar_file_errors_name_file_and_line():
         ("Mon.cal", "not usable as a calendar name: 'Mon' (letters, digits, _ . -; not a weekday set)"),
         ("backwards.cal", "line 1: range ends before it starts: '2026-02-01..2026-01-01'"),
         ("bad.cal", "line 2: not a date or range: '2026-13-01' (expected YYYY-MM-DD or "
-                    "YYYY-MM-DD..YYYY-MM-DD)"),
+                    "YYYY-MM-DD..YYYY-MM-DD, then optionally a description)"),
     ]
     assert library.parse("good").contains("2026-01-02")
     with pytest.raises(CalendarError):
