@@ -24,6 +24,7 @@ from dateutil.relativedelta import relativedelta
 from apsis_lite.errors import BadRequest
 from apsis_lite.model import calendars as _calendars
 from apsis_lite.model.fields import is_template, join_key
+from apsis_lite.model.jobs import ora_names as _ora
 from apsis_lite.model.sandbox import MAX_CHARS, BoundedEnvironment, TemplateLimit, render as _render_template
 from apsis_lite.timeutil import get_tz, parse_time, utcnow
 
@@ -33,7 +34,7 @@ def _as_date(value) -> _date_type:
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, _date_type):
-        return value
+        return _date_type(value.year, value.month, value.day)  # an ora Date of apsis's names: plain
     if isinstance(value, str):
         try:
             return _date_type.fromisoformat(value.strip())
@@ -119,6 +120,12 @@ def _cal_shift(context, value, expr, n) -> _date_type:
     return _calendar(context, expr).shift(value, n)
 
 
+@jinja2.pass_context
+def _get_calendar(context, expr) -> _ora.OraCalendar:
+    """apsis's ``get_calendar(name)``: a calendar of ours whose ``before``/``after``/``shift`` give ora Dates."""
+    return _ora.OraCalendar(_calendar(context, expr))
+
+
 _ENV = BoundedEnvironment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
@@ -129,7 +136,10 @@ _ENV = BoundedEnvironment(
 # name; the ``as_date`` filter works either way: {{ date | as_date }}.
 _ENV.globals.update(date=_as_date, shift_days=_shift_days, today=_today, as_time=_as_time,
                     calendar=_calendar, cal=_calendar, add_days=_shift_days,
-                    add_months=_add_months)
+                    add_months=_add_months,
+                    # apsis's names (ora's), aliases of the helpers above: see ora_names.
+                    Date=_ora.Date, Daytime=_ora.Daytime, Time=_ora.Time, TimeZone=_ora.TimeZone,
+                    get_calendar=_get_calendar, from_local=_ora.from_local, to_local=_ora.to_local)
 _ENV.add_filters(as_date=_as_date, shift_days=_shift_days, as_time=_as_time,
                  add_days=_shift_days, add_months=_add_months, cal_shift=_cal_shift,
                  strftime=_strftime, in_tz=_in_tz, shquote=_shquote)
@@ -140,7 +150,11 @@ _TEMPLATE_NAMES = frozenset(_ENV.globals) | {"job_id"}
 
 @functools.lru_cache(maxsize=16384)
 def _template(source: str) -> jinja2.Template:
-    return _ENV.from_string(source)
+    template = _ENV.from_string(source)
+    # Each render copies the globals into its context; from Jinja's ChainMap
+    # that costs a lookup per name, a quarter of binding a run's templates.
+    template.globals = dict(template.globals)
+    return template
 
 
 MAX_TEMPLATE_CHARS = 100_000
