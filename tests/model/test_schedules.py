@@ -57,7 +57,9 @@ def test_interval_supplies_time_in_utc_and_merges_args():
     s = parse_schedule({"type": "interval", "interval": "1h", "args": {"region": "eu", "n": 3}})
     t, args = first(s, utc(2026, 11, 26, 9, 30), 1)[0]
     assert t == utc(2026, 11, 26, 10)
-    assert args == {"time": "2026-11-26T10:00:00Z", "region": "eu", "n": "3"}
+    # apsis's interval schedule supplies the UTC date and daytime too.
+    assert args == {"time": "2026-11-26T10:00:00Z", "date": "2026-11-26", "daytime": "10:00:00",
+                    "region": "eu", "n": "3"}
 
 
 def test_interval_fractional_is_exact():

@@ -90,7 +90,8 @@ def test_schedule_args_must_be_params():
         job_from_jso({"params": ["date"], "program": "x",
                       "schedule": {"type": "daily", "daytime": "09:00", "args": {"region": "uk"}}}, "t")
     assert [(e.key, e.msg) for e in info.value.errors] == [
-        ("schedule.args.region", "not a param of this job (params: date)")]
+        ("schedule.args.region", "not a param of this job (params: date); apsis would ignore it, "
+                                 "apsis-lite refuses it: remove it or add the param")]
 
 
 def test_unquoted_daytimes_in_yaml(tmp_path):

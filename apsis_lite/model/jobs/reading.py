@@ -133,14 +133,15 @@ def _params(raw, fail) -> tuple[list, dict]:
     """The job's ``params:``: one name or a list of distinct names, and the patterns some declare.
 
     An entry may be ``{name: date, pattern: '\\d{4}-\\d{2}-\\d{2}'}``: an arg for it
-    must match the whole pattern (a Python regular expression). A YAML set of
-    names (``{date, region}``, a mapping with no values) is a list of them.
+    must match the whole pattern (a Python regular expression). Any other
+    mapping is read as apsis reads it, as its keys: a YAML set of names
+    (``{date, region}``) is a list of them, and values given are ignored.
     """
     params, patterns = [], {}
     if raw is None:
         return params, patterns
-    if isinstance(raw, dict) and raw and all(v is None for v in raw.values()):
-        raw = list(raw)  # YAML's set, ``{date, region}``, as apsis reads it: the names
+    if isinstance(raw, dict) and raw and not _is_pattern_entry(raw):
+        raw = list(raw)  # YAML's set, ``{date, region}``, or any mapping: apsis takes its keys
     for i, p in enumerate(_as_list(raw)):
         k = f"params[{i}]" if isinstance(raw, list) else "params"
         entry = None
@@ -158,6 +159,11 @@ def _params(raw, fail) -> tuple[list, dict]:
             if isinstance(entry, dict):
                 patterns[p] = entry["pattern"]
     return params, patterns
+
+
+def _is_pattern_entry(raw: dict) -> bool:
+    """A mapping that is one ``{name, pattern}`` entry, not a set of names."""
+    return isinstance(raw.get("name"), str) and set(raw) <= {"name", "pattern"}
 
 
 def _pattern_entry_ok(entry: dict, key, fail) -> bool:
@@ -218,7 +224,8 @@ def _schedules(raw, params, calendars, min_interval, fail, fail_spec) -> list:
         for name in schedule.args:
             if name not in params:
                 fail(join_key(prefix, f"args.{name}"),
-                     f"not a param of this job (params: {', '.join(params) or 'none'})")
+                     f"not a param of this job (params: {', '.join(params) or 'none'}); "
+                     "apsis would ignore it, apsis-lite refuses it: remove it or add the param")
         for name in params:
             if name not in schedule.args and name not in schedule.supplies:
                 supplies = ", ".join(sorted(schedule.supplies)) or "nothing"

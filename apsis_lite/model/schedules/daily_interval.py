@@ -19,7 +19,7 @@ from apsis_lite.model.schedules.instants import _as_utc, _micros, _until_out_of_
 from apsis_lite.model.schedules.wallclock import (
     _SUPPLIES_WALL, _WallClock, _cal_shift, _date_shift, _describe_shifts,
 )
-from apsis_lite.timeutil import format_daytime, format_duration, get_tz, parse_daytime
+from apsis_lite.timeutil import format_daytime, format_duration, get_tz, localize, parse_daytime
 
 # A daily-interval schedule whose windows stay empty this many dates in a row
 # (shifts that put every stop before its start) has no more due times.
@@ -70,7 +70,9 @@ class DailyIntervalSchedule(_WallClock):
     slot by slot: slots in a gap run once when the clocks jump, with the
     first such slot's args (a slot at the jump itself is the same run), and
     the repeated hour's slots run once. ``repeat: both`` runs them at both
-    offsets, i.e. every ``interval`` of elapsed time.
+    offsets, i.e. every ``interval`` of elapsed time. ``gap: skip`` is
+    apsis's rule: a date whose window start does not exist has no runs at
+    all; on other dates, slots in a gap are dropped.
     """
 
     type_name: ClassVar[str] = "daily-interval"
@@ -114,8 +116,12 @@ class DailyIntervalSchedule(_WallClock):
     def _times(self, start):
         zone = get_tz(self.tz)
         gap, repeat = self._dst_choice()
+        skip_window = None
+        if gap == "skip":
+            def skip_window(w0):
+                return not localize(w0, zone, "skip", repeat)
         for t, (nominal, daytime) in _resolve(
-                self._slots(_naive_start(start, zone)), zone, gap, repeat, start):
+                self._slots(_naive_start(start, zone), skip_window), zone, gap, repeat, start):
             yield t, self._wall_args(t, zone, nominal, daytime)
 
     def _windows(self, begin):
@@ -131,8 +137,11 @@ class DailyIntervalSchedule(_WallClock):
                 return
             yield nominal, w0, w1
 
-    def _slots(self, begin):
-        """Wall-clock slots of all windows in order; windows may overlap, so they are merged."""
+    def _slots(self, begin, skip_window=None):
+        """Wall-clock slots of all windows in order; windows may overlap, so they are merged.
+
+        ``skip_window(w0)``: True for a window left out whole (its start is in a gap).
+        """
         step = timedelta(microseconds=_micros(self.interval))
 
         def window(nominal, w0, w1):
@@ -145,6 +154,8 @@ class DailyIntervalSchedule(_WallClock):
 
         active, seq, empty = [], 0, 0
         for nominal, w0, w1 in self._windows(begin):
+            if skip_window is not None and skip_window(w0):
+                continue
             while active and active[0][0] < w0:
                 yield from _advance(active)
             it = window(nominal, w0, w1)

@@ -10,7 +10,7 @@ from apsis_lite.model.fields import duration, positive_duration
 from apsis_lite.model.registry import SCHEDULES
 from apsis_lite.model.schedules.base import Schedule
 from apsis_lite.model.schedules.instants import _EPOCH, _LAST_MICROS, _MICRO, _as_utc, _micros
-from apsis_lite.timeutil import format_duration, to_iso
+from apsis_lite.timeutil import format_daytime, format_duration, to_iso
 
 
 @SCHEDULES.register("interval", aliases=["apsis.schedule.IntervalSchedule",
@@ -19,11 +19,12 @@ from apsis_lite.timeutil import format_duration, to_iso
 class IntervalSchedule(Schedule):
     """A run at every UTC epoch time ``t`` with ``t % interval == phase``.
 
-    Supplies ``time``: the due time in ISO 8601 UTC, e.g. ``2026-11-26T10:05:00Z``.
+    Supplies ``time``: the due time in ISO 8601 UTC, e.g. ``2026-11-26T10:05:00Z``;
+    and, as apsis's does, ``date`` and ``daytime``: its UTC date and time of day.
     """
 
     type_name: ClassVar[str] = "interval"
-    supplies: ClassVar[frozenset] = frozenset({"time"})
+    supplies: ClassVar[frozenset] = frozenset({"time", "date", "daytime"})
 
     interval: float
     phase: float = 0.0
@@ -59,5 +60,6 @@ class IntervalSchedule(Schedule):
         t = -((phase - s) // step) * step + phase  # ceil((s - phase) / step) * step + phase
         while t <= _LAST_MICROS:
             due = _EPOCH + timedelta(microseconds=t)
-            yield due, self._args({"time": to_iso(due)})
+            yield due, self._args({"time": to_iso(due), "date": due.date().isoformat(),
+                                   "daytime": format_daytime(due.time())})
             t += step
