@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from apsis_lite.model.fields import Fields, SpecError, _kind, is_template, nonempty_text, string_list, string_map
+from apsis_lite.model.fields import (
+    Fields, SpecError, _kind, flag, is_template, nonempty_text, string_list, string_map,
+)
 from apsis_lite.model.registry import CONDITIONS
 from apsis_lite.model.runs import TRANSITIONS, dumps, format_run_id
 
@@ -283,6 +285,34 @@ class SkipDuplicate(Condition):
         (rid, state), = found
         return Verdict(False, f"{format_run_id(rid)}, a run of the same job and args, is {state} "
                               f"(skip_duplicate)", finish=self.target_state)
+
+
+@CONDITIONS.register("const", aliases=["apsis.cond.ConstantCondition",
+                                       "apsis.cond.base.ConstantCondition"])
+@dataclass(frozen=True)
+class Const(Condition):
+    """apsis's ``const``: always holds (``value: true``) or never does (``value: false``).
+
+    A run held by ``value: false`` waits until an operator starts or skips
+    it, or its ``waiting`` limit ends the wait; nothing else can release it.
+    """
+
+    type_name: ClassVar[str] = "const"
+
+    value: bool
+
+    @classmethod
+    def _read(cls, f, allow_templates):
+        return {"value": f.take("value", flag)}
+
+    def to_jso(self):
+        return {"type": self.type_name, "value": self.value}
+
+    def check(self, run, ctx):
+        if self.value:
+            return OK
+        return Verdict(False, "waiting on a const condition that is false: it never holds "
+                              "(start or skip the run by hand)")
 
 
 def _slots(value):

@@ -12,6 +12,7 @@ registered that name as an alias.
 import importlib
 import importlib.metadata
 import logging
+import re
 
 log = logging.getLogger("apsis_lite.model")
 
@@ -39,6 +40,8 @@ class Registry:
             return self._types[name]
         except (KeyError, TypeError):
             known = ", ".join(sorted(n for n in self._types if "." not in n))
+            if isinstance(name, str) and _CLASS_PATH.fullmatch(name):
+                raise KeyError(class_path_message(self.kind, name, known)) from None
             raise KeyError(f"unknown {self.kind} type {name!r} (known: {known})") from None
 
     def names(self):
@@ -46,6 +49,21 @@ class Registry:
 
     def __contains__(self, name):
         return name in self._types
+
+
+_CLASS_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def class_path_message(kind, name, known) -> str:
+    """Why a ``type:`` written as a Python class path is not known, and what would load it."""
+    module = name.rsplit(".", 1)[0]
+    if name.startswith("apsis.") and ".test." in f".{module}.":
+        why = "one of apsis's own test classes, which apsis-lite does not provide"
+    else:
+        why = (f"a class path loads only when an extension registers it, and none loaded does: "
+               f"the extension for module {module!r} is missing from the config's extensions: "
+               "(see docs/extensions.md)")
+    return f"unknown {kind} type {name!r}: {why} (known: {known})"
 
 
 PROGRAMS = Registry("program")
