@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+# apsis's third internal program, stats, registers with these.
+import apsis_lite.engine.stats_program  # noqa: F401
 from apsis_lite.engine.housekeeping import Policy, archive_dir, archive_file_name, give_back_space, prune
 from apsis_lite.model.fields import SpecError, duration, positive_duration
 from apsis_lite.model.programs import Outcome, ServerProgram
