@@ -155,7 +155,8 @@ def test_several_errors_in_one_file_are_all_reported():
 def test_missing_program_and_bad_program_type():
     # As in the server and check-jobs, which register the built-in in-server types.
     import apsis_lite.engine.housekeeping_programs  # noqa: F401
-    known = "apsis-lite-archive, apsis-lite-prune, apsis-lite-vacuum, no-op, procstar, procstar-shell, program, shell"
+    known = ("apsis-lite-archive, apsis-lite-prune, apsis-lite-stats, apsis-lite-vacuum, no-op, procstar, "
+             "procstar-shell, program, shell")
     assert errors_of({"params": ["a"]}) == ["program: missing (required)"]
     assert errors_of({"program": {"type": "docker"}}) == [
         f"program.type: unknown program type 'docker' (known: {known})"]
@@ -172,16 +173,17 @@ def test_missing_program_and_bad_program_type():
 
 def test_schedule_args_must_be_params_and_params_must_get_values():
     got = errors_of({
-        "params": ["date", "region"],
+        "params": ["host", "region"],
         "program": "echo",
         "schedule": {"type": "interval", "interval": 60, "args": {"regoin": "eu"}},
     })
     assert got == [
-        "schedule.args.regoin: not a param of this job (params: date, region)",
-        "schedule: no value for param 'date': give it under args: (interval schedules "
-        "supply time)",
+        "schedule.args.regoin: not a param of this job (params: host, region); apsis would ignore it, "
+        "apsis-lite refuses it: remove it or add the param",
+        "schedule: no value for param 'host': give it under args: (interval schedules "
+        "supply date, daytime, time)",
         "schedule: no value for param 'region': give it under args: (interval schedules "
-        "supply time)",
+        "supply date, daytime, time)",
     ]
     job = job_from_jso({"params": ["date"], "program": "echo {{ date }}",
                         "schedule": {"type": "cron", "expr": "@daily"}}, "j")
@@ -206,7 +208,7 @@ def test_template_errors_are_reported_at_load():
 
 def test_condition_and_action_types():
     assert errors_of({"program": "x", "condition": {"type": "max_runing", "count": 1}}) == [
-        "condition.type: unknown condition type 'max_runing' (known: dependency, max_running, "
+        "condition.type: unknown condition type 'max_runing' (known: const, dependency, max_running, "
         "resource, skip_duplicate)"]
     assert errors_of({"program": "x", "condition": {"max_running": {"count": 1}}}) == [
         "condition.type: missing; write 'type: max_running' with the options beside it, "
