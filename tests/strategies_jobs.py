@@ -275,3 +275,10 @@ def greedy_templates(draw):
 
     macro = "{% macro m(s) %}{{ s }}{{ s }}{% if s | length < 10**6 %}{{ m(s ~ s) }}{% endif %}{% endmacro %}"
     return macro + "{% set ns = namespace(v=x) %}" + body()
+
+
+# apsis's template names (ora's): dates well inside the range, day counts that stay there,
+# and zones with and without daylight saving.
+ora_dates = st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 12, 31))
+ora_day_counts = st.integers(min_value=-20_000, max_value=20_000)
+ora_zones = st.sampled_from(["UTC", "America/New_York", "Europe/London", "Asia/Tokyo", "Australia/Sydney"])

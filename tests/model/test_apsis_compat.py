@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 from itertools import islice
 
 import pytest
+from hypothesis import given, settings
+from strategies_jobs import ora_dates, ora_day_counts, ora_zones
 
 from apsis_lite.errors import BadRequest
 from apsis_lite.model.calendars import CalendarError, CalendarLibrary, parse_calendar_text
@@ -135,3 +137,17 @@ def test_a_class_path_type_no_extension_registers_says_what_is_missing():
         "from the config's extensions: (see docs/extensions.md) (known: ")
     assert condition.startswith("unknown condition type 'apsis.cond.test.TestThreadPolledCondition': one of "
                                 "apsis's own test classes, which apsis-lite does not provide (known: ")
+
+
+@settings(max_examples=150, deadline=None)
+@given(d=ora_dates, n=ora_day_counts, zone=ora_zones)
+def test_ora_names_agree_with_our_helpers(d, n, zone):
+    """Date arithmetic, get_calendar and to_local/from_local give what our own helpers give."""
+    out = render("{{ Date(date) + n | int }}|{{ date | add_days(n) }}|{{ (Date(date) + n | int) - Date(date) }}|"
+                 "{{ get_calendar('Mon-Fri').before(date) }}|{{ calendar('Mon-Fri').before(date) }}|"
+                 "{{ from_local(to_local(Time(date ~ 'T12:00:00Z'), zone), zone) }}",
+                 date=d.isoformat(), n=str(n), zone=zone)
+    ora_shift, our_shift, days, ora_before, our_before, round_trip = out.split("|")
+    assert ora_shift == our_shift and int(days) == n
+    assert ora_before == our_before
+    assert round_trip == f"{d.isoformat()}T12:00:00Z"  # noon UTC is never in a gap or a repeat
