@@ -151,3 +151,10 @@ def test_ora_names_agree_with_our_helpers(d, n, zone):
     assert ora_shift == our_shift and int(days) == n
     assert ora_before == our_before
     assert round_trip == f"{d.isoformat()}T12:00:00Z"  # noon UTC is never in a gap or a repeat
+
+
+def test_ora_values_keep_templates_inside_the_sandbox():
+    for template in ("{{ TimeZone('UTC')._zone }}", "{{ get_calendar('Mon-Fri')._calendar }}",
+                     "{{ to_local('2027-01-01T00:00:00Z', 'UTC')._asdict() }}"):
+        with pytest.raises(BadRequest, match="unsafe"):
+            render(template, date="2027-03-12")

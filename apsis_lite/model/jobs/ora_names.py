@@ -204,7 +204,7 @@ class TimeZone:
         if isinstance(name, TimeZone):
             name = name.name
         self.name = str(name)
-        self.zone = get_tz(self.name)
+        self._zone = get_tz(self.name)  # private: the sandbox keeps templates off the zone object
 
     def __str__(self):
         return self.name
@@ -224,7 +224,7 @@ class LocalTime(NamedTuple):
 
 
 def _zone(tz):
-    return TimeZone(tz).zone
+    return TimeZone(tz)._zone
 
 
 def to_local(t, tz) -> LocalTime:
