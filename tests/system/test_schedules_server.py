@@ -43,7 +43,8 @@ def test_daily_on_a_calendar_runs_and_is_stopped(jobs_dir, data_dir, tmp_path):
         t0 = time.monotonic()
         done = server.wait_run(run["run_id"], states=("success", "failure", "error"), timeout=30)
         assert time.monotonic() - t0 < 20  # stopped, long before its 60-second sleep ends
-        assert done["state"] != "success"
+        # Ended by the stop signal its stop schedule sent: a success, as in apsis.
+        assert (done["state"], done["signal"]) == ("success", "SIGTERM"), done
         log = [e["message"] for e in server.get(f"/api/v1/runs/{run['run_id']}/log")["items"]]
         assert any("stop schedule" in m for m in log), log
         output = server.request("GET", f"/api/v1/runs/{run['run_id']}/output")[1]
