@@ -33,7 +33,8 @@ from apsis_lite.store.transactions import STORAGE_FAULTS, Transactions
 __all__ = ["Store", "MIGRATIONS", "RUN_COLUMNS", "RERUN_SLOT_PREFIX", "UNFINISHED", "STORAGE_FAULTS"]
 
 
-class Store(RunWrites, RunReads, RunListing, HealthReads, OverviewReads, Outputs, SchedulerRecords, Retention, Transactions):
+class Store(RunWrites, RunReads, RunListing, HealthReads, OverviewReads, Outputs, SchedulerRecords, Retention,
+            Transactions):
     """A connection to the apsis-lite database; ``readonly`` for readers."""
 
     def __init__(self, path, readonly=False, vfs=None, migrate=True):
