@@ -34,19 +34,19 @@ class OverviewReads:
                          " AND time_schedule < ? LIMIT ?)", (before, cap))[0]
 
     def state_counts_between(self, since, until, cap) -> tuple[dict, bool]:
-        """({state: count} of the runs due in [since, until), whether the count stopped at ``cap`` runs).
+        """({state: count} of the runs due in [since, until], whether the count stopped at ``cap`` runs).
 
         Through the time index; a window holding more than ``cap`` runs is
         counted over its latest ``cap`` only, and the second value says so.
         """
         rows = self._all("SELECT state, count(*) FROM (SELECT state FROM runs INDEXED BY runs_time"
-                         " WHERE time_schedule >= ? AND time_schedule < ? ORDER BY time_schedule DESC LIMIT ?)"
+                         " WHERE time_schedule >= ? AND time_schedule <= ? ORDER BY time_schedule DESC LIMIT ?)"
                          " GROUP BY state", (since, until, cap))
         counts = dict(rows)
         return counts, sum(counts.values()) >= cap
 
     def job_state_counts_between(self, job_id, since, until, cap) -> tuple[dict, bool]:
-        """({state: count} of a job's runs due in [since, until), whether its newest ``cap`` runs
+        """({state: count} of a job's runs due in [since, until], whether its newest ``cap`` runs
         were all in the window, so that older ones may have been left out).
 
         Counted over the job's newest ``cap`` runs (``runs_job`` backwards): a
@@ -54,7 +54,7 @@ class OverviewReads:
         """
         rows = self._all("SELECT state, count(*) FROM (SELECT state, time_schedule FROM runs INDEXED BY runs_job"
                          " WHERE job_id = ? ORDER BY run_id DESC LIMIT ?)"
-                         " WHERE time_schedule >= ? AND time_schedule < ? GROUP BY state",
+                         " WHERE time_schedule >= ? AND time_schedule <= ? GROUP BY state",
                          (job_id, cap, since, until))
         counts = dict(rows)
         return counts, sum(counts.values()) >= cap
