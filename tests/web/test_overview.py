@@ -173,3 +173,23 @@ def test_overview_reads_stop_at_their_caps(app_world):
     counts, capped = store.job_state_counts_between("coin", T0 - 10, T0 + 10, 2)
     assert counts == {"success": 2} and capped
     assert store.overdue_count(T0 + 1000, 1000) == 0
+
+
+def test_next_due_times_are_kept_until_they_pass_and_follow_a_reload(app_world, tmp_path):
+    from apsis_lite.model.jobs import load_jobs_dir
+    from apsis_lite.web.next_due import NextDueTimes
+
+    _client, engine, _store, clock = app_world({"hourly": JOBS["hourly"], "minutely": JOBS["minutely"]}, T0)
+    times = NextDueTimes()
+    first, left = times.soonest(engine, T0 + 1, 5, budget=1)
+    assert len(first) == 1 and left == 1  # one job worked out per request at most; the other waits
+    due, left = times.soonest(engine, T0 + 1, 5, budget=1)
+    assert [(d.job_id, d.t - T0) for d in due] == [("minutely", 60), ("hourly", 1800)] and left == 0
+    due, _ = times.soonest(engine, T0 + 61, 5)  # minutely's time passed: its next one
+    assert [(d.job_id, d.t - T0) for d in due] == [("minutely", 120), ("hourly", 1800)]
+    (tmp_path / "jobs" / "hourly.yaml").write_text("program: {type: no-op}\nschedule: {type: interval, interval: 1h}\n")
+    engine.set_jobs(*load_jobs_dir(str(tmp_path / "jobs")))
+    due, _ = times.soonest(engine, T0 + 61, 1)
+    assert [(d.job_id, d.t - T0) for d in due] == [("minutely", 120)]
+    due, _ = times.soonest(engine, T0 + 61, 5)
+    assert [(d.job_id, d.t - T0) for d in due] == [("minutely", 120), ("hourly", 3600)]

@@ -28,6 +28,18 @@ bp.add_app_template_filter(filter_quote, "filter_quote")
 
 
 @dataclass
+class Count:
+    """A tile: how many runs are ``kind``, and the runs list filtered to them."""
+
+    kind: str
+    label: str
+    n: int
+    url: str
+    note: str
+    capped: bool = False  # counted up to a cap: there may be more
+
+
+@dataclass
 class Failure:
     """A recent failed or errored run, and the job's newer success if there is one."""
 
@@ -69,26 +81,31 @@ def overview_context():
     failures = recent_failures(store, LIST_LIMIT)
     due, not_worked_out = _next_due(engine, now)
     since = local_field(tf, now - DAY)
+    late_count = store.overdue_count(late_before, LATE_CAP)
 
     def runs_link(*states, **extra):
         return url_for("ui.runs", state=list(states), **extra)
 
     counts = [
-        ("failure", "failed", day.get("failure", 0), runs_link("failure", since=since), "in the last 24 h"),
-        ("error", "errors", day.get("error", 0), runs_link("error", since=since), "in the last 24 h"),
-        ("success", "succeeded", day.get("success", 0), runs_link("success", since=since), "in the last 24 h"),
-        ("running", "running", sum(totals.get(s, 0) for s in ("starting", "running", "stopping")),
-         runs_link("starting", "running", "stopping"), "now"),
-        ("waiting", "waiting", totals.get("waiting", 0), runs_link("waiting"), "for conditions, resources or a pause"),
-        ("late", "late", store.overdue_count(late_before, LATE_CAP),
-         runs_link("scheduled", until=local_field(tf, late_before)), "due and not started"),
+        Count("failure", "failed", day.get("failure", 0), runs_link("failure", since=since), "in the last 24 h",
+              day_capped),
+        Count("error", "errors", day.get("error", 0), runs_link("error", since=since), "in the last 24 h",
+              day_capped),
+        Count("success", "succeeded", day.get("success", 0), runs_link("success", since=since), "in the last 24 h",
+              day_capped),
+        Count("running", "running", sum(totals.get(s, 0) for s in ("starting", "running", "stopping")),
+              runs_link("starting", "running", "stopping"), "now"),
+        Count("waiting", "waiting", totals.get("waiting", 0), runs_link("waiting"), "on conditions or a pause"),
+        Count("late", "late", late_count, runs_link("scheduled", until=local_field(tf, late_before)),
+              "due and not started", late_count >= LATE_CAP),
     ]
     return {
-        "now": now, "counts": counts, "day_capped": day_capped, "count_cap": COUNT_CAP,
+        "now": now, "counts": counts, "links": {c.kind: c.url for c in counts}, "late_count": late_count,
         "failures": failures, "running": in_flight(store, LIST_LIMIT),
         "waiting": store.newest_in_state("waiting", LIST_LIMIT),
         "late": store.overdue_runs(late_before, LIST_LIMIT), "late_threshold": config.sanity_behind,
-        "due": due, "not_worked_out": not_worked_out, "job_count": len(engine.jobs),
+        "due": due, "due_paused": {d.job_id: engine.pause_of_job(d.job_id) for d in due},
+        "not_worked_out": not_worked_out, "job_count": len(engine.jobs),
         "broken_count": len(engine.job_errors), "pauses": engine.pauses,
         "failures_url": runs_link("failure", "error"),
     }
