@@ -1,7 +1,8 @@
 """A job's recent history as a picture: the geometry of the SVG on its page.
 
 One column per run, oldest on the left and the newest at the right edge: a
-mark coloured by outcome, a bar as tall as the run took (against the longest
+mark coloured by outcome, above the middle line for a success and below it
+for a failure or an error (so that colour is never the only sign), a bar as tall as the run took (against the longest
 shown), and a dot on a line for how late it started (against the latest
 shown). The template draws it; every text in it (titles, the summary) is
 escaped there. The picture is bounded: at most ``HISTORY_RUNS`` columns.
@@ -20,7 +21,7 @@ RATE_CAP = 5000  # a job's newest runs looked at for its success rates
 
 # The picture's layout, in SVG user units (it scales to the page's width).
 WIDTH, LEFT = 720, 64
-MARK_Y, MARK_H = 4, 14
+MARK_Y, MARK_H = 2, 20
 BARS_Y, BARS_H = 30, 70
 LATE_Y, LATE_H = 114, 34
 HEIGHT = LATE_Y + LATE_H + 6
@@ -36,7 +37,8 @@ class Column:
     bar_h: float
     late_y: float | None
     title: str
-    href: str = ""
+    mark_y: float = 0.0
+    mark_h: float = 0.0
 
 
 @dataclass
@@ -74,6 +76,17 @@ class Picture:
     def late_points(self) -> str:
         """The lateness line's points, through the runs that started."""
         return " ".join(f"{c.x + c.width / 2:.1f},{c.late_y:.1f}" for c in self.columns if c.late_y is not None)
+
+
+def mark_span(state) -> tuple[float, float]:
+    """(y, height) of a run's outcome mark: success above the middle, failure and error below,
+    anything else (under way, skipped) a short mark across it."""
+    half = MARK_H / 2
+    if state == "success":
+        return MARK_Y, half - 1
+    if state in ("failure", "error"):
+        return MARK_Y + half + 1, half - 1
+    return MARK_Y + half - 3, 6.0
 
 
 def took(run, now):
@@ -118,7 +131,8 @@ def history_picture(job_id, runs, now, tf, rates=()) -> Picture:
         if late is not None:
             late_y = LATE_Y + LATE_H - (LATE_H * late / latest if latest > 0 else 0.0)
         columns.append(Column(run.run_id, run.state, first + i * step + 1, max(step - 2, 1.0),
-                              BARS_Y + BARS_H - bar_h, bar_h, late_y, run_title(run, d, late, tf)))
+                              BARS_Y + BARS_H - bar_h, bar_h, late_y, run_title(run, d, late, tf),
+                              *mark_span(run.state)))
     return Picture(columns, longest, latest, summary_text(job_id, runs, longest, latest), list(rates))
 
 
