@@ -20,6 +20,7 @@ from apsis_lite.web.pages.runs import runs as runs_list
 
 DAY = 86400.0
 LIST_LIMIT = 8          # runs listed per panel
+FAILURE_PROBE = 25      # newest failures looked at for the jobs still failing (one probe each)
 COUNT_CAP = 100_000     # runs counted in the last day at most ("100000+" beyond)
 LATE_CAP = 1000         # overdue runs counted at most
 RUNS_ARGS = ("q", "state", "since", "until", "cursor", "limit")
@@ -78,7 +79,8 @@ def overview_context():
     day, day_capped = store.state_counts_between(now - DAY, now, COUNT_CAP)
     totals = store.stats()["runs_by_state"]
     late_before = now - config.sanity_behind
-    failures = recent_failures(store, LIST_LIMIT)
+    failures = recent_failures(store, FAILURE_PROBE)
+    failing = list(dict.fromkeys(f.run.job_id for f in failures if f.recovered is None))
     due, not_worked_out = _next_due(engine, now)
     since = local_field(tf, now - DAY)
     late_count = store.overdue_count(late_before, LATE_CAP)
@@ -101,7 +103,8 @@ def overview_context():
     ]
     return {
         "now": now, "counts": counts, "links": {c.kind: c.url for c in counts}, "late_count": late_count,
-        "failures": failures, "running": in_flight(store, LIST_LIMIT),
+        "failures": failures[:LIST_LIMIT], "failing": failing, "failing_more": len(failures) == FAILURE_PROBE,
+        "running": in_flight(store, LIST_LIMIT),
         "waiting": store.newest_in_state("waiting", LIST_LIMIT),
         "late": store.overdue_runs(late_before, LIST_LIMIT), "late_threshold": config.sanity_behind,
         "due": due, "due_paused": {d.job_id: engine.pause_of_job(d.job_id) for d in due},
