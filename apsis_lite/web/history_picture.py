@@ -40,6 +40,14 @@ class Column:
     mark_y: float = 0.0
     mark_h: float = 0.0
 
+    @property
+    def svg(self) -> dict:
+        """The column's coordinates as the SVG takes them (one decimal)."""
+        f = "{:.1f}".format
+        return {"x": f(self.x), "w": f(self.width), "mark_y": f(self.mark_y), "mark_h": f(self.mark_h),
+                "bar_y": f(self.bar_y), "bar_h": f(self.bar_h), "cx": f(self.x + self.width / 2),
+                "cy": None if self.late_y is None else f(self.late_y)}
+
 
 @dataclass
 class Rate:
