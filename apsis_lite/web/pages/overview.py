@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from flask import current_app, request, url_for
 
+from apsis_lite.model.runs import Run
 from apsis_lite.web.backend import backend
 from apsis_lite.web.format import TimeFormat
 from apsis_lite.web.next_due import NextDueTimes
@@ -44,7 +45,7 @@ class Count:
 class Failure:
     """A recent failed or errored run, and the job's newer success if there is one."""
 
-    run: object
+    run: Run
     recovered: int | None
 
 
