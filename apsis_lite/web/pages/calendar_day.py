@@ -50,6 +50,24 @@ def due_marks_svg(marks, y, label, start, span):
     return Markup("".join(parts))
 
 
+def time_marks(times, gap):
+    """Sorted due ``times`` as marks (see ``due_marks_svg``), neighbours less than ``gap``
+    apart joined; one pass over plain floats, as a dense row has 1,440 of them."""
+    out = []
+    if not times:
+        return out
+    first = last = times[0]
+    count = 0
+    for t in times:
+        if t - last >= gap:
+            out.append((first, last, count, False))
+            first, count = t, 0
+        last = t
+        count += 1
+    out.append((first, last, count, False))
+    return out
+
+
 def merged_marks(marks, gap):
     """``marks`` (see ``due_marks_svg``) joined where one ends less than ``gap`` before the next."""
     out = []
@@ -152,18 +170,22 @@ def add_due_rows(query, rows, start, end, pending):
     if query.args_ok is None:
         for job_id in shown:
             if job_id in due_jobs:
+                times = []
                 day_job_times(job_id, engine.jobs[job_id], since, end, [start, end], DUE_MARKS_CAP,
-                              pending, found, more)
-    for d in found:
-        rows.setdefault(d.job_id, new_row())["due"].append(d.t)
+                              pending, times, more)
+                rows.setdefault(job_id, new_row())["due"] = sorted(d.t for d in times)
+    else:
+        for d in found:
+            rows.setdefault(d.job_id, new_row())["due"].append(d.t)
     for _i, job_id in more:
         rows[job_id]["more"] = True
+    gap = (end - start) * BAND_GAP / TRACK_W
     for job_id in shown:
         row = rows.get(job_id)
         if row is None:
             continue
         row["due"].sort()
-        row["marks_due"] = [(t, t, 1, False) for t in row["due"]]
+        row["marks_due"] = time_marks(row["due"], gap)
         if row["more"] and query.args_ok is None and row["due"]:
             # More than one a minute (only a sub-minute interval is): the rest of the day still shows.
             row["marks_due"] += dense_rest(job_id, engine.jobs[job_id], row["due"][-1], start, end, pending)
