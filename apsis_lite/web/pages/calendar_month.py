@@ -30,7 +30,7 @@ class DayCell:
     due: dict = field(default_factory=dict)     # job_id -> (first epoch, count), the first few job ids
     due_total: int = 0                          # jobs with due times this day
     more: set = field(default_factory=set)      # job ids with more due times than were counted
-    entries: list = field(default_factory=list) # what the cell lists: Entry, by time
+    entries: list = field(default_factory=list)  # what the cell lists: Entry, by time
 
 
 @dataclass(frozen=True)
