@@ -587,3 +587,7 @@ from apsis_lite.cli.maintenance import COMMANDS as _MAINTENANCE  # noqa: E402 â€
 
 for _command in _MAINTENANCE:
     cli.add_command(_command)
+
+from apsis_lite.cli.apsis_history import import_apsis_cmd  # noqa: E402
+
+cli.add_command(import_apsis_cmd)
