@@ -43,6 +43,7 @@ class ApsisDB:
     def __init__(self, path):
         self.path = str(path)
         self.conn = sqlite3.connect(self.path)
+        self.conn.execute("PRAGMA journal_mode = WAL")  # as apsis opens it
         self.conn.executescript(SCHEMA)
         self.conn.execute("INSERT INTO clock VALUES (?)", (epoch("2026-11-03T00:00:00"),))
         self.conn.execute("INSERT INTO next_run_id VALUES (1)")

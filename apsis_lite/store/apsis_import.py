@@ -20,7 +20,7 @@ import re
 import tempfile
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 import apsw
 
@@ -84,7 +84,7 @@ def parse_apsis_time(value):
 def open_apsis(path):
     """A read-only connection to an apsis database; NotApsisDatabase saying why not."""
     try:
-        conn = apsw.Connection(f"file:{os.path.abspath(path)}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
         tables = {name: {c[1] for c in conn.execute(f"PRAGMA table_info({name})")}
                   for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
     except apsw.NotADBError:
