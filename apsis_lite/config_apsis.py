@@ -44,6 +44,8 @@ SECTIONS = {
 OPAQUE = ("python", "procstar", "action", "actions", "runs_lookback")
 JOBS_KEYS = ("jobs", "job_dir", "jobdir")
 APSIS_KEYS = frozenset((*SECTIONS, *OPAQUE, *JOBS_KEYS))
+# Our settings that an apsis key may set instead.
+APSIS_EQUIVALENTS = {"jobs_dir": JOBS_KEYS}
 
 
 def _path(value, base, key):

@@ -169,3 +169,9 @@ def test_an_alias_to_a_type_nobody_registered_is_said_and_the_job_does_not_load(
     assert result.returncode == 1
     assert "program_types: foo_shell: no program type 'foo.apsis.extension.programs.Shell'" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_the_desktop_start_keeps_the_jobs_folder_an_apsis_config_names(tmp_path):
+    from apsis_lite.cli.desktop import load_user_config
+    config = load_user_config(str(write(tmp_path, "jobs: ./apsis-jobs\ndatabase: ./apsis.db\n")))
+    assert (config.jobs_dir, config.data_dir) == (str(tmp_path / "apsis-jobs"), str(tmp_path / "apsis-lite"))
