@@ -31,7 +31,7 @@ from apsis_lite.engine.remote_launcher import HostLauncher
 from apsis_lite.engine.reload import JobsWatcher
 from apsis_lite.engine.sanity import SanityChecker, parse_sanity_actions
 from apsis_lite.errors import ConfigError, StoreUnavailable
-from apsis_lite.model.registry import load_extensions
+from apsis_lite.model.registry import add_type_aliases, load_extensions
 from apsis_lite.model.runs import parse_run_id
 from apsis_lite.store.database import Store
 from apsis_lite.web.app import create_app
@@ -283,6 +283,8 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
         load_extensions(config.extensions)
     except ImportError as exc:
         raise ConfigError(f"config: extensions: cannot import {exc.name or exc}: {exc}") from None
+    for line in (*config.notes, *add_type_aliases(config)):
+        log.warning("%s", line)
     parse_sanity_actions(config.sanity_actions)  # a bad setting stops the start, before anything runs
     if lock_fd is None:
         lock_fd = lock_data_dir(config)

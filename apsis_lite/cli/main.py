@@ -6,6 +6,8 @@ import os
 
 import click
 
+from apsis_lite.cli.arguments import override_option, overrides
+from apsis_lite.cli.server_commands.options import url_option
 from apsis_lite.errors import ApsisError
 
 
@@ -28,12 +30,13 @@ def cli():
               help="Log to this file (rotated by size) instead of stderr.")
 @click.option("--since", type=click.Choice(["last", "now"]), default="last", show_default=True,
               help="'now' starts fresh: slots missed while the server was down are not run.")
+@override_option
 def serve(config_file, jobs_dir, data_dir, host, port, server, threads, log_file, since):
     """Run the scheduler and its web server."""
     from apsis_lite.config import load_config
     from apsis_lite.service import serve as run_service
     try:
-        config = load_config(config_file, jobs_dir=jobs_dir, data_dir=data_dir, host=host,
+        config = load_config(config_file, overrides(), jobs_dir=jobs_dir, data_dir=data_dir, host=host,
                              port=port, server=server, threads=threads, log_file=log_file)
         if not os.path.isdir(config.jobs_dir):
             raise click.ClickException(f"jobs folder not found: {config.jobs_dir}")
@@ -107,6 +110,7 @@ class UsageProblem(click.ClickException):
 def _loading_options(f):
     f = click.option("--calendars", "calendars_dir", type=click.Path(file_okay=False),
                      help="Folder of calendar files (default: calendars_dir from --config).")(f)
+    f = override_option(f)
     return click.option("--config", "config_file", type=click.Path(dir_okay=False),
                         help="Config file whose extensions register extra types, whose "
                              "calendars_dir names calendars and whose min_interval "
@@ -124,12 +128,14 @@ def _load_options(config_file, calendars_dir=None):
     logging.getLogger("apsis_lite").addHandler(logging.NullHandler())
     import apsis_lite.engine.housekeeping_programs  # noqa: F401 â€” the built-in in-server types
     config = None
-    if config_file:
+    if config_file or overrides():
         from apsis_lite.config import load_config
-        from apsis_lite.model.registry import load_extensions
+        from apsis_lite.model.registry import add_type_aliases, load_extensions
         try:
-            config = load_config(config_file)
+            config = load_config(config_file, overrides())
             load_extensions(config.extensions)
+            for line in add_type_aliases(config):
+                click.echo(line, err=True)
         except ApsisError as exc:
             raise click.ClickException(str(exc)) from None
         except ImportError as exc:
@@ -201,9 +207,14 @@ def _find_job(jobs_dir, job_id, options):
             f"job {job_id!r} does not load: {_plural(len(exc.errors), 'problem')}") from None
 
 
-@cli.command("schedule", short_help="A job's next due times, from its file (no server).")
-@click.argument("jobs_dir", metavar="DIR")
+@cli.command("schedule", short_help="A job's next due times, from its file (no server); or, as in apsis, "
+                                    "TIME JOB [ARG=VALUE]... creates a run.")
+@click.argument("jobs_dir", metavar="DIR|TIME")
 @click.argument("job_id", metavar="JOB")
+@click.argument("assignments", nargs=-1, metavar="[ARG=VALUE]...")
+@click.option("--count", "runs_count", type=click.IntRange(1, 1000), default=1,
+              help="With TIME: how many runs to create (default 1).")
+@url_option
 @click.option("--next", "count", type=click.IntRange(1, 100_000), default=10, show_default=True,
               help="How many due times.")
 @click.option("--from", "start", metavar="TIME",
@@ -213,12 +224,23 @@ def _find_job(jobs_dir, job_id, options):
 @click.option("--json", "as_json", is_flag=True,
               help='Print [{"time": ISO 8601 with offset, "args": {...}}, ...].')
 @_loading_options
-def schedule_cmd(jobs_dir, job_id, count, start, zone_name, as_json, config_file, calendars_dir):
+def schedule_cmd(jobs_dir, job_id, assignments, runs_count, url, count, start, zone_name, as_json, config_file,
+                 calendars_dir):
     """The next due times of job JOB in folder DIR, with the args of each run.
 
     Times are shown in --tz, else this machine's zone; a change of the
     zone's offset (daylight saving) between two times is marked.
+
+    As in apsis, 'schedule TIME JOB [ARG=VALUE]...' (TIME: now, +10m, 17:00
+    (the next one), an ISO time) creates a run of JOB on the server instead;
+    a first word that names a folder is always DIR.
     """
+    if not os.path.isdir(jobs_dir) and _is_time(jobs_dir):
+        from apsis_lite.cli.server_commands.run_commands import schedule_run
+        return schedule_run(jobs_dir, job_id, assignments, runs_count, url, as_json)
+    if assignments:
+        raise UsageProblem(f"{jobs_dir!r} is not a time, so this shows due times (schedule DIR JOB); "
+                           "ARG=VALUE goes with schedule TIME JOB, which creates a run")
     import json
     from apsis_lite.cli.formatting import format_args
     from apsis_lite.cli.offline import due_times, format_local, iso_local, local_zone_name, zone_changes
@@ -259,6 +281,15 @@ def schedule_cmd(jobs_dir, job_id, count, start, zone_name, as_json, config_file
         previous = t
     if len(times) < count:
         click.echo("(no more due times)")
+
+
+def _is_time(word):
+    from apsis_lite.cli.arguments import parse_when
+    try:
+        parse_when(word, upcoming=True)
+    except click.BadParameter:
+        return False
+    return True
 
 
 @cli.command("try", short_help="What a run of a job would do; --run runs it here.")
@@ -419,6 +450,7 @@ def user_group():
 
 
 def _users_options(f):
+    f = override_option(f)
     f = click.option("--data", "data_dir", type=click.Path(file_okay=False),
                      help="Data folder of the server (default: the per-user data folder).")(f)
     return click.option("--config", "config_file", type=click.Path(dir_okay=False),
@@ -429,7 +461,7 @@ def _users_file(config_file, data_dir):
     from apsis_lite.web.auth import UsersFile, users_path
     from apsis_lite.config import load_config
     try:
-        return UsersFile(users_path(load_config(config_file, data_dir=data_dir)))
+        return UsersFile(users_path(load_config(config_file, overrides(), data_dir=data_dir)))
     except ApsisError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -555,3 +587,7 @@ from apsis_lite.cli.maintenance import COMMANDS as _MAINTENANCE  # noqa: E402 â€
 
 for _command in _MAINTENANCE:
     cli.add_command(_command)
+
+from apsis_lite.cli.apsis_history import import_apsis_cmd  # noqa: E402
+
+cli.add_command(import_apsis_cmd)
