@@ -6,6 +6,7 @@ from datetime import timedelta
 from flask import request, url_for
 from markupsafe import Markup
 
+from apsis_lite.engine.slices import Slices
 from apsis_lite.model.runs import ACTIVE, FINISHED, PENDING
 from apsis_lite.web.backend import backend
 from apsis_lite.web.calendar_dues import ARGS_STEP_BUDGET, PER_DAY_CAP, day_job_times, due_times
@@ -83,15 +84,17 @@ def add_due_rows(query, rows, start, end, pending):
     """Add the due times from now to ``end`` to ``rows``, for the first DAY_ROWS_MAX jobs with runs
     or due times: (job ids shown, rows in all, jobs computed, jobs matching)."""
     engine = backend().engine
+    pause = Slices()
     since = max(start, query.tf.now)
     found, more, jobs_done, jobs_total = [], set(), 0, 0
     if query.args_ok is not None:
         # Args come from each due time: no summary to reuse, so compute them here.
         found, more, jobs_done, jobs_total = due_times(engine, since, end, [start, end], query.job_ok,
-                                                       query.args_ok, budget=ARGS_STEP_BUDGET, stored=pending)
+                                                       query.args_ok, budget=ARGS_STEP_BUDGET, stored=pending,
+                                                       pause=pause)
         due_jobs = {d.job_id for d in found}
     elif since < end:
-        w = calendar_state().warmer.day.summary(engine.jobs, [start, end], query.tf.now)
+        w = calendar_state().warmer.day.summary(engine.jobs, [start, end], query.tf.now, pause)
         due_jobs = {j for j, e in w.entries.items() if e.mask & 1 and query.job_ok(j)}
     else:
         due_jobs = set()
@@ -102,7 +105,7 @@ def add_due_rows(query, rows, start, end, pending):
         for job_id in shown:
             if job_id in due_jobs:
                 day_job_times(job_id, engine.jobs[job_id], since, end, [start, end], PER_DAY_CAP,
-                              pending, found, more)
+                              pending, found, more, pause)
     for d in found:
         rows.setdefault(d.job_id, new_row())["due"].append(d.t)
     for _i, job_id in more:
