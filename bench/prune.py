@@ -18,6 +18,11 @@ median and range over the rounds, with the date.
     bench/prune.py                      # 1,000,000 runs, 3 rounds
     bench/prune.py --small              # 200,000 runs, 2 rounds
     bench/prune.py --runs 500000 --rounds 1
+    bench/prune.py --small --probe /tmp/probe   # also where the event loop was held (lag_probe.py)
+
+With ``--probe DIR`` the servers run under ``lag_probe.py``: the event loop's
+lag and the CPU that held it are written to DIR/lag-N.txt, and the main
+thread's stack whenever it held the loop 20 ms to DIR/stacks-N.txt.
 """
 
 import argparse
@@ -76,7 +81,7 @@ def history_left(server):
         conn.close()
 
 
-def one_round(n_runs, window, n_jobs=10):
+def one_round(n_runs, window, n_jobs=10, probe=None, number=1):
     jobs_dir, data_dir = tmpdir("pj"), tmpdir("pd")
     out = {}
     try:
@@ -85,13 +90,20 @@ def one_round(n_runs, window, n_jobs=10):
             write_job(jobs_dir, f"late/j{i:02d}", JOB)
         db = os.path.join(data_dir, "apsis-lite.db")
         out["size_before_mb"] = os.path.getsize(db) / 2**20
-        with Server(jobs_dir, data_dir) as server:
+        entry = None
+        if probe:
+            os.makedirs(probe, exist_ok=True)
+            os.environ["LAG_PROBE_FILE"] = os.path.join(probe, f"lag-{number}.txt")
+            os.environ["LAG_PROBE_STACKS"] = os.path.join(probe, f"stacks-{number}.txt")
+            entry = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "lag_probe.py")]
+        with Server(jobs_dir, data_dir, entry=entry) as server:
             server.start()
             t0 = time.time() + 3
             time.sleep(3 + window)
             late, missing = lateness_ms(server, t0, time.time())
         out["quiet"] = (late, missing)
-        with Server(jobs_dir, data_dir, config={"runs_retention": "1d", "retention_interval": "2s"}) as server:
+        with Server(jobs_dir, data_dir, config={"runs_retention": "1d", "retention_interval": "2s"},
+                    entry=entry) as server:
             server.start()
             t_start = time.time()
             t0 = t_start + 3
@@ -138,6 +150,7 @@ def main():
     parser.add_argument("--runs", type=int, help="stored runs to prune per round")
     parser.add_argument("--rounds", type=int, help="rounds")
     parser.add_argument("--window", type=float, default=30.0, help="seconds of the quiet window")
+    parser.add_argument("--probe", metavar="DIR", help="run the servers under lag_probe.py, its files in DIR")
     args = parser.parse_args()
     n_runs = args.runs or (200_000 if args.small else 1_000_000)
     rounds = args.rounds or (2 if args.small else 3)
@@ -145,7 +158,7 @@ def main():
          f"{n_runs} runs, {rounds} rounds, {os.cpu_count()} cores")
     results = []
     for r in range(rounds):
-        res = one_round(n_runs, args.window)
+        res = one_round(n_runs, args.window, probe=args.probe, number=r + 1)
         results.append(res)
         for phase in ("quiet", "pruning"):
             late, missing = res[phase]
