@@ -123,12 +123,22 @@ _PLAIN = (str, int, float, bool, type(None), tuple, dict, date, dtime, timedelta
 
 def schedule_key(s):
     """A key equal for two schedules whose due times are the same, or None: the schedule's
-    repr (its type and every field), and the identity of any field whose repr may not
-    show all of it. Only for the built-in types, whose ``times()`` depend on their fields alone."""
+    repr (its type and every field), and each field whose repr may not show all of it
+    (a calendar's shows its name): itself if it can be hashed (calendars are frozen
+    values), else its identity. Only for the built-in types, whose ``times()`` depend
+    on their fields alone."""
     if not type(s).__module__.startswith("apsis_lite.model.schedules."):
         return None
-    opaque = tuple(id(v) for v in (getattr(s, f.name) for f in dataclasses.fields(s)) if not isinstance(v, _PLAIN))
-    return repr(s), opaque
+    return repr(s), tuple(_value_or_identity(getattr(s, f.name)) for f in dataclasses.fields(s)
+                          if not isinstance(getattr(s, f.name), _PLAIN))
+
+
+def _value_or_identity(v):
+    try:
+        hash(v)
+    except TypeError:
+        return id(v)
+    return v
 
 
 def _schedule_days(s, since, bounds, cap, pause):

@@ -1,6 +1,7 @@
 """The calendar's computation gives way to the event loop as it goes, and computes equal
 schedules once: counted, through Flask's test client over a real store and engine."""
 
+import dataclasses
 from datetime import date
 
 import pytest
@@ -51,6 +52,11 @@ def test_a_first_view_gives_way_between_each_due_time_it_computes(app_world, mon
     assert max(b - a for a, b in zip(marks, marks[1:])) <= 1
 
 
+def _same_name_other_dates(calendar):
+    """A calendar named as ``calendar`` whose dates are others (as after its file changed)."""
+    return dataclasses.replace(calendar, days=frozenset({5, 6}))
+
+
 def test_jobs_with_equal_schedules_are_computed_once_per_pass():
     _s, _e, bounds = grid_bounds(date(2027, 1, 15), "month", get_tz("UTC"))
 
@@ -64,9 +70,11 @@ def test_jobs_with_equal_schedules_are_computed_once_per_pass():
     shared = [job_days(j, T0, bounds, 10, memo=memo) for j in jobs]
     assert shared == alone and len(memo) == 2
     assert alone[0] != alone[-1]  # the zone tells them apart
-    # A field whose repr does not show all of it (a calendar shows its name) is told apart
-    # by identity; an extension's schedule is never shared.
+    # A field whose repr does not show all of it (a calendar shows its name) is compared
+    # by value; an extension's schedule is never shared.
     daily = parse_schedule({"type": "daily", "daytime": "06:15", "calendar": "Mon-Fri"})
     again = parse_schedule({"type": "daily", "daytime": "06:15", "calendar": "Mon-Fri"})
-    assert (schedule_key(daily) == schedule_key(again)) == (daily.calendar is again.calendar)
+    assert schedule_key(daily) == schedule_key(again)
+    assert repr(daily.calendar) == repr(_same_name_other_dates(daily.calendar))
+    assert schedule_key(daily) != schedule_key(dataclasses.replace(daily, calendar=_same_name_other_dates(daily.calendar)))
     assert schedule_key(parse_schedule({"type": "tests.counted-hourly"})) is None
