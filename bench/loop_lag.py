@@ -14,9 +14,10 @@ Each round starts a fresh server (nothing computed yet), then opens one
 page or request at a time, a second apart: the calendar's month, week and
 day (their first views, then warm), the runs list, the jobs list, job pages,
 and a reload of every job file (each rewritten first). Meanwhile a client
-asks ``/api/v1/alive`` every 20 ms. Per phase: the response time, the probe's
-largest lag, the slowest ``/alive``, the latest start; against an idle
-window of the same server. Bursts of the bulk jobs (at :00 and :30) are
+asks ``/api/v1/alive`` every 20 ms. Per phase: the response time and the
+server's CPU meanwhile, the most CPU the loop's thread spent between two
+wake-ups of the probe (``loop_held``), the probe's largest lag, the slowest
+``/alive``, the latest start; against an idle window of the same server. Bursts of the bulk jobs (at :00 and :30) are
 waited out. Medians and ranges over ``--rounds``.
 
     bench/loop_lag.py                 # 3 rounds
@@ -31,8 +32,8 @@ import time
 import urllib.parse
 import zoneinfo
 
-from common import (TOKENS, Server, cleanup, date_job, figure, median, note, pct, program_start_times, request,
-                    tmpdir, write_job)
+from common import (TOKENS, Server, cleanup, cpu_seconds, date_job, figure, median, note, pct, program_start_times,
+                    request, tmpdir, write_job)
 
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lag_probe.py")
 TARGET_LAG = "max ≤ 20 ms"
@@ -125,6 +126,7 @@ def one_round(n, distinct, rounds_dir):
     os.environ["LAG_PROBE_FILE"] = lag_file
     clear_of_bursts(120)
     phases = []  # (name, began, ended, response seconds or None)
+    cpus = {}  # name: the server's CPU (ms) while each request of it was answered
     with Server(jobs_dir, data_dir, entry=[PROBE]) as server:
         server.start()
         note(f"server answered after {server.startup_s:.2f} s")
@@ -133,12 +135,13 @@ def one_round(n, distinct, rounds_dir):
         time.sleep(3.0)  # start-up's planning of 5,000 jobs
 
         def phase(name, method, path, body=None, settle=1.0):
-            began = time.time()
+            began, cpu = time.time(), cpu_seconds(server.pid)
             status, data = request(server.url, method, path, body, timeout=300)
-            ended = time.time()
+            ended, cpu = time.time(), cpu_seconds(server.pid) - cpu
             if status != 200:
                 raise RuntimeError(f"{method} {path}: HTTP {status}: {data[:300]!r}")
             phases.append((name, began, ended, ended - began))
+            cpus.setdefault(name, []).append(cpu * 1000)
             time.sleep(settle)
 
         t = time.time()
@@ -177,7 +180,8 @@ def one_round(n, distinct, rounds_dir):
         held = [c for t, _v, c in lags if began <= t <= ended + 0.5]
         alive = [s for t, s in poller.samples if began <= t <= ended + 0.5]
         late = [v for ts, v in starts if began <= ts <= ended + 0.5]
-        row = out.setdefault(name, {"took": [], "lag": [], "held": [], "alive": [], "late": [], "starts": 0})
+        row = out.setdefault(name, {"took": [], "cpu": cpus.get(name, []), "lag": [], "held": [], "alive": [],
+                                    "late": [], "starts": 0})
         if took is not None:
             row["took"].append(took * 1000)
         row["lag"] += lag
@@ -215,6 +219,8 @@ def main():
         took = [median(p["took"]) for p in per if p["took"]]
         if took:
             figure(f"{name}_response", spread(took), "median (range) over rounds")
+            figure(f"{name}_server_cpu", spread([median(p["cpu"]) for p in per if p["cpu"]]),
+                   "while answering (with the calendar warmer's, once started)")
         figure(f"{name}_loop_held_max", spread([max(p["held"], default=float("nan")) for p in per]),
                f"of the main thread's CPU between two probe wake-ups ({sum(len(p['lag']) for p in per)})",
                TARGET_LAG)

@@ -100,8 +100,10 @@ def one_round(n_runs, window, n_jobs=10, probe=None, number=1):
             server.start()
             t0 = time.time() + 3
             time.sleep(3 + window)
-            late, missing = lateness_ms(server, t0, time.time())
+            t1 = time.time()
+            late, missing = lateness_ms(server, t0, t1)
         out["quiet"] = (late, missing)
+        out["windows"] = {"quiet": (t0, t1)}
         with Server(jobs_dir, data_dir, config={"runs_retention": "1d", "retention_interval": "2s"},
                     entry=entry) as server:
             server.start()
@@ -116,6 +118,7 @@ def one_round(n_runs, window, n_jobs=10, probe=None, number=1):
                     break
                 time.sleep(0.5)
             t_done = time.time()
+            out["windows"]["pruning"] = (t0, t_done)
             late, missing = lateness_ms(server, t0, t_done)
             # The pass ends by giving the free pages back, then logs what it did.
             deadline = time.monotonic() + 600
@@ -134,6 +137,25 @@ def one_round(n_runs, window, n_jobs=10, probe=None, number=1):
     finally:
         cleanup(jobs_dir, data_dir)
     return out
+
+
+def probe_figures(path, windows, number):
+    """The event loop's lag and the CPU that held it (lag_probe.py's file) in each window."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3:
+                rows.append(tuple(float(p) for p in parts))
+    for phase, (t0, t1) in windows.items():
+        lag = [r[1] for r in rows if t0 <= r[0] < t1]
+        held = [r[2] for r in rows if t0 <= r[0] < t1]
+        if lag:
+            figure(f"prune_round{number}_{phase}_loop_lag",
+                   f"p50 {pct(lag, 50):.2f}, p99 {pct(lag, 99):.1f}, max {max(lag):.1f}; "
+                   f"over 20 ms {sum(v > 20 for v in lag) / len(lag):.1%} of {len(lag)} wake-ups", "ms")
+            figure(f"prune_round{number}_{phase}_loop_held",
+                   f"p99 {pct(held, 99):.2f}, max {max(held):.1f}", "ms of the loop thread's CPU")
 
 
 def summary(name, values, unit, target=None, fmt="{:.1f}"):
@@ -170,6 +192,8 @@ def main():
         figure(f"prune_round{r + 1}_rate", res["rate"], "runs/s", fmt="{:.0f}")
         figure(f"prune_round{r + 1}_left", res["left"], "runs (each job's 10 latest)")
         figure(f"prune_round{r + 1}_file", f"{res['size_before_mb']:.0f} -> {res['size_after_mb']:.0f}", "MB")
+        if args.probe:
+            probe_figures(os.path.join(args.probe, f"lag-{r + 1}.txt"), res["windows"], r + 1)
     for phase in ("quiet", "pruning"):
         summary(f"prune_{phase}_lateness_p50", [pct(r[phase][0], 50) for r in results], "ms")
         summary(f"prune_{phase}_lateness_p99", [pct(r[phase][0], 99) for r in results], "ms",
