@@ -26,7 +26,7 @@ from apsis_lite.config import default_data_dir
 from apsis_lite.engine.action_runner import ActionRunner
 from apsis_lite.engine.core import Engine
 from apsis_lite.engine.health import Backoff
-from apsis_lite.engine.housekeeping import Policy, RetentionTask
+from apsis_lite.engine.housekeeping import InThread, Policy, RetentionTask
 from apsis_lite.engine.remote_launcher import HostLauncher
 from apsis_lite.engine.reload import JobsWatcher
 from apsis_lite.engine.sanity import SanityChecker, parse_sanity_actions
@@ -353,7 +353,14 @@ def _start_retention(config, store, engine):
     """The background retention task, if the config keeps runs or output for a limited time."""
     if config.runs_retention is None and config.output_retention is None:
         return None
-    task = RetentionTask(store, Policy.from_config(config), config.retention_interval,
+    # Its own connection, used in a worker thread: a batch's disk reads and fsync
+    # then leave the event loop running (see engine/housekeeping.py).
+    try:
+        own = InThread(Store(config.db_path, migrate=False))
+    except StoreUnavailable as exc:
+        log.warning("retention: %s; its batches use the engine's connection", exc)
+        own = store
+    task = RetentionTask(own, Policy.from_config(config), config.retention_interval,
                          next_start=engine.next_start)
     task.start()
     return task

@@ -245,7 +245,8 @@ class Server:
     successful answer.
     """
 
-    def __init__(self, jobs_dir, data_dir, config=None, extra_args=(), keep=False):
+    def __init__(self, jobs_dir, data_dir, config=None, extra_args=(), keep=False, entry=None):
+        self.entry = entry or ["-m", "apsis_lite"]  # what runs ``serve``: the package, or a wrapper script
         self.jobs_dir = jobs_dir
         self.data_dir = data_dir
         self.config = config
@@ -268,7 +269,7 @@ class Server:
         url_file = os.path.join(self.data_dir, "server.url")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(url_file)
-        args = [sys.executable, "-m", "apsis_lite", "serve", "--jobs", self.jobs_dir,
+        args = [sys.executable, *self.entry, "serve", "--jobs", self.jobs_dir,
                 "--data", self.data_dir, "--port", "0"]
         if self.config:
             path = os.path.join(self.data_dir, "bench-config.yaml")

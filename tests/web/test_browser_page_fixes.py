@@ -96,7 +96,7 @@ def test_run_now_runs_are_the_jobs_own_and_typed_programs_read_as_written(server
     program = page.locator("section pre.code").inner_text()
     assert re.search(r"command: \|-?\n  echo first line.*\n  echo second line\n", program), program
     assert "'" not in program and "\n\n" not in program
-    page.goto(server.url + "/")
+    page.goto(server.url + "/runs")
     expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_count(1)
     assert page.locator(f'tr[data-run="{run_id}"] .adhoc-program').count() == 0
     expect(page.locator(f'tr[data-run="{adhoc["run_id"]}"] .adhoc-program')).to_contain_text("echo first line")
@@ -107,7 +107,7 @@ def test_runs_list_keeps_args_readable_beside_a_program_preview(server, page):
     run = server.post("/api/v1/runs", {"job_id": "report", "args": {"day": "2026-12-03-and-a-long-suffix"}})
     server.wait_run(run["run_id"])
     page.set_viewport_size({"width": 1100, "height": 900})  # a laptop's window
-    page.goto(server.url + "/")
+    page.goto(server.url + "/runs")
     expect(page.locator("tr .adhoc-program").first).to_be_visible()
     args = page.locator(f'tr[data-run="{run["run_id"]}"] td.col-args')
     char_w = args.locator("code.arg").evaluate(
@@ -127,7 +127,7 @@ def test_ad_hoc_form_boxes_share_a_width_and_date_fields_are_iso(server, page):
     assert page.locator('input[name="command"]').bounding_box()["width"] >= 0.9 * what["width"] - 40
     at = page.locator('input[name="at"]')
     assert at.evaluate("e => e.type") == "text" and at.get_attribute("placeholder") == "YYYY-MM-DD HH:MM"
-    page.goto(server.url + "/")
+    page.goto(server.url + "/runs")
     since = page.locator("#since")
     assert since.evaluate("e => e.type") == "text"
     since.fill("12/03/2026")
@@ -138,14 +138,14 @@ def test_ad_hoc_form_boxes_share_a_width_and_date_fields_are_iso(server, page):
     expect(page).to_have_url(re.compile(r"since=2026-12-03(\+|%20)10%3A00"))
     expect(since).to_have_value("2026-12-03 10:00")
     # A hand-made URL with a date the server cannot read says so in the list.
-    page.goto(server.url + "/?since=2026-02-30")
+    page.goto(server.url + "/runs?since=2026-02-30")
     expect(page.locator("#runs-results .message.error")).to_contain_text("since")
 
 
 def test_time_tooltips_name_utc_once(server, page):
     run = server.post("/api/v1/runs", {"job_id": "quick"})
     server.wait_run(run["run_id"])
-    page.goto(server.url + "/")
+    page.goto(server.url + "/runs")
     title = page.locator(f'tr[data-run="{run["run_id"]}"] td.col-time time').get_attribute("title")
     assert "UTC (UTC)" not in title and title.count("UTC") == 1, title
 
@@ -171,12 +171,12 @@ def test_favicon_answers_and_is_linked(server, browser, page):
         assert resp.body()[:4] == b"\0\0\1\0"
     finally:
         fresh.close()
-    page.goto(server.url + "/")
+    page.goto(server.url + "/runs")
     assert page.locator('link[rel="icon"]').get_attribute("href") == "/favicon.ico"
 
 
 def test_enter_in_a_filter_sends_one_request(server, page):
-    page.goto(server.url + "/")
+    page.goto(server.url + "/runs")
     sent = []
     page.on("request", lambda r: sent.append(r) if "q=tick" in r.url and "x-apsis-poll" not in r.headers else None)
     box = page.locator("#q")

@@ -352,8 +352,9 @@ def test_the_warmer_summarises_the_pages_first_views_yielding_between_jobs(world
     warmer.start = lambda: started.append(1)
     pauses = []
     warmer.warm_once(pause=lambda: pauses.append(1))
-    # This month, next month, this week and today, a pause after each job.
-    assert len(pauses) == 4 * len(MIXED)
+    # This month, next month, this week and today: a pause after each job, and between
+    # the due times a schedule is walked through.
+    assert len(pauses) >= 4 * len(MIXED)
     # Bounds of each day and the end: a week; January 2027 (Dec 28 to Feb 1); February (Feb 1 to Mar 1).
     assert sorted(len(k) for k in warmer.grid.windows) == [8, 29, 36]
     assert all(set(w.entries) == set(MIXED) for w in warmer.grid.windows.values())

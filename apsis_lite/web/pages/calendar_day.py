@@ -6,6 +6,7 @@ from datetime import timedelta
 from flask import request, url_for
 from markupsafe import Markup
 
+from apsis_lite.engine.slices import Slices
 from apsis_lite.model.runs import ACTIVE, FINISHED, PENDING
 from apsis_lite.timeutil import format_duration
 from apsis_lite.web.backend import backend
@@ -151,16 +152,17 @@ def add_due_rows(query, rows, start, end, pending):
     """Add the due times from now to ``end`` to ``rows``, for the first DAY_ROWS_MAX jobs with runs
     or due times: (job ids shown, rows in all, jobs computed, jobs matching)."""
     engine = backend().engine
+    pause = Slices()
     since = max(start, query.tf.now)
     found, more, jobs_done, jobs_total = [], set(), 0, 0
     if query.args_ok is not None:
         # Args come from each due time: no summary to reuse, so compute them here.
         found, more, jobs_done, jobs_total = due_times(engine, since, end, [start, end], query.job_ok,
                                                        query.args_ok, budget=ARGS_STEP_BUDGET,
-                                                       per_day=DUE_MARKS_CAP, stored=pending)
+                                                       per_day=DUE_MARKS_CAP, stored=pending, pause=pause)
         due_jobs = {d.job_id for d in found}
     elif since < end:
-        w = calendar_state().warmer.day.summary(engine.jobs, [start, end], query.tf.now)
+        w = calendar_state().warmer.day.summary(engine.jobs, [start, end], query.tf.now, pause)
         due_jobs = {j for j, e in w.entries.items() if e.mask & 1 and query.job_ok(j)}
     else:
         due_jobs = set()
@@ -172,7 +174,7 @@ def add_due_rows(query, rows, start, end, pending):
             if job_id in due_jobs:
                 times = []
                 day_job_times(job_id, engine.jobs[job_id], since, end, [start, end], DUE_MARKS_CAP,
-                              pending, times, more)
+                              pending, times, more, pause)
                 rows.setdefault(job_id, new_row())["due"] = sorted(d.t for d in times)
     else:
         for d in found:

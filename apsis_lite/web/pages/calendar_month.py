@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 from flask import request, url_for
 
+from apsis_lite.engine.slices import Slices
 from apsis_lite.errors import BadRequest
 from apsis_lite.model.runs import PENDING
 from apsis_lite.web.backend import backend
@@ -94,7 +95,7 @@ def grid_cells(query, view, anchor):
             pending.add((run.job_id, round(run.time_schedule, 3)))
     cell_max = CELL_MAX * (4 if view == "week" else 1)
     per_day, jobs_done, jobs_total = grid_dues(backend().engine, calendar_state().warmer.grid, bounds, tf.now,
-                                               query.job_ok, query.args_ok, pending, cell_max)
+                                               query.job_ok, query.args_ok, pending, cell_max, pause=Slices())
     for c, (due, total, more) in zip(cells, per_day):
         c.due, c.due_total, c.more = due, total, more
         c.entries = cell_entries(c, cell_max)

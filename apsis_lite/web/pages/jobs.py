@@ -2,6 +2,7 @@
 
 from flask import request, url_for
 
+from apsis_lite.engine.slices import Slices
 from apsis_lite.model.fields import SpecError
 from apsis_lite.model.programs import parse_program
 from apsis_lite.model.runs import format_run_id
@@ -53,7 +54,13 @@ def jobs():
     engine = backend().engine
     q = request.args.get("q", "").strip()
     cursor = request.args.get("cursor") or None
-    matching = sorted(j for j, job in engine.jobs.items() if job_matches(job, q))
+    pause = Slices()  # 10,000 jobs searched, 200 next due times: in slices
+    matching = []
+    for j, job in engine.jobs.items():
+        if job_matches(job, q):
+            matching.append(j)
+        pause()
+    matching.sort()
     shown = [j for j in matching if cursor is None or j > cursor][:JOBS_PAGE]
     remaining = len([j for j in matching if cursor is None or j > cursor]) - len(shown)
     latest = backend().store.latest_runs_of_jobs(shown)
@@ -62,6 +69,7 @@ def jobs():
     for job_id in shown:
         times = engine.next_times(engine.jobs[job_id], 1, after=now)
         due[job_id] = times[0][0].timestamp() if times else None
+        pause()
     ctx = {"q": q, "tree": folder_tree(shown), "jobs": engine.jobs, "latest": latest, "due": due,
            "total": len(matching), "shown": len(shown), "errors": engine.job_errors,
            "next_url": url_for("ui.jobs", q=q or None, cursor=shown[-1]) if remaining > 0 else None,
