@@ -31,13 +31,17 @@ def cli():
 def serve(config_file, jobs_dir, data_dir, host, port, server, threads, log_file, since):
     """Run the scheduler and its web server."""
     from apsis_lite.config import load_config
-    from apsis_lite.service import serve as run_service
+    from apsis_lite.service import PortTaken, serve as run_service
     try:
         config = load_config(config_file, jobs_dir=jobs_dir, data_dir=data_dir, host=host,
                              port=port, server=server, threads=threads, log_file=log_file)
         if not os.path.isdir(config.jobs_dir):
             raise click.ClickException(f"jobs folder not found: {config.jobs_dir}")
         run_service(config, since_now=(since == "now"))
+    except PortTaken as exc:
+        raise click.ClickException(
+            f"{exc} (another program is listening there); pick another port with --port N "
+            f"(--port 0 picks a free one), or set port: in the config file") from None
     except ApsisError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
