@@ -185,6 +185,34 @@ def check_jobs(jobs_dir, config_file, calendars_dir, strict):
         raise SystemExit(1)
 
 
+@cli.command("examples", short_help="Where the example jobs are; with DEST, copy them there.")
+@click.argument("dest", required=False, type=click.Path(file_okay=False))
+def examples_cmd(dest):
+    """Print the folder of the example jobs that ship with apsis-lite.
+
+    With DEST (a folder that does not exist yet), copy them there to edit.
+
+    \b
+      apsis-lite serve --jobs "$(apsis-lite examples)"
+      apsis-lite examples my-jobs && apsis-lite serve --jobs my-jobs
+    """
+    import shutil
+    from apsis_lite.paths import example_jobs_dir
+    source = example_jobs_dir()
+    if not os.path.isdir(source):
+        raise click.ClickException(f"the example jobs are missing from this installation ({source})")
+    if dest is None:
+        click.echo(source)
+        return
+    if os.path.lexists(dest):
+        raise UsageProblem(f"{dest} exists already: name a folder that does not exist yet")
+    try:
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    except OSError as exc:
+        raise click.ClickException(f"cannot copy the example jobs to {dest}: {exc.strerror or exc}") from None
+    click.echo(f"copied the example jobs to {dest}", err=True)
+
+
 def _jobs_folder(jobs_dir):
     if not os.path.isdir(jobs_dir):
         raise UsageProblem(f"jobs folder not found: {jobs_dir}")
