@@ -3,6 +3,7 @@
 
 import logging
 import os
+import sys
 
 import click
 
@@ -202,6 +203,9 @@ def examples_cmd(dest):
     if not os.path.isdir(source):
         raise click.ClickException(f"the example jobs are missing from this installation ({source})")
     if dest is None:
+        if getattr(sys, "frozen", False):  # the one-file executable's folder is gone once it exits
+            raise UsageProblem("the executable carries its example jobs only while it runs: "
+                               "copy them with 'apsis-lite examples DEST'")
         click.echo(source)
         return
     if os.path.lexists(dest):
