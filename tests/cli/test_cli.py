@@ -287,6 +287,7 @@ def test_run_at_a_past_time_of_day_runs_tomorrow_and_a_past_date_needs_past_ok(s
     past = f"{now - timedelta(hours=1):%Y-%m-%d %H:%M:%S}"
     err = fails(srv, "run", "--at", past, "--", "echo", "past", code=2)
     assert f"'{past}' is in the past" in err and "--past-ok" in err
+    assert "Error: --past-ok goes with --at" in fails(srv, "run", "--past-ok", "--", "echo", "x", code=2)
     assert len(own_runs(srv)) == 1, "a refused time makes no run"
     result = cli(srv, "run", "--at", past, "--past-ok", "--", "echo", "past")
     assert (result.returncode, result.stdout) == (0, "past\n"), result.stderr
