@@ -6,6 +6,7 @@ another, and each shepherd's "running"/"done" notice arrives on a Unix
 socket in the data folder.
 """
 
+import errno
 import fcntl
 import html
 import json
@@ -178,8 +179,15 @@ def browser_url(config, url):
     return one_time_link_for(config.data_dir, url) or url + "/"
 
 
+class PortTaken(ConfigError):
+    """The port to listen on is in use (by another server, or another program)."""
+
+
 def bind_listener(host, port, tries=1):
-    """A listening TCP socket on ``port``, else on the next free one (``tries`` ports in all)."""
+    """A listening TCP socket on ``port``, else on the next free one (``tries`` ports in all).
+
+    Raises PortTaken when every port tried is in use, ConfigError for other failures.
+    """
     last = None
     for candidate in range(port, min(port + max(tries, 1), 65536)):
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -193,9 +201,10 @@ def bind_listener(host, port, tries=1):
             last = exc
             if port == 0:
                 break
-    raise ConfigError(f"cannot listen on {host} port {port}"
-                      + (f" nor the {tries - 1} after it" if tries > 1 else "")
-                      + f": {last.strerror if last else 'no port to try'}")
+    error = PortTaken if last is not None and last.errno == errno.EADDRINUSE else ConfigError
+    raise error(f"cannot listen on {host} port {port}"
+                + (f" nor the {tries - 1} after it" if tries > 1 else "")
+                + f": {last.strerror if last else 'no port to try'}")
 
 
 class _Switchboard:

@@ -5,9 +5,10 @@ naming it, never a traceback.
 """
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import click
+import dateutil.parser
 from dateutil.tz import tzlocal
 
 from apsis_lite import timeutil
@@ -107,3 +108,93 @@ def runs_and_word(words, what, example):
     if others[0] not in (0, len(words) - 1):
         raise click.UsageError(f"the {what} goes first or last, e.g. {example}")
     return runs, words[others[0]]
+
+
+# Two defaults for the parts of a date that text leaves out: a part that comes
+# out the same from both was typed. Leap years both, so that "Feb 29" reads.
+_DEFAULTS = (datetime(2000, 1, 1), datetime(2004, 2, 2))
+
+
+def _daytime_only(text):
+    """The time of day (naive, or with the zone typed) if ``text`` names no date, else None."""
+    try:
+        dateutil.parser.isoparse(text)
+        return None  # ISO 8601 always has a date
+    except (ValueError, OverflowError):
+        pass
+    try:
+        readings = [dateutil.parser.parse(text, default=d) for d in _DEFAULTS]
+    except (ValueError, OverflowError):
+        return None  # not a time at all: parse_time says so
+    if any(r.date() != d.date() for r, d in zip(readings, _DEFAULTS)):
+        return None
+    return readings[0].timetz()
+
+
+def _start_of_minute(t, daytime):
+    """``t``, or the start of its minute when ``daytime`` was typed to the minute.
+
+    Typing 07:28 at 07:28:40 means this minute, not tomorrow's.
+    """
+    if daytime.second or daytime.microsecond:
+        return t
+    return t.replace(second=0, microsecond=0)
+
+
+def parse_run_at(text: str, past_ok: bool = False, now=None, zone=None) -> datetime:
+    """When ``run --at TEXT`` runs, as an aware UTC datetime.
+
+    ``now``, ``+10m``, a date and time (ISO, or what dateutil reads; local
+    time unless a zone is given), or a time of day alone (``07:00``, ``7pm``):
+    its next occurrence, today if not yet past (to the minute typed), else
+    tomorrow, as ``at(1)`` does. A time that is past raises
+    ``click.BadParameter`` unless ``past_ok``. ``now`` and ``zone`` (the
+    local zone) are there for tests.
+    """
+    now = timeutil.utcnow() if now is None else now
+    zone = tzlocal() if zone is None else zone
+    text = text.strip()
+    try:
+        if text.lower() == "now":
+            return now
+        if text[:1] in "+-" and len(text) > 1:
+            secs = timeutil.parse_duration(text[1:])
+            when = now + timedelta(seconds=secs if text[0] == "+" else -secs)
+            daytime = when.time()
+        else:
+            daytime = _daytime_only(text)
+            if daytime is not None:
+                return _next_daytime(daytime, now, zone)
+            when = timeutil.parse_time(text, tz=zone)
+            daytime = when.time()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if when < _start_of_minute(now, daytime) and not past_ok:
+        local = when.astimezone(zone)
+        raise click.BadParameter(
+            f"{text!r} is in the past ({local:%Y-%m-%d %H:%M:%S %Z}); "
+            f"add --past-ok to run it now, recorded as due then")
+    return when
+
+
+def _next_daytime(daytime, now, zone):
+    """The next instant the wall clock shows ``daytime``: today's, unless past, else tomorrow's."""
+    zone = daytime.tzinfo or zone
+    naive = daytime.replace(tzinfo=None)
+    today = now.astimezone(zone).date()
+    when = timeutil.first_instant_at(datetime.combine(today, naive), zone)
+    if when < _start_of_minute(now, naive):
+        when = timeutil.first_instant_at(datetime.combine(today + timedelta(days=1), naive), zone)
+    return when.astimezone(timeutil.UTC)
+
+
+def describe_day(when, now=None, zone=None) -> str:
+    """``Fri 2026-12-04 07:00:00 CET (tomorrow)``: a time, local, with the day said in words."""
+    now = timeutil.utcnow() if now is None else now
+    zone = tzlocal() if zone is None else zone
+    local = when.astimezone(zone)
+    days = (local.date() - now.astimezone(zone).date()).days
+    word = {-1: "yesterday", 0: "today", 1: "tomorrow"}.get(days)
+    if word is None:
+        word = f"in {days} days" if days > 0 else f"{-days} days ago"
+    return f"{local:%a %Y-%m-%d %H:%M:%S %Z} ({word})"

@@ -3,6 +3,7 @@
 
 import logging
 import os
+import sys
 
 import click
 
@@ -34,13 +35,17 @@ def cli():
 def serve(config_file, jobs_dir, data_dir, host, port, server, threads, log_file, since):
     """Run the scheduler and its web server."""
     from apsis_lite.config import load_config
-    from apsis_lite.service import serve as run_service
+    from apsis_lite.service import PortTaken, serve as run_service
     try:
         config = load_config(config_file, overrides(), jobs_dir=jobs_dir, data_dir=data_dir, host=host,
                              port=port, server=server, threads=threads, log_file=log_file)
         if not os.path.isdir(config.jobs_dir):
             raise click.ClickException(f"jobs folder not found: {config.jobs_dir}")
         run_service(config, since_now=(since == "now"))
+    except PortTaken as exc:
+        raise click.ClickException(
+            f"{exc} (another program is listening there); pick another port with --port N "
+            f"(--port 0 picks a free one), or set port: in the config file") from None
     except ApsisError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -185,6 +190,37 @@ def check_jobs(jobs_dir, config_file, calendars_dir, strict):
     click.echo(summary)
     if errors or (strict and warnings):
         raise SystemExit(1)
+
+
+@cli.command("examples", short_help="Where the example jobs are; with DEST, copy them there.")
+@click.argument("dest", required=False, type=click.Path(file_okay=False))
+def examples_cmd(dest):
+    """Print the folder of the example jobs that ship with apsis-lite.
+
+    With DEST (a folder that does not exist yet), copy them there to edit.
+
+    \b
+      apsis-lite serve --jobs "$(apsis-lite examples)"
+      apsis-lite examples my-jobs && apsis-lite serve --jobs my-jobs
+    """
+    import shutil
+    from apsis_lite.paths import example_jobs_dir
+    source = example_jobs_dir()
+    if not os.path.isdir(source):
+        raise click.ClickException(f"the example jobs are missing from this installation ({source})")
+    if dest is None:
+        if getattr(sys, "frozen", False):  # the one-file executable's folder is gone once it exits
+            raise UsageProblem("the executable carries its example jobs only while it runs: "
+                               "copy them with 'apsis-lite examples DEST'")
+        click.echo(source)
+        return
+    if os.path.lexists(dest):
+        raise UsageProblem(f"{dest} exists already: name a folder that does not exist yet")
+    try:
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    except OSError as exc:
+        raise click.ClickException(f"cannot copy the example jobs to {dest}: {exc.strerror or exc}") from None
+    click.echo(f"copied the example jobs to {dest}", err=True)
 
 
 def _jobs_folder(jobs_dir):
@@ -437,137 +473,6 @@ def import_crontab_cmd(crontab_file, out_dir, zone_name, force):
         raise SystemExit(1)
 
 
-# --- users (see auth.py) ------------------------------------------------------
-
-
-@cli.group("user")
-def user_group():
-    """Manage who may log in: users with a role (viewer or operator) and their API tokens.
-
-    The users file is users.json in the data folder unless the config names
-    another (users_file); the server picks up changes without a restart.
-    """
-
-
-def _users_options(f):
-    f = override_option(f)
-    f = click.option("--data", "data_dir", type=click.Path(file_okay=False),
-                     help="Data folder of the server (default: the per-user data folder).")(f)
-    return click.option("--config", "config_file", type=click.Path(dir_okay=False),
-                        help="The server's config file (its users_file and data_dir).")(f)
-
-
-def _users_file(config_file, data_dir):
-    from apsis_lite.web.auth import UsersFile, users_path
-    from apsis_lite.config import load_config
-    try:
-        return UsersFile(users_path(load_config(config_file, overrides(), data_dir=data_dir)))
-    except ApsisError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _new_password(from_stdin):
-    if from_stdin:
-        line = click.get_text_stream("stdin").readline()
-        return line.rstrip("\r\n")
-    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
-
-
-def _users_call(fn, *args):
-    try:
-        return fn(*args)
-    except ApsisError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@user_group.command("add")
-@click.argument("name")
-@click.option("--role", type=click.Choice(["viewer", "operator"]), required=True,
-              help="viewer: sees everything; operator: also runs, stops, reruns, skips, marks, reloads.")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
-@_users_options
-def user_add(name, role, password_stdin, config_file, data_dir):
-    """Add user NAME with a password (asked for, or read from stdin)."""
-    users = _users_file(config_file, data_dir)
-    _users_call(users.add, name, role, _new_password(password_stdin))
-    click.echo(f"added {role} {name} to {users.path}")
-
-
-@user_group.command("remove")
-@click.argument("name")
-@_users_options
-def user_remove(name, config_file, data_dir):
-    """Remove user NAME, their API tokens and their browser sessions."""
-    users = _users_file(config_file, data_dir)
-    _users_call(users.remove, name)
-    click.echo(f"removed {name} from {users.path}")
-
-
-@user_group.command("passwd")
-@click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
-@_users_options
-def user_passwd(name, password_stdin, config_file, data_dir):
-    """Set a new password for NAME (their browser sessions end)."""
-    users = _users_file(config_file, data_dir)
-    _users_call(users.passwd, name, _new_password(password_stdin))
-    click.echo(f"changed the password of {name}")
-
-
-@user_group.command("list")
-@_users_options
-def user_list(config_file, data_dir):
-    """List the users: name, role, number of API tokens."""
-    users = _users_call(_users_file(config_file, data_dir).load)
-    if not users:
-        click.echo("no users (add one with 'apsis-lite user add NAME --role operator')")
-    for name, user in sorted(users.items()):
-        click.echo(f"{name}\t{user.get('role')}\t{len(user.get('tokens') or {})} token(s)")
-
-
-@user_group.command("token")
-@click.argument("name")
-@click.option("--label", default="", help="What the token is for (kept beside its hash).")
-@_users_options
-def user_token(name, label, config_file, data_dir):
-    """Issue an API token for NAME, for scripts (Authorization: Bearer TOKEN).
-
-    Only its hash is kept: it is printed once, now.
-    """
-    users = _users_file(config_file, data_dir)
-    token = _users_call(users.issue_token, name, label)
-    click.echo(token)
-    from apsis_lite.web.auth import TOKEN_ID_LENGTH, hash_api_token
-    token_id = hash_api_token(token)[:TOKEN_ID_LENGTH]
-    click.echo(f"token id {token_id}: revoke it with 'apsis-lite user revoke {name} {token_id}'", err=True)
-
-
-@user_group.command("tokens")
-@click.argument("name")
-@_users_options
-def user_tokens(name, config_file, data_dir):
-    """List NAME's API tokens: id, created, label (the tokens themselves are not kept)."""
-    from apsis_lite.timeutil import to_iso
-    tokens = _users_call(_users_file(config_file, data_dir).tokens, name)
-    if not tokens:
-        click.echo(f"{name} has no API tokens (issue one with 'apsis-lite user token {name}')")
-    for token_id, label, created in tokens:
-        click.echo(f"{token_id}\t{to_iso(created) if created else '-'}\t{label}")
-
-
-@user_group.command("revoke")
-@click.argument("name")
-@click.argument("token")
-@_users_options
-def user_revoke(name, token, config_file, data_dir):
-    """Revoke one of NAME's API tokens: TOKEN is its id (from 'user tokens') or the token itself.
-
-    A running server refuses it from its next request on.
-    """
-    token_id = _users_call(_users_file(config_file, data_dir).revoke_token, name, token)
-    click.echo(f"revoked {name}'s token {token_id}")
-
-
 @cli.command(hidden=True)
 @click.argument("state_dir")
 def agent(state_dir):
@@ -591,3 +496,7 @@ for _command in _MAINTENANCE:
 from apsis_lite.cli.apsis_history import import_apsis_cmd  # noqa: E402
 
 cli.add_command(import_apsis_cmd)
+
+from apsis_lite.cli.users import user_group  # noqa: E402
+
+cli.add_command(user_group)

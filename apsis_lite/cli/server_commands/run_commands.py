@@ -8,7 +8,8 @@ import click
 
 from apsis_lite import timeutil
 from apsis_lite.cli.arguments import (
-    is_run_id, normalize_run_id, parse_assignments, parse_when, program_from_argv, runs_and_word,
+    describe_day, is_run_id, normalize_run_id, parse_assignments, parse_run_at, parse_when,
+    program_from_argv, runs_and_word,
 )
 from apsis_lite.cli.client import ClientError, quote_id
 from apsis_lite.cli.formatting import (
@@ -41,6 +42,18 @@ def _follow_output(api, run_id, follow):
             time.sleep(0.1)
 
 
+def _confirm_time(rid, run):
+    """Say on stderr when a run asked for --at runs, naming the day."""
+    due = (run.get("times") or {}).get("schedule")
+    if not due:
+        return
+    due = timeutil.parse_time(due)
+    if run.get("state") == "scheduled":
+        click.echo(f"{rid}: scheduled for {describe_day(due)}", err=True)
+    else:
+        click.echo(f"{rid}: due {describe_day(due)}; {run.get('state')} now", err=True)
+
+
 def _detached(ctx, rid):
     click.echo(
         f"\nstopped waiting; {rid} carries on "
@@ -63,11 +76,14 @@ class _RunCommand(click.Command):
 @click.command("run", cls=_RunCommand)
 @click.argument("job_and_args", nargs=-1, metavar="JOB [ARG=VALUE]...")
 @click.option("--at", "at", metavar="TIME",
-              help="When to run: a local time, ISO time, '+10m' from now. Default: now.")
+              help="When to run: a time of day (its next occurrence: 07:00 typed at 07:28 is "
+                   "tomorrow's), a local or ISO date and time, '+10m' from now. Default: now.")
+@click.option("--past-ok", is_flag=True,
+              help="Accept a date and time --at that is past: the run starts now, recorded as due then.")
 @click.option("--no-wait", is_flag=True, help="Print the run id and exit at once.")
 @url_option
 @click.pass_context
-def run_cmd(ctx, job_and_args, at, no_wait, url):
+def run_cmd(ctx, job_and_args, at, past_ok, no_wait, url):
     """Run a job, or a command, now or --at a time.
 
     \b
@@ -90,7 +106,9 @@ def run_cmd(ctx, job_and_args, at, no_wait, url):
         body = {"job_id": job_and_args[0], "args": parse_assignments(job_and_args[1:])}
     else:
         raise click.UsageError("give a job id, or a program after '--'")
-    body["time"] = parse_when(at) if at else "now"
+    if past_ok and not at:
+        raise click.UsageError("--past-ok goes with --at")
+    body["time"] = timeutil.to_iso(parse_run_at(at, past_ok=past_ok)) if at else "now"
 
     with api_session(url) as api:
         try:
@@ -108,12 +126,11 @@ def run_cmd(ctx, job_and_args, at, no_wait, url):
                 ) from None
             raise
         rid = run["run_id"]
+        if at and (past_ok or run.get("state") == "scheduled"):
+            _confirm_time(rid, run)
         if no_wait:
             click.echo(rid)
             return
-        if run.get("state") == "scheduled" and at:
-            t = format_time(run.get("times", {}).get("schedule"))
-            click.echo(f"{rid}: scheduled for {t}; waiting", err=True)
         try:
             _follow_output(api, rid, follow=True)
             run = api.get(_run_path(rid))
