@@ -20,8 +20,15 @@ from apsis_lite.timeutil import format_duration, to_iso
 # The engine's log lines keep the logger name they had when it was one module.
 log = logging.getLogger("apsis_lite.engine")
 
-# Runs handed to the agent at a time: the first program of a big batch
-# starts after this many specs are written, not after all of them.
+# Runs started per transaction. A batch goes in chunks that grow from
+# FIRST_CHUNK to MAX_CHUNK: each chunk's transitions and run folders are
+# committed together and handed to the agent at once, so the first programs
+# of a thousand due together start after one small commit, not after the
+# whole batch is written, and the later ones pay a commit per MAX_CHUNK runs.
+FIRST_CHUNK = 2
+MAX_CHUNK = 64
+# Of those, runs whose folder is still to be written (a few file operations
+# each): the chunk ends at this many.
 LAUNCH_CHUNK = 16
 
 
@@ -68,10 +75,25 @@ class Starter:
 
     def try_start(self, run_ids, now, why, due=False):
         """Start those of ``run_ids`` that are waiting and may start now; with
-        ``due``, those still scheduled become waiting first."""
-        starting = []
+        ``due``, those still scheduled become waiting first.
+
+        In growing chunks (FIRST_CHUNK to MAX_CHUNK runs, or LAUNCH_CHUNK
+        whose folder is still to be written): a chunk's transitions and
+        folders are one transaction, and the agent is asked for its runs only
+        after it commits, before the next chunk is looked at.
+        """
+        size, i = FIRST_CHUNK, 0
+        while i < len(run_ids):
+            i += self._start_chunk(run_ids[i:i + size], now, why, due)
+            size = min(2 * size, MAX_CHUNK)
+
+    def _start_chunk(self, run_ids, now, why, due):
+        """Commit the starts of the first runs of ``run_ids`` and hand them
+        over; returns how many of ``run_ids`` it took."""
+        local, taken, unprepared = [], 0, 0
         with self.store.write():
             for rid in run_ids:
+                taken += 1
                 with self._guard.item(now, rid, "starting it"):
                     run = self.store.get_run(rid)
                     if run.state == "scheduled" and due:
@@ -80,9 +102,16 @@ class Starter:
                             continue
                     elif run.state != "waiting":
                         continue
-                    if self._waiting.may_start(run, now) and self._waiting.start_waiting(run, now, why):
-                        starting.append(run)  # read before its transitions; launch needs none of them
-        self.launch(starting)
+                    if not (self._waiting.may_start(run, now) and self._waiting.start_waiting(run, now, why)):
+                        continue
+                    unprepared += not self._folders.is_prepared(rid)
+                    # ``run`` was read before its transitions; the hand-over needs none of them.
+                    if self._hand_over(run, self.clock()):
+                        local.append(rid)
+                if unprepared == LAUNCH_CHUNK:
+                    break
+        self._ask_agent(local)
+        return taken
 
     def _make_waiting(self, run, now):
         """A scheduled run's time has come: scheduled -> waiting, unless it is
@@ -104,36 +133,23 @@ class Starter:
         return self.store.transition(rid, "scheduled", "waiting", now, "due")
 
     def launch(self, runs):
-        """Hand runs in 'starting' to their programs; no-ops finish at once.
+        """Hand runs already in 'starting' to their programs; no-ops finish at once."""
+        for i in range(0, len(runs), LAUNCH_CHUNK):
+            local = []
+            with self.store.write():
+                for run in runs[i:i + LAUNCH_CHUNK]:
+                    now = self.clock()
+                    with self._guard.item(now, run.run_id, "starting it"):
+                        if self._hand_over(run, now):
+                            local.append(run.run_id)
+            self._ask_agent(local)
 
-        In chunks: each chunk's transitions and run folders are written in one
-        transaction, and the agent is asked only after it commits, outside it,
-        because talking to the agent yields to other greenlets. A chunk holds
-        up to LAUNCH_CHUNK runs whose folder is still to be written, and any
-        number written ahead of time: those cost the agent one request each,
-        all sent together, while a round trip per small chunk would leave the
-        starts of a big batch waiting for this process to be scheduled again,
-        on a machine the batch's own programs keep busy.
+    def _ask_agent(self, local):
+        """Ask the agent to start runs whose 'starting' is committed; a run it
+        could not start, and that provably never started, goes to error.
+
+        Outside any transaction: talking to the agent yields to other greenlets.
         """
-        chunk, unprepared = [], 0
-        for run in runs:
-            chunk.append(run)
-            if not self._folders.is_prepared(run.run_id):
-                unprepared += 1
-                if unprepared == LAUNCH_CHUNK:
-                    self._launch_chunk(chunk)
-                    chunk, unprepared = [], 0
-        if chunk:
-            self._launch_chunk(chunk)
-
-    def _launch_chunk(self, runs):
-        local = []
-        with self.store.write():
-            for run in runs:
-                now = self.clock()
-                with self._guard.item(now, run.run_id, "starting it"):
-                    if self._hand_over(run, now):
-                        local.append(run.run_id)
         if not local:
             return
         try:
