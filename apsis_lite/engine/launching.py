@@ -21,12 +21,14 @@ from apsis_lite.timeutil import format_duration, to_iso
 log = logging.getLogger("apsis_lite.engine")
 
 # Runs started per transaction. A batch goes in chunks that grow from
-# FIRST_CHUNK to MAX_CHUNK: each chunk's transitions and run folders are
-# committed together and handed to the agent at once, so the first programs
-# of a thousand due together start after one small commit, not after the
-# whole batch is written, and the later ones pay a commit per MAX_CHUNK runs.
-FIRST_CHUNK = 2
-MAX_CHUNK = 64
+# FIRST_CHUNK, four times each, to MAX_CHUNK: each chunk's transitions and
+# run folders are committed together and sent to the agent at once, without
+# waiting for its answers, so the first programs of a thousand due together
+# start after one small commit, and the agent starts each chunk while the
+# next one is being committed. A commit waits for the disk (an fsync, a few
+# ms and more on a busy disk), so a small batch is one chunk.
+FIRST_CHUNK = 16
+MAX_CHUNK = 128
 # Of those, runs whose folder is still to be written (a few file operations
 # each): the chunk ends at this many.
 LAUNCH_CHUNK = 16
@@ -79,17 +81,28 @@ class Starter:
 
         In growing chunks (FIRST_CHUNK to MAX_CHUNK runs, or LAUNCH_CHUNK
         whose folder is still to be written): a chunk's transitions and
-        folders are one transaction, and the agent is asked for its runs only
-        after it commits, before the next chunk is looked at.
+        folders are one transaction, and the agent is asked for its runs as
+        soon as it commits; its answers are read once the batch is sent.
         """
-        size, i = FIRST_CHUNK, 0
+        size, i, sent = FIRST_CHUNK, 0, False
         while i < len(run_ids):
-            i += self._start_chunk(run_ids[i:i + size], now, why, due)
-            size = min(2 * size, MAX_CHUNK)
+            taken, local = self._start_chunk(run_ids[i:i + size], now, why, due)
+            i += taken
+            size = min(4 * size, MAX_CHUNK)
+            if local:
+                self.launcher.send_starts(local)
+                sent = True
+        if sent:
+            try:
+                failures = self.launcher.start_failures()
+            except Exception as exc:
+                log.error("could not hear from the agent: %s; asking again shortly", exc)
+                return
+            self._record_failures(failures)
 
     def _start_chunk(self, run_ids, now, why, due):
-        """Commit the starts of the first runs of ``run_ids`` and hand them
-        over; returns how many of ``run_ids`` it took."""
+        """Commit the starts of the first runs of ``run_ids``; returns how many
+        of ``run_ids`` it took, and the runs to ask the agent for."""
         local, taken, unprepared = [], 0, 0
         with self.store.write():
             for rid in run_ids:
@@ -110,8 +123,7 @@ class Starter:
                         local.append(rid)
                 if unprepared == LAUNCH_CHUNK:
                     break
-        self._ask_agent(local)
-        return taken
+        return taken, local
 
     def _make_waiting(self, run, now):
         """A scheduled run's time has come: scheduled -> waiting, unless it is
@@ -159,6 +171,11 @@ class Starter:
             # for specs left unclaimed (RELAUNCH_AFTER), or records them.
             log.error("could not hand %d runs to the agent: %s; asking again shortly", len(local), exc)
             return
+        self._record_failures(failures)
+
+    def _record_failures(self, failures):
+        """{run_id: message} of runs the agent could not start: those that provably
+        never started go to error."""
         if not failures:
             return
         with self.store.write():

@@ -616,6 +616,28 @@ def test_start_many_pipelines_and_reports_each(client, tmp_path):
         assert output_of(run_dir) == f"{i}\n".encode()
 
 
+def test_starts_sent_without_waiting_are_answered_each_once(client, tmp_path):
+    # Batches sent one after another, a request of another kind between them:
+    # its reply comes after those owed to the batches, which are kept for collect_starts.
+    run_dirs = []
+    for i in range(30):
+        run_dir = str(tmp_path / "runs" / f"s{i}")
+        write_spec(run_dir, make_spec(f"s{i}", ["sh", "-c", f"echo {i}"]))
+        run_dirs.append(run_dir)
+    missing = str(tmp_path / "runs" / "never-written")
+    client.send_starts(run_dirs[:2])
+    client.send_starts(run_dirs[2:10] + [missing])
+    assert client.ping() > 0
+    client.send_starts(run_dirs[10:] + [run_dirs[0]])
+    answers = client.collect_starts()
+    assert set(answers) == set(run_dirs) | {missing}
+    assert isinstance(answers[missing], AgentError)
+    for i, run_dir in enumerate(run_dirs):
+        assert wait_result(run_dir, timeout=30)["exit_code"] == 0
+        assert output_of(run_dir) == f"{i}\n".encode()
+    assert client.collect_starts() == {}
+
+
 def test_many_clients_at_once(client, state_dir, tmp_path):
     """Several connections (e.g. server plus a CLI) served concurrently."""
     client.ping()
@@ -670,8 +692,9 @@ os._exit(9)
 """
 
 
+@pytest.mark.parametrize("sent", [False, True], ids=["start_many", "send_starts"])
 @pytest.mark.parametrize("crashes", [1, 2])
-def test_start_survives_agents_that_die_one_after_the_other(crashes):
+def test_start_survives_agents_that_die_one_after_the_other(crashes, sent):
     # The first try meets an agent that dies (and the second too): a later
     # one, on a new agent, starts the runs, each once.
     base = tempfile.mkdtemp(prefix="al-crash-", dir="/tmp")  # Short: a socket path.
@@ -684,7 +707,13 @@ def test_start_survives_agents_that_die_one_after_the_other(crashes):
         for i in range(3):
             run_dirs.append(os.path.join(base, "runs", f"r{i}"))
             write_spec(run_dirs[-1], make_spec(f"r{i}", ["echo", str(i)]))
-        results = client.start_many(run_dirs)
+        if sent:
+            client.send_starts(run_dirs[:1])
+            client.send_starts(run_dirs[1:])
+            answers = client.collect_starts()
+            results = [answers[run_dir] for run_dir in run_dirs]
+        else:
+            results = client.start_many(run_dirs)
         assert all(isinstance(pid, int) for pid in results), results
         assert Path(state_dir, "crashes-left").read_text() == "0"
         for i, run_dir in enumerate(run_dirs):

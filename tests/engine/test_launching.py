@@ -5,6 +5,8 @@ launcher is wrapped only to look, from a connection of its own, at what the
 database holds each time the agent is asked to start runs.
 """
 
+import time
+
 import apsw
 
 from conftest import Clock, _kill_agents
@@ -27,14 +29,21 @@ class Watching(LocalLauncher):
         super().__init__(config)
         self.asks = []  # (run ids asked for, {run_id: committed state})
 
-    def start(self, run_ids):
+    def _look(self, run_ids):
         conn = apsw.Connection(self.config.db_path, flags=apsw.SQLITE_OPEN_READONLY)
         try:
             states = dict(conn.execute("SELECT run_id, state FROM runs"))
         finally:
             conn.close()
         self.asks.append((list(run_ids), states))
+
+    def start(self, run_ids):
+        self._look(run_ids)
         return super().start(run_ids)
+
+    def send_starts(self, run_ids):
+        self._look(run_ids)
+        return super().send_starts(run_ids)
 
 
 def test_the_first_runs_of_a_batch_start_before_the_rest_is_committed(tmp_path):
@@ -46,6 +55,12 @@ def test_the_first_runs_of_a_batch_start_before_the_rest_is_committed(tmp_path):
     jobs = {f"j{i:03d}": job_from_jso({"program": "true", "schedule": {"type": "interval", "interval": "10s"}},
                                       f"j{i:03d}") for i in range(RUNS)}
     engine.set_jobs(jobs, [])
+
+    def finished():
+        runs, _ = store.query_runs(limit=1000)
+        return sum(run.state == "success" or (tmp_path / f"data/runs/r{run.run_id}/result.json").exists()
+                   for run in runs)
+
     try:
         engine.recover()
         for _ in range(1000):
@@ -61,6 +76,12 @@ def test_the_first_runs_of_a_batch_start_before_the_rest_is_committed(tmp_path):
         # When the first programs were asked for, the rest of the batch was not yet written.
         assert sum(state != "scheduled" for state in first_states.values()) == FIRST_CHUNK
         assert max(len(run_ids) for run_ids, _ in launcher.asks) <= MAX_CHUNK
+        # Every program ran: the agent's answers were all read, none was a failure.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and finished() < RUNS:
+            time.sleep(0.05)
+        assert finished() == RUNS
+        assert not any(run.state == "error" for run in store.query_runs(limit=1000)[0])
     finally:
         launcher.close()
         store.close()
