@@ -15,7 +15,7 @@ from apsis_lite.agent.log import log
 from apsis_lite.agent.processes import same_process
 from apsis_lite.agent.protocol import (
     AGENT_LOCK, AGENT_LOG, AGENT_SOCK, PID, PING, SHEPHERD, decode_reply, encode_message, is_alive,
-    read_json, signal_from_name, start_request, unix_address, write_stop_request,
+    read_json, signal_from_name, start_request, unix_address, warm_request, write_stop_request,
 )
 
 
@@ -124,6 +124,10 @@ class AgentClient:
     def ping(self) -> int:
         """The agent's pid (starting an agent if there is none)."""
         return int(self._request(PING)["pid"])
+
+    def warm(self, count: int) -> None:
+        """Runs are due soon: have the agent fork up to ``count`` shepherds ahead of them."""
+        self._request(warm_request(count))
 
     def start(self, run_dir: str) -> int:
         """Have the agent fork a shepherd for ``run_dir`` (spec.json must be

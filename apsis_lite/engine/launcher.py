@@ -168,6 +168,10 @@ class LocalLauncher:
         results = self.client.start_many([self.run_dir(r) for r in run_ids])
         return {r: str(res) for r, res in zip(run_ids, results) if isinstance(res, Exception)}
 
+    def warm(self, count):
+        """``count`` runs are due soon: the agent forks their shepherds ahead."""
+        self.client.warm(count)
+
     def send_starts(self, run_ids):
         """Ask the agent to start the prepared runs, without waiting for its
         answers; ``start_failures`` collects them."""

@@ -599,6 +599,41 @@ def test_finished_shepherd_is_reused_and_ignores_stale_stops(client, tmp_path):
     assert output_of(second) == b"survived\n"
 
 
+def _children_of(pid) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(b")") + 2:].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def test_shepherds_forked_ahead_take_the_runs_that_come(client, tmp_path):
+    agent = client.ping()
+    client.warm(6)
+    warmed = wait_for(lambda: len(kids := _children_of(agent)) == 6 and kids, timeout=10)
+    time.sleep(0.3)  # each says it is idle once forked
+    run_dirs = []
+    for i in range(6):
+        run_dirs.append(str(tmp_path / "runs" / f"w{i}"))
+        write_spec(run_dirs[-1], make_spec(f"w{i}", ["sh", "-c", f"echo {i}"]))
+    # No fork at the due time: every run goes to a shepherd that was waiting.
+    assert set(client.start_many(run_dirs)) == warmed
+    for i, run_dir in enumerate(run_dirs):
+        assert wait_result(run_dir)["exit_code"] == 0
+        assert output_of(run_dir) == f"{i}\n".encode()
+    client.warm(3)  # as many are idle already: none forked
+    time.sleep(0.3)
+    assert _children_of(agent) == warmed
+    for count in (-1, "3", None):
+        with pytest.raises(AgentError, match="count must be a whole number"):
+            client._request({"op": "warm", "count": count})
+
+
 def test_start_many_pipelines_and_reports_each(client, tmp_path):
     run_dirs = []
     for i in range(50):
