@@ -82,7 +82,12 @@ class ShepherdPool:
                 self.to_warm = 0
                 return
             self.to_warm -= 1
-            self.warming.add(self._fork(None))
+            try:
+                self.warming.add(self._fork(None))
+            except OSError as exc:  # No room for more processes: the runs fork as they come.
+                log.warning("cannot fork a shepherd ahead: %s", exc)
+                self.to_warm = 0
+                return
 
     def start(self, run_dir: str) -> int:
         """Hand ``run_dir`` to the warmest idle shepherd, or fork one; its pid."""
