@@ -245,9 +245,11 @@ class Server:
     successful answer.
     """
 
-    def __init__(self, jobs_dir, data_dir, config=None, extra_args=(), keep=False, entry=None):
+    def __init__(self, jobs_dir, data_dir, config=None, extra_args=(), keep=False, entry=None, source=ROOT):
         self.entry = entry or ["-m", "apsis_lite"]  # what runs ``serve``: the package, or a wrapper script
         self.jobs_dir = jobs_dir
+        # The checkout whose apsis_lite runs (another one for an A/B comparison).
+        self.source = source
         self.data_dir = data_dir
         self.config = config
         self.extra_args = list(extra_args)
@@ -284,7 +286,7 @@ class Server:
             args = ["eatmydata"] + args
         self._log = open(self.log_path, "ab")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.source,
                                      stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
