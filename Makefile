@@ -31,8 +31,11 @@ $(SUDO_BIN):
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq sudo
 
+# `make run PORT=5006` when 5005 is taken; ARGS='...' adds any other `serve` options.
+PORT ?=
+ARGS ?=
 run: install
-	$(VENV)/bin/apsis-lite serve --jobs jobs
+	$(VENV)/bin/apsis-lite serve --jobs jobs $(if $(PORT),--port $(PORT)) $(ARGS)
 
 # The one-file executable, rebuilt only when a source, template, static file or example
 # job is newer than it (a find, not make prerequisites: job file names may hold spaces).

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from apsis_lite.config_apsis import apply_override, translate
 from apsis_lite.errors import ConfigError
 from apsis_lite.timeutil import parse_duration
 
@@ -114,6 +115,11 @@ class Config:
     sanity_failures: int = _setting(3, "a job whose last this many runs all failed (failure or error) is reported; 0: never", int)
     sanity_actions: tuple = _setting((), "actions done once for each new sanity finding: command, webhook or email mappings as in a job file, each with an optional kinds: [...] (behind, unplanned, lost, orphan, late, failing)", "actions")
     metrics_token_file: str = _setting(None, "file holding a token that may read /metrics and nothing else, for a Prometheus server (the API's tokens read it too)", "path")
+    program_types: dict = _setting(None, "short names for program types, as in apsis: {NAME: TYPE}, TYPE a type name or a class path an extension registers", "aliases")
+    schedule_types: dict = _setting(None, "short names for schedule types: {NAME: TYPE}", "aliases")
+    action_types: dict = _setting(None, "short names for action types: {NAME: TYPE}", "aliases")
+    # Not a setting: what reading the file noticed (apsis keys ignored, and why), logged at start-up.
+    notes: tuple = field(default=(), metadata={"help": "", "kind": "internal"})
 
     @property
     def db_path(self) -> str:
@@ -132,7 +138,7 @@ class Config:
         return os.path.join(self.data_dir, "notify.sock")
 
 
-SETTINGS = {f.name: f for f in dataclasses.fields(Config)}
+SETTINGS = {f.name: f for f in dataclasses.fields(Config) if f.metadata["kind"] != "internal"}
 
 
 def _convert(name, value):
@@ -166,6 +172,8 @@ def _convert(name, value):
             return _hosts(value)
         if kind == "host_groups":
             return _host_groups(value)
+        if kind == "aliases":
+            return _aliases(value)
         if kind == "path":
             return os.path.abspath(os.path.expanduser(str(value)))
         return str(value)
@@ -195,6 +203,16 @@ def _action_list(value) -> tuple:
         if not isinstance(item, dict):
             raise ValueError(f"[{i}]: expected an action mapping with a type:, not {item!r}")
     return tuple(dict(item) for item in items)
+
+
+def _aliases(value) -> dict:
+    """``{alias: type name}``, both non-empty texts."""
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of NAME: TYPE")
+    for name, target in value.items():
+        if not isinstance(name, str) or not name or not isinstance(target, str) or not target:
+            raise ValueError(f"{name}: expected a type name or class path, not {target!r}")
+    return dict(value)
 
 
 def _name(value, what) -> str:
@@ -277,38 +295,50 @@ def _host_groups(value) -> dict:
     return groups
 
 
-def load_config(path=None, **overrides) -> Config:
-    """Build the config from defaults, then the YAML file at ``path``, then ``overrides`` (non-None)."""
+def _read_file(path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        jso = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(jso, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    return jso
+
+
+def load_config(path=None, overrides=(), **flags) -> Config:
+    """Build the config from defaults, then the YAML file at ``path`` (apsis-lite's
+    settings and apsis's keys, see ``config_apsis``), then ``overrides``
+    (``NAME=VALUE`` texts, as ``--override``), then ``flags`` (non-None)."""
+    raw = _read_file(path) if path is not None else {}
+    for text in overrides:
+        apply_override(raw, text)
+    base = os.path.dirname(os.path.abspath(path)) if path is not None else os.getcwd()
+    translated, notes = translate(raw, base)
     values = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        try:
-            jso = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(jso, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings")
-        for key, value in jso.items():
-            name = str(key).replace("-", "_")
-            if name not in SETTINGS:
-                raise ConfigError(f"{path}: {key}: unknown setting (known: {', '.join(SETTINGS)})")
-            if value is not None:  # `key:` with nothing after it (or null) leaves the default
-                values[name] = value
-    for name, value in overrides.items():
+    for key, value in translated.items():
+        name = str(key).replace("-", "_")
+        if name not in SETTINGS:
+            where = f"{path}: " if path is not None else "config: "
+            raise ConfigError(f"{where}{key}: unknown setting (not an apsis-lite setting nor an apsis one; "
+                              f"known: {', '.join(SETTINGS)})")
+        if value is not None:  # `key:` with nothing after it (or null) leaves the default
+            values[name] = value
+    for name, value in flags.items():
         if value is not None:
             values[name] = value
     converted = {name: _convert(name, value) for name, value in values.items()}
-    for name in ("resources", "hosts", "host_groups"):
+    for name in ("resources", "hosts", "host_groups", "program_types", "schedule_types", "action_types"):
         if converted.get(name) is None:
             converted[name] = {}
     if converted.get("data_dir") is None:
         converted["data_dir"] = default_data_dir()
     if "jobs_dir" not in converted:
         converted["jobs_dir"] = os.path.abspath(Config.jobs_dir)
-    cfg = Config(**converted)
+    cfg = Config(**converted, notes=tuple(notes))
     if cfg.server not in ("gevent", "waitress"):
         raise ConfigError(f"config: server: must be gevent or waitress, not {cfg.server!r}")
     if not 0 <= cfg.port < 65536:

@@ -6,6 +6,7 @@ another, and each shepherd's "running"/"done" notice arrives on a Unix
 socket in the data folder.
 """
 
+import errno
 import fcntl
 import html
 import json
@@ -26,12 +27,12 @@ from apsis_lite.config import default_data_dir
 from apsis_lite.engine.action_runner import ActionRunner
 from apsis_lite.engine.core import Engine
 from apsis_lite.engine.health import Backoff
-from apsis_lite.engine.housekeeping import Policy, RetentionTask
+from apsis_lite.engine.housekeeping import InThread, Policy, RetentionTask
 from apsis_lite.engine.remote_launcher import HostLauncher
 from apsis_lite.engine.reload import JobsWatcher
 from apsis_lite.engine.sanity import SanityChecker, parse_sanity_actions
 from apsis_lite.errors import ConfigError, StoreUnavailable
-from apsis_lite.model.registry import load_extensions
+from apsis_lite.model.registry import add_type_aliases, load_extensions
 from apsis_lite.model.runs import parse_run_id
 from apsis_lite.store.database import Store
 from apsis_lite.web.app import create_app
@@ -178,8 +179,15 @@ def browser_url(config, url):
     return one_time_link_for(config.data_dir, url) or url + "/"
 
 
+class PortTaken(ConfigError):
+    """The port to listen on is in use (by another server, or another program)."""
+
+
 def bind_listener(host, port, tries=1):
-    """A listening TCP socket on ``port``, else on the next free one (``tries`` ports in all)."""
+    """A listening TCP socket on ``port``, else on the next free one (``tries`` ports in all).
+
+    Raises PortTaken when every port tried is in use, ConfigError for other failures.
+    """
     last = None
     for candidate in range(port, min(port + max(tries, 1), 65536)):
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -193,9 +201,10 @@ def bind_listener(host, port, tries=1):
             last = exc
             if port == 0:
                 break
-    raise ConfigError(f"cannot listen on {host} port {port}"
-                      + (f" nor the {tries - 1} after it" if tries > 1 else "")
-                      + f": {last.strerror if last else 'no port to try'}")
+    error = PortTaken if last is not None and last.errno == errno.EADDRINUSE else ConfigError
+    raise error(f"cannot listen on {host} port {port}"
+                + (f" nor the {tries - 1} after it" if tries > 1 else "")
+                + f": {last.strerror if last else 'no port to try'}")
 
 
 class _Switchboard:
@@ -283,6 +292,8 @@ def serve(config, since_now=False, lock_fd=None, port_tries=1, on_ready=None):
         load_extensions(config.extensions)
     except ImportError as exc:
         raise ConfigError(f"config: extensions: cannot import {exc.name or exc}: {exc}") from None
+    for line in (*config.notes, *add_type_aliases(config)):
+        log.warning("%s", line)
     parse_sanity_actions(config.sanity_actions)  # a bad setting stops the start, before anything runs
     if lock_fd is None:
         lock_fd = lock_data_dir(config)
@@ -351,7 +362,14 @@ def _start_retention(config, store, engine):
     """The background retention task, if the config keeps runs or output for a limited time."""
     if config.runs_retention is None and config.output_retention is None:
         return None
-    task = RetentionTask(store, Policy.from_config(config), config.retention_interval,
+    # Its own connection, used in a worker thread: a batch's disk reads and fsync
+    # then leave the event loop running (see engine/housekeeping.py).
+    try:
+        own = InThread(Store(config.db_path, migrate=False))
+    except StoreUnavailable as exc:
+        log.warning("retention: %s; its batches use the engine's connection", exc)
+        own = store
+    task = RetentionTask(own, Policy.from_config(config), config.retention_interval,
                          next_start=engine.next_start)
     task.start()
     return task

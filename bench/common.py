@@ -245,8 +245,11 @@ class Server:
     successful answer.
     """
 
-    def __init__(self, jobs_dir, data_dir, config=None, extra_args=(), keep=False):
+    def __init__(self, jobs_dir, data_dir, config=None, extra_args=(), keep=False, entry=None, source=ROOT):
+        self.entry = entry or ["-m", "apsis_lite"]  # what runs ``serve``: the package, or a wrapper script
         self.jobs_dir = jobs_dir
+        # The checkout whose apsis_lite runs (another one for an A/B comparison).
+        self.source = source
         self.data_dir = data_dir
         self.config = config
         self.extra_args = list(extra_args)
@@ -268,7 +271,7 @@ class Server:
         url_file = os.path.join(self.data_dir, "server.url")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(url_file)
-        args = [sys.executable, "-m", "apsis_lite", "serve", "--jobs", self.jobs_dir,
+        args = [sys.executable, *self.entry, "serve", "--jobs", self.jobs_dir,
                 "--data", self.data_dir, "--port", "0"]
         if self.config:
             path = os.path.join(self.data_dir, "bench-config.yaml")
@@ -283,7 +286,7 @@ class Server:
             args = ["eatmydata"] + args
         self._log = open(self.log_path, "ab")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.source,
                                      stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:

@@ -18,6 +18,11 @@ median and range over the rounds, with the date.
     bench/prune.py                      # 1,000,000 runs, 3 rounds
     bench/prune.py --small              # 200,000 runs, 2 rounds
     bench/prune.py --runs 500000 --rounds 1
+    bench/prune.py --small --probe /tmp/probe   # also where the event loop was held (lag_probe.py)
+
+With ``--probe DIR`` the servers run under ``lag_probe.py``: the event loop's
+lag and the CPU that held it are written to DIR/lag-N.txt, and the main
+thread's stack whenever it held the loop 20 ms to DIR/stacks-N.txt.
 """
 
 import argparse
@@ -76,7 +81,7 @@ def history_left(server):
         conn.close()
 
 
-def one_round(n_runs, window, n_jobs=10):
+def one_round(n_runs, window, n_jobs=10, probe=None, number=1):
     jobs_dir, data_dir = tmpdir("pj"), tmpdir("pd")
     out = {}
     try:
@@ -85,13 +90,22 @@ def one_round(n_runs, window, n_jobs=10):
             write_job(jobs_dir, f"late/j{i:02d}", JOB)
         db = os.path.join(data_dir, "apsis-lite.db")
         out["size_before_mb"] = os.path.getsize(db) / 2**20
-        with Server(jobs_dir, data_dir) as server:
+        entry = None
+        if probe:
+            os.makedirs(probe, exist_ok=True)
+            os.environ["LAG_PROBE_FILE"] = os.path.join(probe, f"lag-{number}.txt")
+            os.environ["LAG_PROBE_STACKS"] = os.path.join(probe, f"stacks-{number}.txt")
+            entry = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "lag_probe.py")]
+        with Server(jobs_dir, data_dir, entry=entry) as server:
             server.start()
             t0 = time.time() + 3
             time.sleep(3 + window)
-            late, missing = lateness_ms(server, t0, time.time())
+            t1 = time.time()
+            late, missing = lateness_ms(server, t0, t1)
         out["quiet"] = (late, missing)
-        with Server(jobs_dir, data_dir, config={"runs_retention": "1d", "retention_interval": "2s"}) as server:
+        out["windows"] = {"quiet": (t0, t1)}
+        with Server(jobs_dir, data_dir, config={"runs_retention": "1d", "retention_interval": "2s"},
+                    entry=entry) as server:
             server.start()
             t_start = time.time()
             t0 = t_start + 3
@@ -104,6 +118,7 @@ def one_round(n_runs, window, n_jobs=10):
                     break
                 time.sleep(0.5)
             t_done = time.time()
+            out["windows"]["pruning"] = (t0, t_done)
             late, missing = lateness_ms(server, t0, t_done)
             # The pass ends by giving the free pages back, then logs what it did.
             deadline = time.monotonic() + 600
@@ -124,6 +139,25 @@ def one_round(n_runs, window, n_jobs=10):
     return out
 
 
+def probe_figures(path, windows, number):
+    """The event loop's lag and the CPU that held it (lag_probe.py's file) in each window."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3:
+                rows.append(tuple(float(p) for p in parts))
+    for phase, (t0, t1) in windows.items():
+        lag = [r[1] for r in rows if t0 <= r[0] < t1]
+        held = [r[2] for r in rows if t0 <= r[0] < t1]
+        if lag:
+            figure(f"prune_round{number}_{phase}_loop_lag",
+                   f"p50 {pct(lag, 50):.2f}, p99 {pct(lag, 99):.1f}, max {max(lag):.1f}; "
+                   f"over 20 ms {sum(v > 20 for v in lag) / len(lag):.1%} of {len(lag)} wake-ups", "ms")
+            figure(f"prune_round{number}_{phase}_loop_held",
+                   f"p99 {pct(held, 99):.2f}, max {max(held):.1f}", "ms of the loop thread's CPU")
+
+
 def summary(name, values, unit, target=None, fmt="{:.1f}"):
     values = [v for v in values if v == v]
     if not values:
@@ -138,6 +172,7 @@ def main():
     parser.add_argument("--runs", type=int, help="stored runs to prune per round")
     parser.add_argument("--rounds", type=int, help="rounds")
     parser.add_argument("--window", type=float, default=30.0, help="seconds of the quiet window")
+    parser.add_argument("--probe", metavar="DIR", help="run the servers under lag_probe.py, its files in DIR")
     args = parser.parse_args()
     n_runs = args.runs or (200_000 if args.small else 1_000_000)
     rounds = args.rounds or (2 if args.small else 3)
@@ -145,7 +180,7 @@ def main():
          f"{n_runs} runs, {rounds} rounds, {os.cpu_count()} cores")
     results = []
     for r in range(rounds):
-        res = one_round(n_runs, args.window)
+        res = one_round(n_runs, args.window, probe=args.probe, number=r + 1)
         results.append(res)
         for phase in ("quiet", "pruning"):
             late, missing = res[phase]
@@ -157,6 +192,8 @@ def main():
         figure(f"prune_round{r + 1}_rate", res["rate"], "runs/s", fmt="{:.0f}")
         figure(f"prune_round{r + 1}_left", res["left"], "runs (each job's 10 latest)")
         figure(f"prune_round{r + 1}_file", f"{res['size_before_mb']:.0f} -> {res['size_after_mb']:.0f}", "MB")
+        if args.probe:
+            probe_figures(os.path.join(args.probe, f"lag-{r + 1}.txt"), res["windows"], r + 1)
     for phase in ("quiet", "pruning"):
         summary(f"prune_{phase}_lateness_p50", [pct(r[phase][0], 50) for r in results], "ms")
         summary(f"prune_{phase}_lateness_p99", [pct(r[phase][0], 99) for r in results], "ms",

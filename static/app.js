@@ -78,6 +78,42 @@
     }
   });
 
+  // A filter box asks once per query: Enter fires the form's submit, the
+  // field's change and search events and ends a typing pause, each of which
+  // would send the same request (and replace the one before it).
+  var lastFilter = new WeakMap();
+  document.addEventListener("htmx:confirm", function (event) {
+    var elt = event.detail.elt;
+    var form = elt && elt.closest && elt.closest('form[role="search"]');
+    if (!form || event.detail.verb !== "get") return;
+    var key = event.detail.path + "?" + new URLSearchParams(new FormData(form)).toString();
+    var last = lastFilter.get(form);
+    var now = Date.now();
+    if (last && last.key === key && now - last.at < 1500) {
+      event.preventDefault();
+      return;
+    }
+    lastFilter.set(form, {key: key, at: now});
+  });
+
+  // A field that does not read (a date not as YYYY-MM-DD) says why, in its
+  // own words (its title) rather than the browser's "match the requested
+  // format", and rather than the request being dropped without a word.
+  document.addEventListener("invalid", function (event) {
+    var field = event.target;
+    if (field.classList && field.classList.contains("iso-time") && field.validity.patternMismatch) {
+      field.setCustomValidity(field.title);
+    }
+  }, true);
+  document.addEventListener("input", function (event) {
+    var field = event.target;
+    if (field.classList && field.classList.contains("iso-time")) field.setCustomValidity("");
+  }, true);
+  document.addEventListener("htmx:validation:halted", function (event) {
+    var elt = event.detail.elt;
+    if (elt && elt.reportValidity) elt.reportValidity();
+  });
+
   // A poll waits while a menu in what it would replace is open.
   document.addEventListener("htmx:beforeRequest", function (event) {
     var elt = event.detail.elt;

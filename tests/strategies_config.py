@@ -27,3 +27,23 @@ config_mappings = st.fixed_dictionaries({}, optional={
     "hosts": hosts, "host_groups": host_groups,
     **{name: ANY for name in SETTINGS if name not in ("hosts", "host_groups")},
 })
+
+# apsis's config sections, with their keys and near misses, beside ours.
+APSIS_SECTION_KEYS = {
+    "database": ["path", "timeout", "pool"], "runs": ["lookback"], "schedule": ["since", "max_age", "horizon", "x"],
+    "waiting": ["max_time"], "smtp": ["host", "port", "ssl", "auth"],
+}
+apsis_sections = {
+    name: st.one_of(ANY, st.dictionaries(st.sampled_from(keys), ANY, max_size=3))
+    for name, keys in APSIS_SECTION_KEYS.items()
+}
+apsis_group = st.one_of(group, NAMES, st.lists(NAMES, max_size=3),
+                        st.fixed_dictionaries({"type": st.sampled_from(["round-robin", "random", "single", "x"])},
+                                              optional={"hosts": st.lists(NAMES, max_size=3), "host": NAMES}))
+apsis_config_mappings = st.fixed_dictionaries({}, optional={
+    **apsis_sections,
+    "jobs": ANY, "job_dir": ANY, "python": ANY, "procstar": ANY, "action": ANY, "runs_lookback": ANY,
+    "program_types": st.one_of(ANY, st.dictionaries(NAMES, NAMES, max_size=2)),
+    "host_groups": st.one_of(ANY, st.dictionaries(NAMES, apsis_group, max_size=3)),
+    "max_age": ANY, "data_dir": ANY,
+})

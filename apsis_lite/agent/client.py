@@ -9,12 +9,13 @@ import os
 import signal
 import socket
 import time
+from collections import deque
 
 from apsis_lite.agent.log import log
 from apsis_lite.agent.processes import same_process
 from apsis_lite.agent.protocol import (
     AGENT_LOCK, AGENT_LOG, AGENT_SOCK, PID, PING, SHEPHERD, decode_reply, encode_message, is_alive,
-    read_json, signal_from_name, start_request, unix_address, write_stop_request,
+    read_json, signal_from_name, start_request, unix_address, warm_request, write_stop_request,
 )
 
 
@@ -107,6 +108,12 @@ class AgentClient:
         self._sock: socket.socket | None = None
         self._buf = b""
         self._proc = None  # The last agent we spawned, reaped when it exits.
+        # Starts sent by ``send_starts``: run dirs whose reply is still to be read
+        # (in the order sent), replies read and not yet collected, and run dirs
+        # whose request went with a broken connection (sent again when collected).
+        self._unanswered: deque[str] = deque()
+        self._answers: dict[str, object] = {}
+        self._resend: list[str] = []
         import threading  # Here, not at the top: the agent process must not import it.
         self._lock = threading.Lock()
 
@@ -117,6 +124,10 @@ class AgentClient:
     def ping(self) -> int:
         """The agent's pid (starting an agent if there is none)."""
         return int(self._request(PING)["pid"])
+
+    def warm(self, count: int) -> None:
+        """Runs are due soon: have the agent fork up to ``count`` shepherds ahead of them."""
+        self._request(warm_request(count))
 
     def start(self, run_dir: str) -> int:
         """Have the agent fork a shepherd for ``run_dir`` (spec.json must be
@@ -137,6 +148,7 @@ class AgentClient:
         pending = list(range(len(run_dirs)))
         deadline = time.monotonic() + self.spawn_timeout
         with self._lock:
+            self._read_unanswered()
             attempt = 0
             while pending:
                 attempt += 1
@@ -161,6 +173,55 @@ class AgentClient:
                         pending = []
         return [results[i] for i in range(len(run_dirs))]
 
+    def send_starts(self, run_dirs) -> None:
+        """``start`` for many runs, without waiting for the answers: the agent
+        starts them while the caller goes on (committing the next runs, say),
+        and ``collect_starts`` reads what it said. Never raises: a request
+        whose connection broke is sent again when collected.
+        """
+        dirs = [os.path.abspath(d) for d in run_dirs]
+        if not dirs:
+            return
+        with self._lock:
+            if self._resend:  # The connection broke in this batch already: keep the order.
+                self._resend += dirs
+                return
+            try:
+                sock = self._connection()
+                sock.sendall(b"".join(encode_message(start_request(d)) for d in dirs))
+            except (OSError, ValueError, AgentError):
+                self._disconnect()
+                self._resend += dirs
+                return
+            self._unanswered.extend(dirs)
+
+    def collect_starts(self) -> dict:
+        """The agent's answers to the starts sent by ``send_starts`` since the
+        last call: {run_dir: shepherd pid or AgentError}. Those whose
+        connection broke are sent again first (see ``start_many``)."""
+        with self._lock:
+            self._read_unanswered()
+            answers, self._answers = self._answers, {}
+            resend, self._resend = self._resend, []
+        if resend:
+            answers.update(zip(resend, self.start_many(resend)))
+        return answers
+
+    def _read_unanswered(self) -> None:
+        """Read the replies still owed to ``send_starts`` (lock held): before
+        any other request, whose reply comes after them."""
+        try:
+            while self._unanswered:
+                reply = self._read_reply(self._sock)
+                run_dir = self._unanswered.popleft()
+                if isinstance(reply, dict) and reply.get("ok"):
+                    self._answers[run_dir] = int(reply["pid"])
+                else:
+                    error = reply.get("error") if isinstance(reply, dict) else reply
+                    self._answers[run_dir] = AgentError(str(error))
+        except (OSError, ValueError):
+            self._disconnect()
+
     def close(self) -> None:
         """Drop the connection. The agent keeps running (it exits by itself
         once idle)."""
@@ -178,6 +239,7 @@ class AgentClient:
         line = encode_message(message)
         deadline = time.monotonic() + self.spawn_timeout
         with self._lock:
+            self._read_unanswered()
             attempt = 0
             while True:
                 attempt += 1
@@ -232,6 +294,9 @@ class AgentClient:
             self._sock.close()
             self._sock = None
         self._buf = b""
+        # Their replies are lost with the connection: asked again when collected.
+        self._resend += self._unanswered
+        self._unanswered.clear()
 
     def _try_connect(self) -> socket.socket | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

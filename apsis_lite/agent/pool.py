@@ -22,6 +22,9 @@ from apsis_lite.agent.shepherd import shepherd_loop
 #: only a workload that keeps coming back keeps them.
 MAX_IDLE_SHEPHERDS = 256
 IDLE_SHEPHERD_TTL = 120.0
+#: Shepherds forked ahead (``warm``) per turn of the agent's loop: a few at a
+#: time, so that a request that comes meanwhile waits for a few forks at most.
+WARM_PER_TURN = 4
 
 
 class ShepherdPool:
@@ -38,6 +41,8 @@ class ShepherdPool:
         # (pid, ctl, idle since): the warmest last, the first to expire first.
         self.idle: list[tuple[int, socket.socket, float]] = []
         self.closing = False  # Keep no more shepherds idle.
+        self.to_warm = 0  # Shepherds still to fork ahead of runs (see warm).
+        self.warming: set[int] = set()  # Forked ahead, not yet said idle.
 
     def busy(self) -> bool:
         """Whether a shepherd is looking after a run."""
@@ -63,6 +68,27 @@ class ShepherdPool:
                 break
             self.children.discard(pid)
 
+    def warm(self, count: int) -> None:
+        """Runs are due soon: have up to ``count`` shepherds (at most
+        MAX_IDLE_SHEPHERDS) forked and idle before then, so that each of their
+        starts is a send instead of a fork. Forked a few at a time by
+        ``warm_some``."""
+        self.to_warm = max(0, min(count, MAX_IDLE_SHEPHERDS) - len(self.idle) - len(self.warming))
+
+    def warm_some(self) -> None:
+        """Fork up to WARM_PER_TURN of the shepherds asked for by ``warm``."""
+        for _ in range(min(self.to_warm, WARM_PER_TURN)):
+            if self.closing:
+                self.to_warm = 0
+                return
+            self.to_warm -= 1
+            try:
+                self.warming.add(self._fork(None))
+            except OSError as exc:  # No room for more processes: the runs fork as they come.
+                log.warning("cannot fork a shepherd ahead: %s", exc)
+                self.to_warm = 0
+                return
+
     def start(self, run_dir: str) -> int:
         """Hand ``run_dir`` to the warmest idle shepherd, or fork one; its pid."""
         while self.idle:
@@ -74,9 +100,12 @@ class ShepherdPool:
                 continue
             log.debug("reused shepherd %d for %s", pid, run_dir)
             return pid
+        # The runs came before their shepherds: forks for them, not ahead, from now on.
+        self.to_warm = 0
         return self._fork(run_dir)
 
-    def _fork(self, run_dir: str) -> int:
+    def _fork(self, run_dir: str | None) -> int:
+        """A new shepherd for ``run_dir``, or (None) one that says it is idle at once."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -107,6 +136,7 @@ class ShepherdPool:
         if entry is None:
             return
         pid, ctl = entry
+        self.warming.discard(pid)
         try:
             data = ctl.recv(4096)
         except BlockingIOError:

@@ -351,6 +351,7 @@ def parse_spec(raw: dict | None, run_dir: str) -> dict:
 
 OP_PING = "ping"
 OP_START = "start"
+OP_WARM = "warm"
 PING = {"op": OP_PING}
 #: What a shepherd says to the agent when it is free for another run.
 IDLE = b"idle\n"
@@ -362,6 +363,11 @@ NOTICE_DONE = "done"
 def start_request(run_dir: str) -> dict:
     """The request to start the run prepared in ``run_dir`` (an absolute path)."""
     return {"op": OP_START, "run_dir": run_dir}
+
+
+def warm_request(count: int) -> dict:
+    """The request to have ``count`` shepherds forked and waiting before runs are due."""
+    return {"op": OP_WARM, "count": count}
 
 
 def encode_message(message: dict) -> bytes:

@@ -16,7 +16,7 @@ from apsis_lite.agent.files import atomic_write_bytes, go_private
 from apsis_lite.agent.log import log
 from apsis_lite.agent.processes import reset_signals
 from apsis_lite.agent.protocol import (
-    AGENT_LOCK, AGENT_PID, AGENT_SOCK, OP_PING, OP_START, SPEC, decode_request, encode_message,
+    AGENT_LOCK, AGENT_PID, AGENT_SOCK, OP_PING, OP_START, OP_WARM, SPEC, decode_request, encode_message,
     error_reply, ok_reply, unix_address,
 )
 from apsis_lite.agent.pool import IDLE_SHEPHERD_TTL, ShepherdPool
@@ -134,7 +134,7 @@ class Agent:
                 expires = expiry - now
                 timeout = expires if timeout is None else min(timeout, expires)
             backlog = [conn for conn in self.conns.values() if conn.backlog]
-            if backlog:
+            if backlog or self.pool.to_warm:
                 timeout = 0.0
             for key, mask in self.selector.select(max(0.0, timeout) if timeout is not None else None):
                 key.data(key, mask)
@@ -143,6 +143,7 @@ class Agent:
                     self._serve(conn)
             self._handle_signals()
             self.pool.retire_expired()
+            self.pool.warm_some()
 
     def _handle_signals(self) -> None:
         pending, self.pending = self.pending, set()
@@ -257,6 +258,12 @@ class Agent:
                 return ok_reply(os.getpid())
             if op == OP_START:
                 return ok_reply(self._start(request.get("run_dir")))
+            if op == OP_WARM:
+                count = request.get("count")
+                if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                    raise ValueError(f"count must be a whole number of shepherds: {count!r}")
+                self.pool.warm(count)
+                return ok_reply(os.getpid())
             return error_reply(f"unknown op: {op!r}")
         except (OSError, ValueError) as exc:
             return error_reply(str(exc))

@@ -366,18 +366,19 @@ class Shepherd:
         return True
 
 
-def shepherd_loop(ctl: socket.socket, run_dir: str) -> int:
-    """A shepherd's life: supervise ``run_dir``, then tell the agent it is
-    idle and wait on ``ctl`` for the next run folder, until the agent closes
-    ``ctl`` (it has enough idle shepherds, or it is gone) or the shepherd has
-    done MAX_RUNS_PER_SHEPHERD runs."""
+def shepherd_loop(ctl: socket.socket, run_dir: str | None) -> int:
+    """A shepherd's life: supervise ``run_dir`` (none, for a shepherd forked
+    ahead of its runs), then tell the agent it is idle and wait on ``ctl`` for
+    the next run folder, until the agent closes ``ctl`` (it has enough idle
+    shepherds, or it is gone) or the shepherd has done MAX_RUNS_PER_SHEPHERD runs."""
     buf = b""
     for _ in range(MAX_RUNS_PER_SHEPHERD):
-        shepherd = Shepherd(run_dir)
-        try:
-            shepherd.run()
-        finally:
-            shepherd.close()
+        if run_dir is not None:
+            shepherd = Shepherd(run_dir)
+            try:
+                shepherd.run()
+            finally:
+                shepherd.close()
         try:
             ctl.sendall(IDLE)
             while b"\n" not in buf:

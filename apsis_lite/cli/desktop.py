@@ -26,6 +26,7 @@ import webbrowser
 import yaml
 
 from apsis_lite.config import load_config
+from apsis_lite.config_apsis import APSIS_EQUIVALENTS
 from apsis_lite.errors import ConfigError
 
 # The port tried first, then the next ones up to PORT_TRIES in all.
@@ -116,11 +117,13 @@ def _is_terminal(stream) -> bool:
 
 
 def _sets(path, name) -> bool:
+    """Whether the file sets ``name``, itself or by apsis's key for it (``jobs:``)."""
     if path is None:
         return False
     with open(path) as f:  # load_config has read and checked it already
         keys = yaml.safe_load(f) or {}
-    return any(str(k).replace("-", "_") == name for k in keys)
+    names = {name, *APSIS_EQUIVALENTS.get(name, ())}
+    return any(str(k).replace("-", "_") in names for k in keys)
 
 
 def ensure_folders(config) -> bool:

@@ -3,9 +3,12 @@
 
 import logging
 import os
+import sys
 
 import click
 
+from apsis_lite.cli.arguments import override_option, overrides
+from apsis_lite.cli.server_commands.options import url_option
 from apsis_lite.errors import ApsisError
 
 
@@ -28,16 +31,21 @@ def cli():
               help="Log to this file (rotated by size) instead of stderr.")
 @click.option("--since", type=click.Choice(["last", "now"]), default="last", show_default=True,
               help="'now' starts fresh: slots missed while the server was down are not run.")
+@override_option
 def serve(config_file, jobs_dir, data_dir, host, port, server, threads, log_file, since):
     """Run the scheduler and its web server."""
     from apsis_lite.config import load_config
-    from apsis_lite.service import serve as run_service
+    from apsis_lite.service import PortTaken, serve as run_service
     try:
-        config = load_config(config_file, jobs_dir=jobs_dir, data_dir=data_dir, host=host,
+        config = load_config(config_file, overrides(), jobs_dir=jobs_dir, data_dir=data_dir, host=host,
                              port=port, server=server, threads=threads, log_file=log_file)
         if not os.path.isdir(config.jobs_dir):
             raise click.ClickException(f"jobs folder not found: {config.jobs_dir}")
         run_service(config, since_now=(since == "now"))
+    except PortTaken as exc:
+        raise click.ClickException(
+            f"{exc} (another program is listening there); pick another port with --port N "
+            f"(--port 0 picks a free one), or set port: in the config file") from None
     except ApsisError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -107,6 +115,7 @@ class UsageProblem(click.ClickException):
 def _loading_options(f):
     f = click.option("--calendars", "calendars_dir", type=click.Path(file_okay=False),
                      help="Folder of calendar files (default: calendars_dir from --config).")(f)
+    f = override_option(f)
     return click.option("--config", "config_file", type=click.Path(dir_okay=False),
                         help="Config file whose extensions register extra types, whose "
                              "calendars_dir names calendars and whose min_interval "
@@ -124,12 +133,14 @@ def _load_options(config_file, calendars_dir=None):
     logging.getLogger("apsis_lite").addHandler(logging.NullHandler())
     import apsis_lite.engine.housekeeping_programs  # noqa: F401 â€” the built-in in-server types
     config = None
-    if config_file:
+    if config_file or overrides():
         from apsis_lite.config import load_config
-        from apsis_lite.model.registry import load_extensions
+        from apsis_lite.model.registry import add_type_aliases, load_extensions
         try:
-            config = load_config(config_file)
+            config = load_config(config_file, overrides())
             load_extensions(config.extensions)
+            for line in add_type_aliases(config):
+                click.echo(line, err=True)
         except ApsisError as exc:
             raise click.ClickException(str(exc)) from None
         except ImportError as exc:
@@ -181,6 +192,37 @@ def check_jobs(jobs_dir, config_file, calendars_dir, strict):
         raise SystemExit(1)
 
 
+@cli.command("examples", short_help="Where the example jobs are; with DEST, copy them there.")
+@click.argument("dest", required=False, type=click.Path(file_okay=False))
+def examples_cmd(dest):
+    """Print the folder of the example jobs that ship with apsis-lite.
+
+    With DEST (a folder that does not exist yet), copy them there to edit.
+
+    \b
+      apsis-lite serve --jobs "$(apsis-lite examples)"
+      apsis-lite examples my-jobs && apsis-lite serve --jobs my-jobs
+    """
+    import shutil
+    from apsis_lite.paths import example_jobs_dir
+    source = example_jobs_dir()
+    if not os.path.isdir(source):
+        raise click.ClickException(f"the example jobs are missing from this installation ({source})")
+    if dest is None:
+        if getattr(sys, "frozen", False):  # the one-file executable's folder is gone once it exits
+            raise UsageProblem("the executable carries its example jobs only while it runs: "
+                               "copy them with 'apsis-lite examples DEST'")
+        click.echo(source)
+        return
+    if os.path.lexists(dest):
+        raise UsageProblem(f"{dest} exists already: name a folder that does not exist yet")
+    try:
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    except OSError as exc:
+        raise click.ClickException(f"cannot copy the example jobs to {dest}: {exc.strerror or exc}") from None
+    click.echo(f"copied the example jobs to {dest}", err=True)
+
+
 def _jobs_folder(jobs_dir):
     if not os.path.isdir(jobs_dir):
         raise UsageProblem(f"jobs folder not found: {jobs_dir}")
@@ -201,9 +243,14 @@ def _find_job(jobs_dir, job_id, options):
             f"job {job_id!r} does not load: {_plural(len(exc.errors), 'problem')}") from None
 
 
-@cli.command("schedule", short_help="A job's next due times, from its file (no server).")
-@click.argument("jobs_dir", metavar="DIR")
+@cli.command("schedule", short_help="A job's next due times, from its file (no server); or, as in apsis, "
+                                    "TIME JOB [ARG=VALUE]... creates a run.")
+@click.argument("jobs_dir", metavar="DIR|TIME")
 @click.argument("job_id", metavar="JOB")
+@click.argument("assignments", nargs=-1, metavar="[ARG=VALUE]...")
+@click.option("--count", "runs_count", type=click.IntRange(1, 1000), default=1,
+              help="With TIME: how many runs to create (default 1).")
+@url_option
 @click.option("--next", "count", type=click.IntRange(1, 100_000), default=10, show_default=True,
               help="How many due times.")
 @click.option("--from", "start", metavar="TIME",
@@ -213,12 +260,23 @@ def _find_job(jobs_dir, job_id, options):
 @click.option("--json", "as_json", is_flag=True,
               help='Print [{"time": ISO 8601 with offset, "args": {...}}, ...].')
 @_loading_options
-def schedule_cmd(jobs_dir, job_id, count, start, zone_name, as_json, config_file, calendars_dir):
+def schedule_cmd(jobs_dir, job_id, assignments, runs_count, url, count, start, zone_name, as_json, config_file,
+                 calendars_dir):
     """The next due times of job JOB in folder DIR, with the args of each run.
 
     Times are shown in --tz, else this machine's zone; a change of the
     zone's offset (daylight saving) between two times is marked.
+
+    As in apsis, 'schedule TIME JOB [ARG=VALUE]...' (TIME: now, +10m, 17:00
+    (the next one), an ISO time) creates a run of JOB on the server instead;
+    a first word that names a folder is always DIR.
     """
+    if not os.path.isdir(jobs_dir) and _is_time(jobs_dir):
+        from apsis_lite.cli.server_commands.run_commands import schedule_run
+        return schedule_run(jobs_dir, job_id, assignments, runs_count, url, as_json)
+    if assignments:
+        raise UsageProblem(f"{jobs_dir!r} is not a time, so this shows due times (schedule DIR JOB); "
+                           "ARG=VALUE goes with schedule TIME JOB, which creates a run")
     import json
     from apsis_lite.cli.formatting import format_args
     from apsis_lite.cli.offline import due_times, format_local, iso_local, local_zone_name, zone_changes
@@ -259,6 +317,15 @@ def schedule_cmd(jobs_dir, job_id, count, start, zone_name, as_json, config_file
         previous = t
     if len(times) < count:
         click.echo("(no more due times)")
+
+
+def _is_time(word):
+    from apsis_lite.cli.arguments import parse_when
+    try:
+        parse_when(word, upcoming=True)
+    except click.BadParameter:
+        return False
+    return True
 
 
 @cli.command("try", short_help="What a run of a job would do; --run runs it here.")
@@ -406,136 +473,6 @@ def import_crontab_cmd(crontab_file, out_dir, zone_name, force):
         raise SystemExit(1)
 
 
-# --- users (see auth.py) ------------------------------------------------------
-
-
-@cli.group("user")
-def user_group():
-    """Manage who may log in: users with a role (viewer or operator) and their API tokens.
-
-    The users file is users.json in the data folder unless the config names
-    another (users_file); the server picks up changes without a restart.
-    """
-
-
-def _users_options(f):
-    f = click.option("--data", "data_dir", type=click.Path(file_okay=False),
-                     help="Data folder of the server (default: the per-user data folder).")(f)
-    return click.option("--config", "config_file", type=click.Path(dir_okay=False),
-                        help="The server's config file (its users_file and data_dir).")(f)
-
-
-def _users_file(config_file, data_dir):
-    from apsis_lite.web.auth import UsersFile, users_path
-    from apsis_lite.config import load_config
-    try:
-        return UsersFile(users_path(load_config(config_file, data_dir=data_dir)))
-    except ApsisError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _new_password(from_stdin):
-    if from_stdin:
-        line = click.get_text_stream("stdin").readline()
-        return line.rstrip("\r\n")
-    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
-
-
-def _users_call(fn, *args):
-    try:
-        return fn(*args)
-    except ApsisError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@user_group.command("add")
-@click.argument("name")
-@click.option("--role", type=click.Choice(["viewer", "operator"]), required=True,
-              help="viewer: sees everything; operator: also runs, stops, reruns, skips, marks, reloads.")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
-@_users_options
-def user_add(name, role, password_stdin, config_file, data_dir):
-    """Add user NAME with a password (asked for, or read from stdin)."""
-    users = _users_file(config_file, data_dir)
-    _users_call(users.add, name, role, _new_password(password_stdin))
-    click.echo(f"added {role} {name} to {users.path}")
-
-
-@user_group.command("remove")
-@click.argument("name")
-@_users_options
-def user_remove(name, config_file, data_dir):
-    """Remove user NAME, their API tokens and their browser sessions."""
-    users = _users_file(config_file, data_dir)
-    _users_call(users.remove, name)
-    click.echo(f"removed {name} from {users.path}")
-
-
-@user_group.command("passwd")
-@click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
-@_users_options
-def user_passwd(name, password_stdin, config_file, data_dir):
-    """Set a new password for NAME (their browser sessions end)."""
-    users = _users_file(config_file, data_dir)
-    _users_call(users.passwd, name, _new_password(password_stdin))
-    click.echo(f"changed the password of {name}")
-
-
-@user_group.command("list")
-@_users_options
-def user_list(config_file, data_dir):
-    """List the users: name, role, number of API tokens."""
-    users = _users_call(_users_file(config_file, data_dir).load)
-    if not users:
-        click.echo("no users (add one with 'apsis-lite user add NAME --role operator')")
-    for name, user in sorted(users.items()):
-        click.echo(f"{name}\t{user.get('role')}\t{len(user.get('tokens') or {})} token(s)")
-
-
-@user_group.command("token")
-@click.argument("name")
-@click.option("--label", default="", help="What the token is for (kept beside its hash).")
-@_users_options
-def user_token(name, label, config_file, data_dir):
-    """Issue an API token for NAME, for scripts (Authorization: Bearer TOKEN).
-
-    Only its hash is kept: it is printed once, now.
-    """
-    users = _users_file(config_file, data_dir)
-    token = _users_call(users.issue_token, name, label)
-    click.echo(token)
-    from apsis_lite.web.auth import TOKEN_ID_LENGTH, hash_api_token
-    token_id = hash_api_token(token)[:TOKEN_ID_LENGTH]
-    click.echo(f"token id {token_id}: revoke it with 'apsis-lite user revoke {name} {token_id}'", err=True)
-
-
-@user_group.command("tokens")
-@click.argument("name")
-@_users_options
-def user_tokens(name, config_file, data_dir):
-    """List NAME's API tokens: id, created, label (the tokens themselves are not kept)."""
-    from apsis_lite.timeutil import to_iso
-    tokens = _users_call(_users_file(config_file, data_dir).tokens, name)
-    if not tokens:
-        click.echo(f"{name} has no API tokens (issue one with 'apsis-lite user token {name}')")
-    for token_id, label, created in tokens:
-        click.echo(f"{token_id}\t{to_iso(created) if created else '-'}\t{label}")
-
-
-@user_group.command("revoke")
-@click.argument("name")
-@click.argument("token")
-@_users_options
-def user_revoke(name, token, config_file, data_dir):
-    """Revoke one of NAME's API tokens: TOKEN is its id (from 'user tokens') or the token itself.
-
-    A running server refuses it from its next request on.
-    """
-    token_id = _users_call(_users_file(config_file, data_dir).revoke_token, name, token)
-    click.echo(f"revoked {name}'s token {token_id}")
-
-
 @cli.command(hidden=True)
 @click.argument("state_dir")
 def agent(state_dir):
@@ -555,3 +492,11 @@ from apsis_lite.cli.maintenance import COMMANDS as _MAINTENANCE  # noqa: E402 â€
 
 for _command in _MAINTENANCE:
     cli.add_command(_command)
+
+from apsis_lite.cli.apsis_history import import_apsis_cmd  # noqa: E402
+
+cli.add_command(import_apsis_cmd)
+
+from apsis_lite.cli.users import user_group  # noqa: E402
+
+cli.add_command(user_group)

@@ -15,6 +15,7 @@ import time
 
 import click
 
+from apsis_lite.cli.arguments import override_option, overrides
 from apsis_lite.errors import ApsisError
 
 #: Sleep between batches when a server is running: its engine's writes come first.
@@ -22,6 +23,7 @@ PAUSE = 0.005
 
 
 def data_options(f):
+    f = override_option(f)
     f = click.option("--data", "data_dir", type=click.Path(file_okay=False),
                      help="Data folder of the server (default: data_dir from --config, else the per-user data folder).")(f)
     return click.option("--config", "config_file", type=click.Path(dir_okay=False),
@@ -31,7 +33,7 @@ def data_options(f):
 def load(config_file, data_dir):
     from apsis_lite.config import load_config
     try:
-        return load_config(config_file, data_dir=data_dir)
+        return load_config(config_file, overrides(), data_dir=data_dir)
     except ApsisError as exc:
         raise click.ClickException(str(exc)) from None
 

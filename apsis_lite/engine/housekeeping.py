@@ -4,7 +4,11 @@ One pass (``prune``) walks the runs older than the cutoff from the oldest, a
 page at a time; each page costs one short write transaction and is preceded
 by ``between()``, where the server's greenlet sleeps so that the engine runs
 and stands aside while a start is due (a start is never held up by more than
-one batch). The same pass serves the
+one batch). In the server, the batches' reads and writes go through a
+connection of retention's own, in a worker thread (``InThread``): a batch
+reads pages of a large file from disk and its commit waits for an fsync,
+and apsw lets go of the interpreter meanwhile, so the event loop runs on
+instead of waiting with it. The same pass serves the
 server's background task (``RetentionTask``), the ``prune`` and ``archive``
 commands, and the in-server program types in ``housekeeping_programs``.
 """
@@ -209,6 +213,46 @@ def give_back_space(store, *, between=lambda: None, stopping=lambda: False, step
     return freed
 
 
+class InThread:
+    """``store``'s methods, each called in one worker thread while the calling greenlet waits.
+
+    For a store of retention's own (a second writer connection, as the
+    ``prune`` command opens beside a server): SQLite serializes its writes
+    with the engine's, and nothing else uses this connection.
+    """
+
+    def __init__(self, store):
+        import gevent.threadpool
+        self._store = store
+        self._pool = gevent.threadpool.ThreadPool(1)
+
+    def __getattr__(self, name):
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kw):
+            ok, value = self._pool.apply(_outcome, (attr, args, kw))
+            if not ok:
+                raise value  # here, where the caller handles it (the pool would print it as well)
+            return value
+        return call
+
+    def close(self):
+        """Wait for a call under way, then close the connection."""
+        self._pool.join()
+        self._pool.kill()
+        self._store.close()
+
+
+def _outcome(fn, args, kw):
+    """In the worker thread: (True, what ``fn`` returned) or (False, what it raised)."""
+    try:
+        return True, fn(*args, **kw)
+    except Exception as exc:
+        return False, exc
+
+
 class RetentionTask:
     """The server's background retention: a pass every ``interval`` seconds, in a greenlet.
 
@@ -239,6 +283,8 @@ class RetentionTask:
         self._stopping = True
         if self._greenlet is not None:
             self._greenlet.kill(block=True, timeout=5)
+        if isinstance(self.store, InThread):
+            self.store.close()
 
     def _between(self):
         import gevent

@@ -29,7 +29,7 @@ import sys
 
 from apsis_lite import agent
 from apsis_lite.agent.files import program_umask
-from apsis_lite.model.runs import format_run_id
+from apsis_lite.model.runs import format_run_id, parse_run_id
 
 log = logging.getLogger("apsis_lite.engine")
 
@@ -167,6 +167,20 @@ class LocalLauncher:
         """Ask the agent to start the prepared runs; returns {run_id: error message} for failures."""
         results = self.client.start_many([self.run_dir(r) for r in run_ids])
         return {r: str(res) for r, res in zip(run_ids, results) if isinstance(res, Exception)}
+
+    def warm(self, count):
+        """``count`` runs are due soon: the agent forks their shepherds ahead."""
+        self.client.warm(count)
+
+    def send_starts(self, run_ids):
+        """Ask the agent to start the prepared runs, without waiting for its
+        answers; ``start_failures`` collects them."""
+        self.client.send_starts([self.run_dir(r) for r in run_ids])
+
+    def start_failures(self):
+        """{run_id: error message} of the runs sent by ``send_starts`` that the agent could not start."""
+        return {parse_run_id(os.path.basename(path)): str(res) for path, res in self.client.collect_starts().items()
+                if isinstance(res, Exception)}
 
     def run_meta(self, run_id) -> dict:
         """What to record on the run about where it runs (nothing, for a local run)."""

@@ -20,8 +20,17 @@ from apsis_lite.timeutil import format_duration, to_iso
 # The engine's log lines keep the logger name they had when it was one module.
 log = logging.getLogger("apsis_lite.engine")
 
-# Runs handed to the agent at a time: the first program of a big batch
-# starts after this many specs are written, not after all of them.
+# Runs started per transaction. A batch goes in chunks that grow from
+# FIRST_CHUNK, four times each, to MAX_CHUNK: each chunk's transitions and
+# run folders are committed together and sent to the agent at once, without
+# waiting for its answers, so the first programs of a thousand due together
+# start after one small commit, and the agent starts each chunk while the
+# next one is being committed. A commit waits for the disk (an fsync, a few
+# ms and more on a busy disk), so a small batch is one chunk.
+FIRST_CHUNK = 16
+MAX_CHUNK = 128
+# Of those, runs whose folder is still to be written (a few file operations
+# each): the chunk ends at this many.
 LAUNCH_CHUNK = 16
 
 
@@ -68,10 +77,36 @@ class Starter:
 
     def try_start(self, run_ids, now, why, due=False):
         """Start those of ``run_ids`` that are waiting and may start now; with
-        ``due``, those still scheduled become waiting first."""
-        starting = []
+        ``due``, those still scheduled become waiting first.
+
+        In growing chunks (FIRST_CHUNK to MAX_CHUNK runs, or LAUNCH_CHUNK
+        whose folder is still to be written): a chunk's transitions and
+        folders are one transaction, and the agent is asked for its runs as
+        soon as it commits; its answers are read once the batch is sent.
+        """
+        size, i, sent = FIRST_CHUNK, 0, False
+        while i < len(run_ids):
+            taken, local = self._start_chunk(run_ids[i:i + size], now, why, due)
+            i += taken
+            size = min(4 * size, MAX_CHUNK)
+            if local:
+                self.launcher.send_starts(local)
+                sent = True
+        if sent:
+            try:
+                failures = self.launcher.start_failures()
+            except Exception as exc:
+                log.error("could not hear from the agent: %s; asking again shortly", exc)
+                return
+            self._record_failures(failures)
+
+    def _start_chunk(self, run_ids, now, why, due):
+        """Commit the starts of the first runs of ``run_ids``; returns how many
+        of ``run_ids`` it took, and the runs to ask the agent for."""
+        local, taken, unprepared = [], 0, 0
         with self.store.write():
             for rid in run_ids:
+                taken += 1
                 with self._guard.item(now, rid, "starting it"):
                     run = self.store.get_run(rid)
                     if run.state == "scheduled" and due:
@@ -80,9 +115,15 @@ class Starter:
                             continue
                     elif run.state != "waiting":
                         continue
-                    if self._waiting.may_start(run, now) and self._waiting.start_waiting(run, now, why):
-                        starting.append(run)  # read before its transitions; launch needs none of them
-        self.launch(starting)
+                    if not (self._waiting.may_start(run, now) and self._waiting.start_waiting(run, now, why)):
+                        continue
+                    unprepared += not self._folders.is_prepared(rid)
+                    # ``run`` was read before its transitions; the hand-over needs none of them.
+                    if self._hand_over(run, self.clock()):
+                        local.append(rid)
+                if unprepared == LAUNCH_CHUNK:
+                    break
+        return taken, local
 
     def _make_waiting(self, run, now):
         """A scheduled run's time has come: scheduled -> waiting, unless it is
@@ -104,36 +145,23 @@ class Starter:
         return self.store.transition(rid, "scheduled", "waiting", now, "due")
 
     def launch(self, runs):
-        """Hand runs in 'starting' to their programs; no-ops finish at once.
+        """Hand runs already in 'starting' to their programs; no-ops finish at once."""
+        for i in range(0, len(runs), LAUNCH_CHUNK):
+            local = []
+            with self.store.write():
+                for run in runs[i:i + LAUNCH_CHUNK]:
+                    now = self.clock()
+                    with self._guard.item(now, run.run_id, "starting it"):
+                        if self._hand_over(run, now):
+                            local.append(run.run_id)
+            self._ask_agent(local)
 
-        In chunks: each chunk's transitions and run folders are written in one
-        transaction, and the agent is asked only after it commits, outside it,
-        because talking to the agent yields to other greenlets. A chunk holds
-        up to LAUNCH_CHUNK runs whose folder is still to be written, and any
-        number written ahead of time: those cost the agent one request each,
-        all sent together, while a round trip per small chunk would leave the
-        starts of a big batch waiting for this process to be scheduled again,
-        on a machine the batch's own programs keep busy.
+    def _ask_agent(self, local):
+        """Ask the agent to start runs whose 'starting' is committed; a run it
+        could not start, and that provably never started, goes to error.
+
+        Outside any transaction: talking to the agent yields to other greenlets.
         """
-        chunk, unprepared = [], 0
-        for run in runs:
-            chunk.append(run)
-            if not self._folders.is_prepared(run.run_id):
-                unprepared += 1
-                if unprepared == LAUNCH_CHUNK:
-                    self._launch_chunk(chunk)
-                    chunk, unprepared = [], 0
-        if chunk:
-            self._launch_chunk(chunk)
-
-    def _launch_chunk(self, runs):
-        local = []
-        with self.store.write():
-            for run in runs:
-                now = self.clock()
-                with self._guard.item(now, run.run_id, "starting it"):
-                    if self._hand_over(run, now):
-                        local.append(run.run_id)
         if not local:
             return
         try:
@@ -143,6 +171,11 @@ class Starter:
             # for specs left unclaimed (RELAUNCH_AFTER), or records them.
             log.error("could not hand %d runs to the agent: %s; asking again shortly", len(local), exc)
             return
+        self._record_failures(failures)
+
+    def _record_failures(self, failures):
+        """{run_id: message} of runs the agent could not start: those that provably
+        never started go to error."""
         if not failures:
             return
         with self.store.write():

@@ -21,6 +21,7 @@ import threading
 import time
 
 from apsis_lite.config import DEFAULT_MIN_INTERVAL
+from apsis_lite.engine.slices import Slices
 from apsis_lite.errors import JobFileError, StoreUnavailable
 from apsis_lite.model.calendars import load_calendars
 from apsis_lite.model.jobs import Job, JobErrors, load_job_file
@@ -43,10 +44,6 @@ SETTLE = 0.2
 
 # A reload the database refused (a full disk) is tried again after this long.
 RETRY_AFTER = 5.0
-
-# Files parsed (and five times as many stat'ed) between two yields to the
-# engine and the web server: a few milliseconds of work.
-YIELD_EVERY = 40
 
 KEEPING_LAST_GOOD = "the last version of this job that loaded stays in effect until the file is fixed"
 
@@ -80,10 +77,11 @@ class JobsFolder:
     def scan(self):
         """Read what changed; returns (jobs by id, errors, relative paths read again)."""
         errors, stats, dirs = [], {}, []
-        self._stat_tree(stats, dirs, errors)
+        pause = Slices()
+        self._stat_tree(stats, dirs, errors, pause)
         now = self.clock()
         read = []
-        for n, (rel, key) in enumerate(sorted(stats.items())):
+        for rel, key in sorted(stats.items()):
             if key is not None and self._stats.get(rel) == key:
                 continue
             path = os.path.join(self.root, rel)
@@ -96,8 +94,7 @@ class JobsFolder:
             read.append(rel)
             if key is not None and now - key[0] / 1e9 < _racy_seconds(key[0]):
                 stats[rel] = None
-            if n % YIELD_EVERY == YIELD_EVERY - 1:
-                time.sleep(0)  # under gevent: let the engine start runs on time
+            pause()  # under gevent: let the engine start runs on time
         for rel in [r for r in self._results if r not in stats]:
             del self._results[rel]
         self._stats = stats
@@ -120,21 +117,20 @@ class JobsFolder:
             del self._good[job_id]
         return jobs, errors, read
 
-    def _stat_tree(self, stats, dirs, errors):
+    def _stat_tree(self, stats, dirs, errors, pause):
         """Stat keys of the job files: the rules of ``jobs.load_jobs_dir``."""
-        for n, (rel, entry) in enumerate(job_file_entries(self.root, errors, dirs)):
+        for rel, entry in job_file_entries(self.root, errors, dirs):
             try:
                 st = entry.stat()
             except OSError:
                 continue  # gone while we looked: the next scan sees it gone
             stats[rel] = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
-            if n % (YIELD_EVERY * 5) == YIELD_EVERY * 5 - 1:
-                time.sleep(0)
+            pause()
 
     def directories(self):
         """Every folder a job file may be in (for watching)."""
         stats, dirs = {}, []
-        self._stat_tree(stats, dirs, [])
+        self._stat_tree(stats, dirs, [], Slices())
         return dirs
 
 

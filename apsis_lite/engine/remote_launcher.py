@@ -153,6 +153,17 @@ class HostLauncher(LocalLauncher):
     def start(self, run_ids):
         local = [rid for rid in run_ids if rid not in self._remote]
         failures = super().start(local) if local else {}
+        self._start_remote(run_ids)
+        return failures
+
+    def send_starts(self, run_ids):
+        local = [rid for rid in run_ids if rid not in self._remote]
+        if local:
+            super().send_starts(local)
+        self._start_remote(run_ids)
+
+    def _start_remote(self, run_ids):
+        """Hand the remote ones of ``run_ids`` to their hosts' senders."""
         by_host = {}
         for rid in run_ids:
             if rid in self._remote:
@@ -160,7 +171,6 @@ class HostLauncher(LocalLauncher):
         for key, rids in by_host.items():
             self._sending.update(rids)
             self._sender(key).put(rids)
-        return failures
 
     def _sender(self, key) -> queue.Queue:
         if key not in self._senders:

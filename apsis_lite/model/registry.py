@@ -44,6 +44,10 @@ class Registry:
                 raise KeyError(class_path_message(self.kind, name, known)) from None
             raise KeyError(f"unknown {self.kind} type {name!r} (known: {known})") from None
 
+    def add_alias(self, alias: str, target: str):
+        """Make ``alias`` name the type ``target`` names; KeyError if none does."""
+        self._types[alias] = self.get(target)
+
     def names(self):
         return sorted(self._types)
 
@@ -87,3 +91,19 @@ def load_extensions(module_names=()):
             ep.load()
         except Exception as exc:  # an installed plugin must not stop the scheduler
             log.error("extension %s failed to load: %s", ep.name, exc)
+
+
+def add_type_aliases(config) -> list:
+    """Register the config's ``program_types``, ``schedule_types`` and ``action_types``
+    (apsis's short names for types). Returns a line for each alias whose target
+    no type answers to: a job file naming that alias then fails to load, naming it."""
+    problems = []
+    for setting, registry in (("program_types", PROGRAMS), ("schedule_types", SCHEDULES),
+                              ("action_types", ACTIONS)):
+        for alias, target in (getattr(config, setting, None) or {}).items():
+            try:
+                registry.add_alias(alias, target)
+            except KeyError:
+                problems.append(f"config: {setting}: {alias}: no {registry.kind} type {target!r} is registered "
+                                f"(a class path needs an extension that registers it; see docs/extensions.md)")
+    return problems

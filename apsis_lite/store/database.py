@@ -16,10 +16,12 @@ a run.
 * ``retention``: old runs and output found by age, removed or archived; free pages given back.
 * ``scheduler_records``: horizons, ad hoc jobs, meta, pauses, deadlines, pending actions.
 * ``health_reads``: the reads of the sanity checks and the metrics.
+* ``overview_reads``: the overview page's and a job's history picture's reads.
 """
 
 from apsis_lite.store.health_reads import HealthReads
 from apsis_lite.store.outputs import Outputs
+from apsis_lite.store.overview_reads import OverviewReads
 from apsis_lite.store.run_listing import RunListing
 from apsis_lite.store.run_reads import UNFINISHED, RunReads
 from apsis_lite.store.retention import Retention
@@ -31,7 +33,8 @@ from apsis_lite.store.transactions import STORAGE_FAULTS, Transactions
 __all__ = ["Store", "MIGRATIONS", "RUN_COLUMNS", "RERUN_SLOT_PREFIX", "UNFINISHED", "STORAGE_FAULTS"]
 
 
-class Store(RunWrites, RunReads, RunListing, HealthReads, Outputs, SchedulerRecords, Retention, Transactions):
+class Store(RunWrites, RunReads, RunListing, HealthReads, OverviewReads, Outputs, SchedulerRecords, Retention,
+            Transactions):
     """A connection to the apsis-lite database; ``readonly`` for readers."""
 
     def __init__(self, path, readonly=False, vfs=None, migrate=True):

@@ -5,7 +5,9 @@ applies to it (``due_matcher``). The work stays bounded by counting at most
 PER_DAY_CAP (in a grid cell GRID_DAY_CAP) due times per job and day, and, for
 an ARG=VAL filter (which needs each due time's args), ARGS_STEP_BUDGET due
 times per page. Without an args filter a month or week grid reads the
-per-day summaries cached in ``due_summary``.
+per-day summaries cached in ``due_summary``. Every loop here calls ``pause()``
+between steps: a page passes its ``Slices``, so a long computation lets the
+event loop run every few milliseconds.
 """
 
 import heapq
@@ -82,8 +84,12 @@ def _term_test(term):
 # -- due times ---------------------------------------------------------------------
 
 
+def _no_pause():
+    pass
+
+
 def due_times(engine, since, until, bounds, job_ok, args_ok, budget=float("inf"), per_day=PER_DAY_CAP,
-              stored=frozenset()):
+              stored=frozenset(), pause=_no_pause):
     """Due times of matching jobs in [since, until), each job's at most ``per_day`` a day.
 
     ``bounds`` are the epoch starts of the window's days (and its end): a
@@ -102,13 +108,14 @@ def due_times(engine, since, until, bounds, job_ok, args_ok, budget=float("inf")
         done += 1
         try:
             budget = job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, budget,
-                                   found, more)
+                                   found, more, pause)
         except Exception:  # a schedule that raises (an extension's) hides no other job
             log.debug("the due times of %s cannot be computed", job_id, exc_info=True)
     return found, more, done, len(jobs)
 
 
-def job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, budget, found, more):
+def job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, budget, found, more,
+                  pause=_no_pause):
     """Add one job's due times to ``found`` and ``more`` (see ``due_times``); returns the budget left."""
     schedules = [s for s in job.schedules if s.enabled]
     if not schedules:
@@ -118,6 +125,7 @@ def job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, b
         merged = heapq.merge(*(s.times(from_epoch(start)) for s in schedules), key=lambda ta: ta[0])
         restart = None
         for dt, supplied in merged:
+            pause()
             t = dt.timestamp()
             budget -= 1
             if t >= until or budget <= 0:
@@ -141,12 +149,12 @@ def job_due_times(job_id, job, since, until, bounds, args_ok, per_day, stored, b
     return budget
 
 
-def day_job_times(job_id, job, since, until, bounds, per_day, stored, found, more):
+def day_job_times(job_id, job, since, until, bounds, per_day, stored, found, more, pause=_no_pause):
     """``job_due_times`` without an args filter for one day, by arithmetic when every
     enabled schedule is an interval (the common many-times-a-day case)."""
     schedules = [s for s in job.schedules if s.enabled]
     if not all(type(s) is IntervalSchedule for s in schedules):
-        job_due_times(job_id, job, since, until, bounds, None, per_day, stored, float("inf"), found, more)
+        job_due_times(job_id, job, since, until, bounds, None, per_day, stored, float("inf"), found, more, pause)
         return
     n = per_day + 1 + sum(1 for j, _t in stored if j == job_id)
     times = sorted(t for s in schedules for t in interval_times(s, since, until, n))
@@ -159,7 +167,8 @@ def day_job_times(job_id, job, since, until, bounds, per_day, stored, found, mor
 # -- a month or week grid ------------------------------------------------------------
 
 
-def grid_dues(engine, summaries, bounds, now, job_ok, args_ok, stored, cell_max, cap=GRID_DAY_CAP):
+def grid_dues(engine, summaries, bounds, now, job_ok, args_ok, stored, cell_max, cap=GRID_DAY_CAP,
+              pause=_no_pause):
     """Per day of a grid, ``(due, total, more)``: the first ``cell_max`` matching job ids'
     ``{job_id: (first, count)}``, how many jobs are due that day, and which have more than
     ``cap``; with (jobs computed, jobs matching), which differ only when an ARG=VAL filter ran
@@ -175,17 +184,17 @@ def grid_dues(engine, summaries, bounds, now, job_ok, args_ok, stored, cell_max,
         return [({}, 0, set()) for _ in range(n)], 0, 0
     if args_ok is not None:
         # Args come from each due time: no summary to reuse, so count them here.
-        return counted_grid_dues(engine, bounds, since, job_ok, args_ok, stored, cell_max, cap)
-    window = summaries.summary(engine.jobs, bounds, now)
-    overrides = planned_days(engine.jobs, bounds, since, job_ok, stored, cap)
-    return summarised_grid_dues(window, bounds, since, job_ok, overrides, cell_max, cap), 0, 0
+        return counted_grid_dues(engine, bounds, since, job_ok, args_ok, stored, cell_max, cap, pause)
+    window = summaries.summary(engine.jobs, bounds, now, pause)
+    overrides = planned_days(engine.jobs, bounds, since, job_ok, stored, cap, pause)
+    return summarised_grid_dues(window, bounds, since, job_ok, overrides, cell_max, cap, pause), 0, 0
 
 
-def counted_grid_dues(engine, bounds, since, job_ok, args_ok, stored, cell_max, cap):
+def counted_grid_dues(engine, bounds, since, job_ok, args_ok, stored, cell_max, cap, pause=_no_pause):
     """``grid_dues`` for an ARG=VAL filter: every due time stepped through, within ARGS_STEP_BUDGET."""
     out = [({}, 0, set()) for _ in range(len(bounds) - 1)]
     found, more, done, total = due_times(engine, since, bounds[-1], bounds, job_ok, args_ok,
-                                         budget=ARGS_STEP_BUDGET, per_day=cap, stored=stored)
+                                         budget=ARGS_STEP_BUDGET, per_day=cap, stored=stored, pause=pause)
     per_job = {}
     for d in found:
         i = bisect_right(bounds, d.t) - 1
@@ -201,7 +210,7 @@ def counted_grid_dues(engine, bounds, since, job_ok, args_ok, stored, cell_max, 
     return out, done, total
 
 
-def planned_days(jobs, bounds, since, job_ok, stored, cap):
+def planned_days(jobs, bounds, since, job_ok, stored, cap, pause=_no_pause):
     """``{job_id: {day: (first, count) or None}}`` for the job-days holding a planned run
     (``stored``), counted afresh without that run; they replace the summary's."""
     overrides = {}
@@ -213,12 +222,12 @@ def planned_days(jobs, bounds, since, job_ok, stored, cap):
             continue
         found, more = [], set()
         job_due_times(job_id, jobs[job_id], max(since, bounds[i]), bounds[i + 1], bounds, None, cap,
-                      stored, float("inf"), found, more)
+                      stored, float("inf"), found, more, pause)
         overrides.setdefault(job_id, {})[i] = (found[0].t, len(found) + bool(more)) if found else None
     return overrides
 
 
-def summarised_grid_dues(w, bounds, since, job_ok, overrides, cell_max, cap):
+def summarised_grid_dues(w, bounds, since, job_ok, overrides, cell_max, cap, pause=_no_pause):
     """The per-day ``(due, total, more)`` of ``grid_dues`` from the window's summary ``w``, days
     before ``since`` left empty. Jobs are visited in id order until every open day's cell is full."""
     n = len(bounds) - 1
@@ -236,6 +245,7 @@ def summarised_grid_dues(w, bounds, since, job_ok, overrides, cell_max, cap):
     for job_id in sorted(w.entries):
         if not open_mask and job_ok.all_jobs:
             break
+        pause()
         if not job_ok(job_id):
             continue
         e = w.entries[job_id]

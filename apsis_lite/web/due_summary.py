@@ -9,20 +9,24 @@ times themselves. Interval schedules are counted by arithmetic; other types
 walk their ``times()`` iterator and jump to the next day once a day is full.
 
 A background warmer keeps the current month, week and day of the default
-zone computed after start-up and after each reload, a job at a time and
-yielding between jobs, so the first page view is fast and the scheduler is
-never held up.
+zone computed after start-up and after each reload, so the first page view
+is fast. Whoever computes (the warmer, or a page asking for a window not yet
+warm) yields to the event loop every ``slices.SLICE`` (see ``Slices``), so the
+scheduler is never held up; one window is brought up to date by one greenlet
+at a time, the others waiting for its result rather than computing it again.
+Jobs whose schedules are equal (built-in types) are computed once per pass.
 """
 
+import dataclasses
 import heapq
 import logging
 import threading
-import time
 from bisect import bisect_right
 from collections import OrderedDict
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 
+from apsis_lite.engine.slices import Slices
 from apsis_lite.model.schedules import IntervalSchedule
 from apsis_lite.model.schedules.instants import _EPOCH, _MICRO, _as_utc, _micros
 from apsis_lite.timeutil import first_instant_at, from_epoch
@@ -82,12 +86,13 @@ def interval_times(schedule, since, until, n):
     return out
 
 
-def _iterated_days(schedule, since, bounds, cap, out):
+def _iterated_days(schedule, since, bounds, cap, out, pause):
     """Add ``{day: (first, count)}`` of any schedule, walking its times, a day at most cap+1."""
     until, start = bounds[-1], since
     while start < until:
         restart, day, count, first = None, None, 0, None
         for dt, _supplied in schedule.times(from_epoch(start)):
+            pause()
             t = dt.timestamp()
             if t >= until:
                 break
@@ -112,9 +117,47 @@ def _add(out, i, first, count):
     out[i] = (first, count) if old is None else (min(old[0], first), old[1] + count)
 
 
-def job_days(job, since, bounds, cap):
+# Field values that say all there is to them in their repr (a calendar's repr is only its name).
+_PLAIN = (str, int, float, bool, type(None), tuple, dict, date, dtime, timedelta)
+
+
+def schedule_key(s):
+    """A key equal for two schedules whose due times are the same, or None: the schedule's
+    repr (its type and every field), and each field whose repr may not show all of it
+    (a calendar's shows its name): itself if it can be hashed (calendars are frozen
+    values), else its identity. Only for the built-in types, whose ``times()`` depend
+    on their fields alone."""
+    if not type(s).__module__.startswith("apsis_lite.model.schedules."):
+        return None
+    return repr(s), tuple(_value_or_identity(getattr(s, f.name)) for f in dataclasses.fields(s)
+                          if not isinstance(getattr(s, f.name), _PLAIN))
+
+
+def _value_or_identity(v):
+    try:
+        hash(v)
+    except TypeError:
+        return id(v)
+    return v
+
+
+def _schedule_days(s, since, bounds, cap, pause):
+    out = {}
+    if type(s) is IntervalSchedule:
+        _interval_days(s, since, bounds, cap, out)
+    else:
+        _iterated_days(s, since, bounds, cap, out, pause)
+    return out
+
+
+def job_days(job, since, bounds, cap, pause=lambda: None, memo=None):
     """``{day index: (first due time, count capped at cap+1)}`` of a job's enabled schedules
-    from ``since`` to the window's end; ``bounds`` are the days' epoch starts and the end."""
+    from ``since`` to the window's end; ``bounds`` are the days' epoch starts and the end.
+
+    ``pause()`` is called between steps (see ``Slices``). ``memo``, a dict kept for one
+    ``since`` and ``bounds``, holds each schedule's days by ``schedule_key``: jobs with
+    equal schedules (a thousand jobs on ``*/30 * * * *``) are computed once.
+    """
     out = {}
     if since >= bounds[-1]:
         return out
@@ -122,10 +165,14 @@ def job_days(job, since, bounds, cap):
         for s in job.schedules:
             if not s.enabled:
                 continue
-            if type(s) is IntervalSchedule:
-                _interval_days(s, since, bounds, cap, out)
-            else:
-                _iterated_days(s, since, bounds, cap, out)
+            key = schedule_key(s) if memo is not None else None
+            days = memo.get(key) if key is not None else None
+            if days is None:
+                days = _schedule_days(s, since, bounds, cap, pause)
+                if key is not None:
+                    memo[key] = days
+            for i, (first, count) in days.items():
+                _add(out, i, first, count)
     except Exception:  # a schedule that raises (an extension's) shows nothing, and hides no other job
         log.debug("the due times of %s cannot be computed", job.job_id, exc_info=True)
         return {}
@@ -150,6 +197,8 @@ class Window:
         self.entries = {}
         self.day_jobs = [0] * (len(bounds) - 1)   # jobs with a due time, per day
         self.lock = threading.Lock()
+        # Held by the one greenlet (or thread) bringing the window up to date.
+        self.sync_lock = threading.Lock()
         # Today's first due time of each job, soonest first, for the jobs seen in one full pass.
         self.today_lock = threading.Lock()
         self.jobs_ref, self.today, self.synced, self.synced_since = None, [], None, 0.0
@@ -166,8 +215,9 @@ class Window:
             self.day_jobs[i] += 1
         self.entries[job_id] = entry
 
-    def sync_job(self, job_id, job, since):
-        """Bring one job's entry up to date for times from ``since``."""
+    def sync_job(self, job_id, job, since, pause=lambda: None, memo=None):
+        """Bring one job's entry up to date for times from ``since``; see ``job_days``
+        for ``pause`` and ``memo`` (kept for one ``since``)."""
         with self.lock:
             e = self.entries.get(job_id)
             if e is not None and e.job is job and e.since <= since:
@@ -184,10 +234,11 @@ class Window:
             else:
                 since_e = None
         if since_e is None:
-            entry = Entry(job, since, job_days(job, since, self.bounds, self.cap))
+            entry = Entry(job, since, job_days(job, since, self.bounds, self.cap, pause, memo))
         else:
             d = bisect_right(self.bounds, since) - 1
-            today = job_days(job, since, self.bounds[:d + 2], self.cap)
+            # Other bounds than a whole pass's: not shared through ``memo``.
+            today = job_days(job, since, self.bounds[:d + 2], self.cap, pause)
             days = {i: v for i, v in e.days.items() if i != d}
             days.update(today)
             entry = Entry(job, since, days)
@@ -195,7 +246,14 @@ class Window:
             self._put(job_id, entry)
 
     def sync(self, jobs, since, pause=None):
-        """Bring every entry up to date with ``jobs`` ({id: Job}); ``pause()`` between jobs."""
+        """Bring every entry up to date with ``jobs`` ({id: Job}), calling ``pause()`` between
+        steps (default: a fresh ``Slices``). One caller at a time: a second waits for the
+        first's result, which usually leaves it nothing to do."""
+        pause = pause or Slices()
+        with self.sync_lock:
+            self._sync(jobs, since, pause)
+
+    def _sync(self, jobs, since, pause):
         d = bisect_right(self.bounds, since) - 1
         with self.today_lock:
             if self.synced == (id(jobs), len(jobs), d) and self.synced_since <= since:
@@ -205,16 +263,16 @@ class Window:
                 while self.today and self.today[0][0] < since:
                     _first, job_id = heapq.heappop(self.today)
                     if job_id in jobs:
-                        self.sync_job(job_id, jobs[job_id], since)
+                        self.sync_job(job_id, jobs[job_id], since, pause)
                         e = self.entries.get(job_id)
                         if e is not None and d in e.days:
                             heapq.heappush(self.today, (e.days[d][0], job_id))
                 self.synced_since = since
                 return
+        memo = {}
         for job_id, job in list(jobs.items()):
-            self.sync_job(job_id, job, since)
-            if pause is not None:
-                pause()
+            self.sync_job(job_id, job, since, pause, memo)
+            pause()
         with self.lock:
             for job_id in [j for j in self.entries if j not in jobs]:
                 self._put(job_id, None)
@@ -286,14 +344,14 @@ class Warmer:
 
     def start(self):
         if self.thread is None:
-            # Under gevent this is a greenlet; time.sleep(0) between jobs yields to the hub.
+            # Under gevent this is a greenlet, which yields as it computes (see Slices).
             self.thread = threading.Thread(target=self._loop, name="calendar-warmer", daemon=True)
             self.thread.start()
 
     def stop(self):
         self.stopped.set()
 
-    def warm_once(self, pause=lambda: time.sleep(0)):
+    def warm_once(self, pause=None):
         now = self.engine.clock()
         jobs = self.engine.jobs
         for n, zone in enumerate(list(self.zones)):

@@ -27,9 +27,28 @@ def render_markdown(text) -> Markup:
     return Markup(_MARKDOWN.render(str(text)))
 
 
+class _ProgramDumper(yaml.SafeDumper):
+    """YAML that shows a multi-line string as the literal text, in a ``|`` block."""
+
+
+def _str_block(dumper, text):
+    style = "|" if "\n" in text else None
+    if style and any(line != line.rstrip() for line in text.splitlines()):
+        # YAML cannot keep trailing spaces in a block; they are rare, and being exact matters more.
+        style = None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_ProgramDumper.add_representer(str, _str_block)
+
+
 def program_text(program) -> str:
-    """A program (or condition, action) as the YAML a job file would hold ("" for none)."""
-    return yaml.safe_dump(program, sort_keys=False, default_flow_style=False).strip() if program else ""
+    """A program (or condition, action) as the YAML a job file would hold ("" for none);
+    a multi-line command reads as written."""
+    if not program:
+        return ""
+    return yaml.dump(program, Dumper=_ProgramDumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True).strip()
 
 
 @lru_cache(maxsize=1)
@@ -81,8 +100,12 @@ class TimeFormat:
         """The tooltip: the time in the viewer's zone, UTC, the job's zone; how long ago."""
         if t is None:
             return ""
-        lines = [f"{self.local(t).strftime('%Y-%m-%d %H:%M:%S %Z')} ({self.zone_name})",
-                 f"{from_epoch(t).strftime('%Y-%m-%d %H:%M:%S')} UTC"]
+        here = self.local(t)
+        # A zone named as its abbreviation (UTC, EST5EDT's EST...) is not repeated in brackets.
+        lines = [here.strftime("%Y-%m-%d %H:%M:%S %Z")
+                 + (f" ({self.zone_name})" if here.tzname() != self.zone_name else "")]
+        if here.utcoffset():
+            lines.append(f"{from_epoch(t).strftime('%Y-%m-%d %H:%M:%S')} UTC")
         if job_zone and job_zone not in (self.zone_name, "UTC"):
             try:
                 there = from_epoch(t).astimezone(get_tz(job_zone))

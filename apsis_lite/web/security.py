@@ -33,7 +33,7 @@ from flask import (
 )
 
 from apsis_lite.errors import ApsisError
-from apsis_lite.web.auth import USER_NAME, Auth, Identity, derived_key, is_loopback
+from apsis_lite.web.auth import ONCE_TTL, USER_NAME, Auth, Identity, derived_key, is_loopback
 from apsis_lite.web.login_throttle import LoginThrottle
 from apsis_lite.web.password_checks import Busy, PasswordChecks
 from apsis_lite.web.peers import local_address, peer_uid
@@ -49,7 +49,7 @@ CSRF_FIELD = "csrf_token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Reachable without logging in. The API's description is the same for every server
 # of a version and published with it, so tools may read it without a token.
-PUBLIC = {"api.alive", "api.openapi", "static", "auth.login", "auth.login_submit"}
+PUBLIC = {"api.alive", "api.openapi", "static", "ui.favicon", "auth.login", "auth.login_submit"}
 # The pages that may start a session for someone not logged in (for the form's CSRF token).
 LOGIN_FORMS = {"auth.login", "auth.login_submit"}
 # Answers 401, as the API does, rather than sending a browser to the login page.
@@ -372,8 +372,9 @@ def login():
         auth = gatekeeper().auth
         identity = auth.redeem_once(code)
         if identity is None:
-            return form_page("This login link has expired or was used already. Ask for a new one "
-                             "(start apsis-lite again, or log in below).", 403)
+            return form_page("This login link has expired or was used already: each link works once, "
+                             f"within {ONCE_TTL // 60} minutes. For a new one, run apsis-lite login-link "
+                             "on the server's machine (or start apsis-lite again), or log in below.", 403)
         start_session(identity, auth)
         return redirect(safe_next(request.args.get("next")), 303)
     why = request.args.get("ended")

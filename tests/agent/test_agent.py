@@ -599,6 +599,41 @@ def test_finished_shepherd_is_reused_and_ignores_stale_stops(client, tmp_path):
     assert output_of(second) == b"survived\n"
 
 
+def _children_of(pid) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(b")") + 2:].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def test_shepherds_forked_ahead_take_the_runs_that_come(client, tmp_path):
+    agent = client.ping()
+    client.warm(6)
+    warmed = wait_for(lambda: len(kids := _children_of(agent)) == 6 and kids, timeout=10)
+    time.sleep(0.3)  # each says it is idle once forked
+    run_dirs = []
+    for i in range(6):
+        run_dirs.append(str(tmp_path / "runs" / f"w{i}"))
+        write_spec(run_dirs[-1], make_spec(f"w{i}", ["sh", "-c", f"echo {i}"]))
+    # No fork at the due time: every run goes to a shepherd that was waiting.
+    assert set(client.start_many(run_dirs)) == warmed
+    for i, run_dir in enumerate(run_dirs):
+        assert wait_result(run_dir)["exit_code"] == 0
+        assert output_of(run_dir) == f"{i}\n".encode()
+    client.warm(3)  # as many are idle already: none forked
+    time.sleep(0.3)
+    assert _children_of(agent) == warmed
+    for count in (-1, "3", None):
+        with pytest.raises(AgentError, match="count must be a whole number"):
+            client._request({"op": "warm", "count": count})
+
+
 def test_start_many_pipelines_and_reports_each(client, tmp_path):
     run_dirs = []
     for i in range(50):
@@ -614,6 +649,28 @@ def test_start_many_pipelines_and_reports_each(client, tmp_path):
     for i, run_dir in enumerate(run_dirs):
         assert wait_result(run_dir, timeout=30)["exit_code"] == 0
         assert output_of(run_dir) == f"{i}\n".encode()
+
+
+def test_starts_sent_without_waiting_are_answered_each_once(client, tmp_path):
+    # Batches sent one after another, a request of another kind between them:
+    # its reply comes after those owed to the batches, which are kept for collect_starts.
+    run_dirs = []
+    for i in range(30):
+        run_dir = str(tmp_path / "runs" / f"s{i}")
+        write_spec(run_dir, make_spec(f"s{i}", ["sh", "-c", f"echo {i}"]))
+        run_dirs.append(run_dir)
+    missing = str(tmp_path / "runs" / "never-written")
+    client.send_starts(run_dirs[:2])
+    client.send_starts(run_dirs[2:10] + [missing])
+    assert client.ping() > 0
+    client.send_starts(run_dirs[10:] + [run_dirs[0]])
+    answers = client.collect_starts()
+    assert set(answers) == set(run_dirs) | {missing}
+    assert isinstance(answers[missing], AgentError)
+    for i, run_dir in enumerate(run_dirs):
+        assert wait_result(run_dir, timeout=30)["exit_code"] == 0
+        assert output_of(run_dir) == f"{i}\n".encode()
+    assert client.collect_starts() == {}
 
 
 def test_many_clients_at_once(client, state_dir, tmp_path):
@@ -670,8 +727,9 @@ os._exit(9)
 """
 
 
+@pytest.mark.parametrize("sent", [False, True], ids=["start_many", "send_starts"])
 @pytest.mark.parametrize("crashes", [1, 2])
-def test_start_survives_agents_that_die_one_after_the_other(crashes):
+def test_start_survives_agents_that_die_one_after_the_other(crashes, sent):
     # The first try meets an agent that dies (and the second too): a later
     # one, on a new agent, starts the runs, each once.
     base = tempfile.mkdtemp(prefix="al-crash-", dir="/tmp")  # Short: a socket path.
@@ -684,7 +742,13 @@ def test_start_survives_agents_that_die_one_after_the_other(crashes):
         for i in range(3):
             run_dirs.append(os.path.join(base, "runs", f"r{i}"))
             write_spec(run_dirs[-1], make_spec(f"r{i}", ["echo", str(i)]))
-        results = client.start_many(run_dirs)
+        if sent:
+            client.send_starts(run_dirs[:1])
+            client.send_starts(run_dirs[1:])
+            answers = client.collect_starts()
+            results = [answers[run_dir] for run_dir in run_dirs]
+        else:
+            results = client.start_many(run_dirs)
         assert all(isinstance(pid, int) for pid in results), results
         assert Path(state_dir, "crashes-left").read_text() == "0"
         for i, run_dir in enumerate(run_dirs):

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "apsis_lite"
 
 LAYERS = {
-    "errors": 0, "paths": 0, "timeutil": 0, "config": 0,
+    "errors": 0, "paths": 0, "timeutil": 0, "config": 0, "config_apsis": 0,
     "agent": 0,
     "model": 1,
     "store": 2, "hosts": 2,

@@ -272,6 +272,30 @@ def test_run_at_a_future_time_is_scheduled(srv):
     assert len(own_runs(srv)) == 2
 
 
+def test_run_at_a_past_time_of_day_runs_tomorrow_and_a_past_date_needs_past_ok(srv, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")  # the CLI reads a time of day in the local zone
+    now = datetime.now(timezone.utc)
+    earlier = (now - timedelta(minutes=2)).replace(second=0, microsecond=0)
+    result = cli(srv, "run", "--no-wait", "--at", f"{earlier:%H:%M}", "--", "echo", "tomorrow")
+    assert result.returncode == 0, result.stderr
+    rid = result.stdout.strip()
+    run = srv.get(f"/api/v1/runs/{rid}")
+    due = earlier + timedelta(days=1)  # its next occurrence (today's, when 'earlier' was yesterday)
+    assert (run["state"], run["times"]["schedule"]) == ("scheduled", f"{due:%Y-%m-%dT%H:%M:%SZ}")
+    day = "tomorrow" if due.date() > now.date() else "today"
+    assert result.stderr == f"{rid}: scheduled for {due:%a %Y-%m-%d %H:%M:%S} UTC ({day})\n"
+
+    past = f"{now - timedelta(hours=1):%Y-%m-%d %H:%M:%S}"
+    err = fails(srv, "run", "--at", past, "--", "echo", "past", code=2)
+    assert f"'{past}' is in the past" in err and "--past-ok" in err
+    assert "Error: --past-ok goes with --at" in fails(srv, "run", "--past-ok", "--", "echo", "x", code=2)
+    assert len(own_runs(srv)) == 1, "a refused time makes no run"
+    result = cli(srv, "run", "--at", past, "--past-ok", "--", "echo", "past")
+    assert (result.returncode, result.stdout) == (0, "past\n"), result.stderr
+    (late,) = [r for r in own_runs(srv) if r["run_id"] != rid]
+    assert late["state"] == "success" and late["times"]["schedule"] == past.replace(" ", "T") + "Z"
+
+
 # --- runs, show, output ------------------------------------------------------
 
 

@@ -33,11 +33,15 @@ def test_run_in_flight_survives_server_stop(server, how):
 
 def test_reattach_to_run_still_going(server):
     server.start()
-    rid = server.post("/api/v1/runs", {"program": "sleep 1.5; echo late"})["run_id"]
+    # The program waits for a gate file, so it is still going after the restart however slow the machine.
+    gate = server.data_dir / "gate"
+    rid = server.post("/api/v1/runs", {"program": f"while [ ! -e {gate} ]; do sleep 0.05; done; echo late"}
+                      )["run_id"]
     server.wait_run(rid, states=("running",))
     server.kill()
     server.start()
     assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
+    gate.touch()
     run = server.wait_run(rid)
     assert run["state"] == "success"
     messages = [e["message"] for e in server.get(f"/api/v1/runs/{rid}/log")["items"]]

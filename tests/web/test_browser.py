@@ -51,7 +51,7 @@ def test_typing_a_filter_changes_the_list_and_the_url(server, page):
     b = submit(server, job_id="beta/report")
     server.wait_run(a["run_id"])
     server.wait_run(b["run_id"])
-    page.goto(server.url + "/")
+    page.goto(server.url + "/runs")
     rows = page.locator("#runs-results tr[data-run]")
     expect(page.locator(f'tr[data-run="{b["run_id"]}"]')).to_be_visible()
     page.locator("#q").press_sequentially("alpha", delay=30)
@@ -140,7 +140,7 @@ def test_pause_all_from_the_header_and_resume_without_a_reload(server, page):
 
 
 def test_an_unreachable_server_is_reported_and_the_page_recovers(server, page):
-    page.goto(server.url + "/")
+    page.goto(server.url + "/runs")
     banner = page.locator("#offline")
     expect(banner).to_be_hidden()
     server.stop()

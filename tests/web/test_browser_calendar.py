@@ -41,5 +41,5 @@ def test_calendar_shows_a_finished_run_and_upcoming_times_then_the_day(server, p
     expect(page).to_have_url(re.compile(r"/calendar/day\?date=\d{4}-\d\d-\d\d"))
     row = page.locator('g.tl-row[data-job="beat"]')
     expect(row.locator(f'a.tl-bar[data-run="{run["run_id"]}"]')).to_have_count(1)
-    assert row.locator(".tl-due").count() > 0
+    assert row.locator(".tl-due, .tl-due-band").count() > 0
     expect(page.locator("svg.timeline line.tl-now")).to_have_count(1)

@@ -64,7 +64,7 @@ def test_runs_page_lists_runs_newest_first_with_states_and_buttons(world):
     done = finished_run(engine)
     clock.t = T0 + 1
     engine.tick(clock.t)  # plans "tick" slots: scheduled runs
-    resp = client.get("/")
+    resp = client.get("/runs")
     assert resp.status_code == 200
     body = text_of(resp)
     assert "<title>Runs" in body
@@ -87,14 +87,14 @@ def test_runs_filter_fragment_and_state_chips(world):
     finished_run(engine, "team/report", {"date": "2027-01-14"})
     finished_run(engine, "tick", {"time": "a"})
     engine.tick(T0 + 1)
-    resp = client.get("/?q=report", headers=hx("runs-results"))
+    resp = client.get("/runs?q=report", headers=hx("runs-results"))
     assert resp.status_code == 200
     body = text_of(resp)
     assert body.lstrip().startswith('<div id="runs-results"')  # just the fragment
     assert "<html" not in body
     assert "team/report" in body and ">tick<" not in body
     # The poll keeps the filter: it asks for the same URL.
-    assert 'hx-get="/?q=report"' in body
+    assert 'hx-get="/runs?q=report"' in body
     body = text_of(client.get("/?state=success&q=date%3D2027-01-14"))
     assert "team/report" in body and 'value="success" checked' in body
     body = text_of(client.get("/?state=scheduled"))
@@ -139,7 +139,7 @@ def test_reruns_are_grouped_under_their_original(world):
     assert store.get_run(rerun_id).rerun_of == first.run_id
     assert "1 rerun, latest scheduled" in frag
     engine.tick(clock.t)
-    body = text_of(client.get("/"))
+    body = text_of(client.get("/runs"))
     # One group holds both: the original row first, then the rerun, in one tbody.
     group = body[body.index(f'data-group="{first.run_id}"'):]
     group = group[:group.index("</tbody>")]
@@ -454,7 +454,7 @@ def test_a_jobs_recent_runs_keep_polling_as_an_embedded_list(world):
     again = re.search(r'<div id="runs-results"[^>]*hx-get="([^"]+)"', frag).group(1).replace("&amp;", "&")
     assert again == poll and "hx-sync=" not in frag[:400]
     # The runs page's own list keeps in step with its filter form.
-    assert 'hx-sync="#runs-filter:drop"' in text_of(client.get("/"))
+    assert 'hx-sync="#runs-filter:drop"' in text_of(client.get("/runs"))
 
 
 def test_a_rerun_group_spanning_two_pages_is_listed_once_and_newer_pages_back(world):

@@ -79,17 +79,20 @@ def test_month_grid_shows_past_runs_upcoming_times_and_today(world):
     assert "cal-today" in today and ">today<" in today
     day12 = cell(body, "2027-01-12")
     assert f'data-run="r{run.run_id}"' in day12 and 'title="success">ok</abbr>' in day12
-    assert "10:00</span> team/report" in day12 and "cal-due" not in day12  # past: no due times
+    # Cells label a job by the last parts of its id that tell it from the others there (the title has it all).
+    assert '10:00</span> <span class="cal-job">report</span>' in day12 and "cal-due" not in day12  # past: no due times
     assert 'title="failure">fail</abbr>' in cell(body, "2027-01-13")
     assert f'data-run="r{failed.run_id}"' in cell(body, "2027-01-13")
     # Upcoming: team/report at 21:00 UTC on weekdays from today on, none at the weekend.
-    assert 'data-due="team/report"' in today and "21:00</span> team/report" in today
+    assert 'data-due="team/report"' in today and '21:00</span> <span class="cal-job">report</span>' in today
     for day in ("2027-01-18", "2027-01-29"):
         assert 'data-due="team/report"' in cell(body, day)
     for day in ("2027-01-16", "2027-01-17", "2027-01-14"):
         assert 'data-due="team/report"' not in cell(body, day)
     # tick is due every 10 s: counted up to 10 a day in a cell, shown as one entry "x10+".
-    assert re.search(r'data-due="tick".*?08:00</span> tick <span class="cal-count">&times;10\+', today, re.DOTALL)
+    assert re.search(r'data-due="tick".*?08:00</span> <span class="cal-job">tick</span> '
+                     r'<span class="cal-count">&times;10\+', today, re.DOTALL)
+    assert today.index('data-due="tick"') < today.index('data-due="team/report"')  # by time, not id
     assert "more due times" in today
     # Prev/next keep the view; the next month looks ahead.
     assert 'href="/calendar?date=2027-02-01&amp;view=month"' in body
@@ -108,8 +111,8 @@ def test_week_view_and_day_boundaries_in_the_viewers_zone(world):
     ny = client.get("/calendar?view=week&date=2027-01-13").get_data(as_text=True)
     # 03:00 UTC on the 12th is 22:00 on the 11th in New York.
     assert f'data-run="r{late.run_id}"' in cell(ny, "2027-01-11")
-    assert "22:00</span> team/report" in cell(ny, "2027-01-11")
-    assert "16:00</span> team/report" in cell(ny, "2027-01-15")  # due at 16:00 New York time
+    assert '22:00</span> <span class="cal-job">report</span>' in cell(ny, "2027-01-11")
+    assert '16:00</span> <span class="cal-job">report</span>' in cell(ny, "2027-01-15")  # due at 16:00 NY time
 
 
 def test_day_timeline_places_bars_and_due_marks(world):
@@ -124,8 +127,10 @@ def test_day_timeline_places_bars_and_due_marks(world):
     today = client.get("/calendar/day?date=2027-01-15").get_data(as_text=True)
     report = row(today, "team/report")
     assert '<line class="tl-due" x1="1070.0"' in report  # 21:00
-    assert len(re.findall(r'class="tl-due"', row(today, "tick"))) == 100
-    assert "100+ due" in row(today, "tick")
+    # Due every 10 s: 1,440 counted one by one, the rest of the day by quarter-hours, all one band.
+    tick = row(today, "tick")
+    assert "1440+ due" in tick and "tl-due" not in tick.replace("tl-due-band", "")
+    assert re.findall(r'<rect class="tl-due-band" x="550.0" y="\d+" width="640.0"', tick)  # 08:00 to midnight
     assert 'class="tl-now" x1="550.0"' in today  # 08:00
     assert 'href="/calendar/day?date=2027-01-14"' in today and 'href="/calendar/day?date=2027-01-16"' in today
 
@@ -296,11 +301,12 @@ def test_month_shows_upcoming_times_of_every_job(world):
     assert "Upcoming times computed for the first" not in body
     for day in ("2027-01-16", "2027-01-31"):
         c = cell(body, day)
-        assert re.search(r'data-due="m000".*?00:00</span> m000 <span class="cal-count">&times;10\+', c, re.DOTALL)
+        assert re.search(r'data-due="m000".*?00:00</span> <span class="cal-job">m000</span> '
+                         r'<span class="cal-count">&times;10\+', c, re.DOTALL)
         assert len(re.findall(r'class="cal-due"', c)) == 6 and "+194 more" in c
     day = client.get("/calendar/day?date=2027-01-31").get_data(as_text=True)
     assert "Showing the first 300" not in day and len(re.findall(r'class="tl-row"', day)) == 200
-    assert "100+ due" in row(day, "m199")
+    assert "1440 due" in row(day, "m199")
 
 
 @pytest.mark.parametrize("zone, day", [("Europe/London", "2027-03-28"), ("Europe/London", "2027-10-31"),
@@ -346,8 +352,9 @@ def test_the_warmer_summarises_the_pages_first_views_yielding_between_jobs(world
     warmer.start = lambda: started.append(1)
     pauses = []
     warmer.warm_once(pause=lambda: pauses.append(1))
-    # This month, next month, this week and today, a pause after each job.
-    assert len(pauses) == 4 * len(MIXED)
+    # This month, next month, this week and today: a pause after each job, and between
+    # the due times a schedule is walked through.
+    assert len(pauses) >= 4 * len(MIXED)
     # Bounds of each day and the end: a week; January 2027 (Dec 28 to Feb 1); February (Feb 1 to Mar 1).
     assert sorted(len(k) for k in warmer.grid.windows) == [8, 29, 36]
     assert all(set(w.entries) == set(MIXED) for w in warmer.grid.windows.values())

@@ -1,5 +1,5 @@
 """The client commands about runs: run, runs, show, explain, output, and the
-operations on one run (start, skip, stop, mark, rerun, signal).
+operations on runs, one or several at a time (start, skip, stop, mark, rerun, signal).
 """
 
 import time
@@ -7,7 +7,10 @@ import time
 import click
 
 from apsis_lite import timeutil
-from apsis_lite.cli.arguments import normalize_run_id, parse_assignments, parse_when, program_from_argv
+from apsis_lite.cli.arguments import (
+    describe_day, is_run_id, normalize_run_id, parse_assignments, parse_run_at, parse_when,
+    program_from_argv, runs_and_word,
+)
 from apsis_lite.cli.client import ClientError, quote_id
 from apsis_lite.cli.formatting import (
     exit_status, format_args, format_fields, format_rusage, format_table, format_time, indent,
@@ -39,6 +42,18 @@ def _follow_output(api, run_id, follow):
             time.sleep(0.1)
 
 
+def _confirm_time(rid, run):
+    """Say on stderr when a run asked for --at runs, naming the day."""
+    due = (run.get("times") or {}).get("schedule")
+    if not due:
+        return
+    due = timeutil.parse_time(due)
+    if run.get("state") == "scheduled":
+        click.echo(f"{rid}: scheduled for {describe_day(due)}", err=True)
+    else:
+        click.echo(f"{rid}: due {describe_day(due)}; {run.get('state')} now", err=True)
+
+
 def _detached(ctx, rid):
     click.echo(
         f"\nstopped waiting; {rid} carries on "
@@ -61,11 +76,14 @@ class _RunCommand(click.Command):
 @click.command("run", cls=_RunCommand)
 @click.argument("job_and_args", nargs=-1, metavar="JOB [ARG=VALUE]...")
 @click.option("--at", "at", metavar="TIME",
-              help="When to run: a local time, ISO time, '+10m' from now. Default: now.")
+              help="When to run: a time of day (its next occurrence: 07:00 typed at 07:28 is "
+                   "tomorrow's), a local or ISO date and time, '+10m' from now. Default: now.")
+@click.option("--past-ok", is_flag=True,
+              help="Accept a date and time --at that is past: the run starts now, recorded as due then.")
 @click.option("--no-wait", is_flag=True, help="Print the run id and exit at once.")
 @url_option
 @click.pass_context
-def run_cmd(ctx, job_and_args, at, no_wait, url):
+def run_cmd(ctx, job_and_args, at, past_ok, no_wait, url):
     """Run a job, or a command, now or --at a time.
 
     \b
@@ -88,12 +106,19 @@ def run_cmd(ctx, job_and_args, at, no_wait, url):
         body = {"job_id": job_and_args[0], "args": parse_assignments(job_and_args[1:])}
     else:
         raise click.UsageError("give a job id, or a program after '--'")
-    body["time"] = parse_when(at) if at else "now"
+    if past_ok and not at:
+        raise click.UsageError("--past-ok goes with --at")
+    body["time"] = timeutil.to_iso(parse_run_at(at, past_ok=past_ok)) if at else "now"
 
     with api_session(url) as api:
         try:
             run = api.post("/runs", body)
         except ClientError as exc:
+            if exc.status == 404 and "job_id" in body and is_run_id(body["job_id"]) and len(job_and_args) == 1:
+                raise click.ClickException(
+                    f"{exc.message} (to see run {normalize_run_id(body['job_id'])}, use 'apsis-lite show "
+                    f"{normalize_run_id(body['job_id'])}': apsis's 'run RUN' shows a run, this 'run' starts one)"
+                ) from None
             if exc.status == 404 and "job_id" in body:
                 raise click.ClickException(
                     f"{exc.message} (to run a program, put it after '--': "
@@ -101,12 +126,11 @@ def run_cmd(ctx, job_and_args, at, no_wait, url):
                 ) from None
             raise
         rid = run["run_id"]
+        if at and (past_ok or run.get("state") == "scheduled"):
+            _confirm_time(rid, run)
         if no_wait:
             click.echo(rid)
             return
-        if run.get("state") == "scheduled" and at:
-            t = format_time(run.get("times", {}).get("schedule"))
-            click.echo(f"{rid}: scheduled for {t}; waiting", err=True)
         try:
             _follow_output(api, rid, follow=True)
             run = api.get(_run_path(rid))
@@ -243,67 +267,108 @@ def output_cmd(ctx, run, follow, url):
             _detached(ctx, normalize_run_id(run))
 
 
-def _change(url, run, op, as_json):
-    """POST an operation; confirm it as ``r12: running -> stopping``."""
+def _each_run(url, runs, act, as_json):
+    """``act(api, run)`` for each run in turn, whatever the others did: prints
+    what it returns (or, with --json, the runs), a line on stderr for each
+    refusal, and exits 1 if any was refused."""
+    done, failed = [], 0
     with api_session(url) as api:
+        for run in runs:
+            try:
+                jso, line = act(api, normalize_run_id(run))
+            except ClientError as exc:
+                if len(runs) == 1 or exc.status is None:  # one run, or no server: one message
+                    raise
+                failed += 1
+                click.echo(f"{normalize_run_id(run)}: {exc.message}", err=True)
+                continue
+            done.append(jso)
+            if not as_json:
+                click.echo(line)
+    if as_json:
+        print_json(done[0] if len(runs) == 1 else done)
+    if failed:
+        raise SystemExit(1)
+
+
+def _change(url, runs, op, as_json):
+    """POST an operation to each run; confirm each as ``r12: running -> stopping``."""
+    def act(api, run):
         before = None if as_json else api.get(_run_path(run))
         after = api.post(_run_path(run, *op))
-    if as_json:
-        print_json(after)
-    else:
-        click.echo(f"{after['run_id']}: {before['state']} -> {after['state']}")
+        return after, None if as_json else f"{after['run_id']}: {before['state']} -> {after['state']}"
+
+    _each_run(url, runs, act, as_json)
 
 
 def _change_command(op, help_):
     @click.command(op, help=help_)
-    @click.argument("run")
+    @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
     @json_option
     @url_option
-    def cmd(run, as_json, url):
-        _change(url, run, (op,), as_json)
+    def cmd(runs, as_json, url):
+        _change(url, runs, (op,), as_json)
 
     return cmd
 
 
-start_cmd = _change_command("start", "Start a scheduled or waiting run now.")
-skip_cmd = _change_command("skip", "Skip a run that has not started.")
-stop_cmd = _change_command("stop", "Stop a running run (its program's stop method).")
+start_cmd = _change_command("start", "Start scheduled or waiting runs now.")
+skip_cmd = _change_command("skip", "Skip runs that have not started.")
+stop_cmd = _change_command("stop", "Stop running runs (each program's stop method).")
 
 
 @click.command("mark")
-@click.argument("run")
-@click.argument("state")
+@click.argument("words", nargs=-1, required=True, metavar="RUN... STATE")
 @json_option
 @url_option
-def mark_cmd(run, state, as_json, url):
-    """Set a finished run's state by hand (e.g. to success)."""
-    _change(url, run, ("mark", state), as_json)
+def mark_cmd(words, as_json, url):
+    """Set finished runs' state by hand (e.g. to success).
+
+    The state may also come first, as apsis has it: mark success r12 r13.
+    """
+    runs, state = runs_and_word(words, "state", "mark r12 success")
+    _change(url, runs, ("mark", state), as_json)
 
 
 @click.command("rerun")
-@click.argument("run")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
 @json_option
 @url_option
-def rerun_cmd(run, as_json, url):
-    """Run a finished run again with the same job and args, as a new run."""
-    with api_session(url) as api:
+def rerun_cmd(runs, as_json, url):
+    """Run finished runs again with the same job and args, each as a new run."""
+    def act(api, run):
         new = api.post(_run_path(run, "rerun"))
-    if as_json:
-        print_json(new)
-    else:
-        click.echo(f"{normalize_run_id(run)}: rerun as {new['run_id']} ({new['state']})")
+        return new, f"{run}: rerun as {new['run_id']} ({new['state']})"
+
+    _each_run(url, runs, act, as_json)
 
 
 @click.command("signal")
-@click.argument("run")
-@click.argument("name")
+@click.argument("words", nargs=-1, required=True, metavar="RUN... SIGNAL")
 @json_option
 @url_option
-def signal_cmd(run, name, as_json, url):
-    """Send signal NAME (SIGTERM, SIGUSR1, ...) to a running run."""
-    with api_session(url) as api:
+def signal_cmd(words, as_json, url):
+    """Send signal SIGNAL (SIGTERM, USR1, ...) to running runs.
+
+    The signal may also come first, as apsis has it: signal USR1 r12 r13.
+    A number is read as a run id: name the signal.
+    """
+    runs, name = runs_and_word(words, "signal name", "signal r12 USR1")
+
+    def act(api, run):
         r = api.post(_run_path(run, "signal", name))
+        return r, f"{r['run_id']}: sent {name} ({r['state']})"
+
+    _each_run(url, runs, act, as_json)
+
+
+def schedule_run(when, job_id, assignments, count, url, as_json):
+    """apsis's ``schedule TIME JOB [ARG=VALUE]...``: create ``count`` runs of a job at a time."""
+    body = {"job_id": job_id, "args": parse_assignments(assignments), "time": parse_when(when, upcoming=True)}
+    with api_session(url) as api:
+        made = [api.post("/runs", body) for _ in range(count)]
     if as_json:
-        print_json(r)
-    else:
-        click.echo(f"{r['run_id']}: sent {name} ({r['state']})")
+        print_json(made[0] if count == 1 else made)
+        return
+    for run in made:
+        click.echo(f"{run['run_id']}: {run['state']} for {format_time(run.get('times', {}).get('schedule'))}")

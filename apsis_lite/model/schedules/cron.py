@@ -6,8 +6,11 @@ see ``CronSchedule``.
 
 from __future__ import annotations
 
+import functools
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from datetime import time as dtime
 from typing import ClassVar
 
 from cronsim import CronSim, CronSimError
@@ -20,6 +23,9 @@ from apsis_lite.model.schedules.instants import _as_utc, _until_out_of_range
 from apsis_lite.timeutil import get_tz
 
 _SECOND = timedelta(seconds=1)
+_DAY = timedelta(days=1)
+# As cronsim: an expression with no time in this many years after the last has no more.
+_BARREN_YEARS = 50
 
 
 _MACROS = {
@@ -52,6 +58,36 @@ def _cron_expr(value) -> str:
 
 def _expand_cron(expr: str) -> str:
     return _MACROS[expr.lower()] if expr.startswith("@") else expr.upper()
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(expanded: str):
+    """cronsim's reading of an expression (its day rules), and the times of day it names, in order."""
+    sim = CronSim(expanded, datetime(2000, 1, 1))
+    times = [dtime(h, m, s) for h in sorted(sim.hours) for m in sorted(sim.minutes) for s in sorted(sim.seconds)]
+    return sim, times
+
+
+def wall_times(expanded: str, base: datetime):
+    """The naive wall-clock times strictly after naive ``base`` that ``expanded`` names, as
+    cronsim iterates them, a day at a time: a matching day's times come from one list,
+    where cronsim steps a minute at a time (48 steps a day for ``*/30``, not 1,440).
+    The day rules (day of month and of week, L, W, #, cron's OR) are cronsim's own."""
+    sim, times = _parsed(expanded)
+    day, after, last_year = base.date(), base.time(), base.year
+    first = True
+    while day.year <= last_year + _BARREN_YEARS:
+        if day.month not in sim.months:
+            day = (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+        else:
+            if sim.match_day(day):
+                k = bisect_right(times, after) if first else 0
+                if k < len(times):
+                    last_year = day.year
+                for t in times[k:]:
+                    yield datetime.combine(day, t)
+            day += _DAY
+        first = False
 
 
 @SCHEDULES.register("cron")
@@ -120,7 +156,7 @@ class CronSchedule(Schedule):
         gap, repeat = self.dst_choice()
         # cronsim yields wall-clock times strictly after the one it is given.
         base = _naive_start(start, zone).replace(microsecond=0) - _SECOND
-        naive_times = ((n, None) for n in CronSim(_expand_cron(self.expr), base))
+        naive_times = ((n, None) for n in wall_times(_expand_cron(self.expr), base))
         for t, _ in _resolve(naive_times, zone, gap, repeat, start):
             local = t.astimezone(zone)
             yield t, self._args({"time": local.isoformat(), "date": local.date().isoformat()})

@@ -16,6 +16,6 @@ bp = Blueprint("ui", __name__)
 
 # Each area adds its views to ``bp`` as it is imported (after ``bp`` exists).
 from apsis_lite.web.pages import (  # noqa: E402, F401, I001
-    rendering, same_origin, runs, run, run_operations, jobs, pauses, adhoc, header,
+    rendering, same_origin, runs, overview, run, run_operations, jobs, pauses, adhoc, header,
     calendar, calendar_month, calendar_day, sanity,
 )

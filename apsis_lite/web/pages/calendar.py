@@ -74,6 +74,7 @@ class CalendarQuery:
     holidays_name: str
     holidays: object        # the holiday calendar, or None
     today: date
+    error: str = ""         # what is wrong with the filter or holidays: the page shows it in place
 
 
 def calendar_query() -> CalendarQuery:
@@ -86,17 +87,21 @@ def calendar_query() -> CalendarQuery:
     # which a server whose calendar nobody opens should not pay.
     warmer.start()
     q = request.args.get("q", "")
-    where, params = compile_filter(q)
-    job_ok, args_ok = due_matcher(q)
     holidays_name = request.args.get("holidays", "").strip()
+    today = tf.local(tf.now).date()
+    try:
+        where, params = compile_filter(q)
+        job_ok, args_ok = due_matcher(q)
+    except BadRequest as exc:
+        return CalendarQuery(tf, q, "0", [], None, None, holidays_name, None, today, error=str(exc))
     holidays = None
     if holidays_name:
         try:
             holidays = calendar_state().library.get(holidays_name)
         except CalendarError as exc:
-            raise BadRequest(f"holidays: {exc}") from None
-    return CalendarQuery(tf, q, where, params, job_ok, args_ok, holidays_name, holidays,
-                         today=tf.local(tf.now).date())
+            return CalendarQuery(tf, q, where, params, job_ok, args_ok, holidays_name, None, today,
+                                 error=f"holidays: {exc}")
+    return CalendarQuery(tf, q, where, params, job_ok, args_ok, holidays_name, holidays, today)
 
 
 def window_runs(store, where, params, since, until):

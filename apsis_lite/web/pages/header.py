@@ -1,8 +1,8 @@
-"""The page header's own requests: the zone picker (a cookie) and the connection check."""
+"""The page header's own requests: the zone picker (a cookie), the connection check, the icon."""
 
 from urllib.parse import urlsplit
 
-from flask import make_response, redirect, render_template, request
+from flask import current_app, make_response, redirect, render_template, request, send_from_directory
 
 from apsis_lite.errors import BadRequest
 from apsis_lite.web.format import valid_zone, zone_names
@@ -42,3 +42,10 @@ def set_zone():
 def ping():
     # The health and sanity banners, out of band: they appear and go without a reload.
     return render_template("_health.html", oob=True) + render_template("_sanity.html", oob=True)
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    # Browsers ask for it at this path whatever the pages link; it is public, like static/.
+    return send_from_directory(current_app.static_folder, "favicon.ico", mimetype="image/x-icon",
+                               max_age=86400)

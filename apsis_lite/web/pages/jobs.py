@@ -2,15 +2,17 @@
 
 from flask import request, url_for
 
+from apsis_lite.engine.slices import Slices
 from apsis_lite.model.fields import SpecError
 from apsis_lite.model.programs import parse_program
 from apsis_lite.model.runs import format_run_id
 from apsis_lite.store.runfilter import compile_filter
 from apsis_lite.web.backend import backend
-from apsis_lite.web.format import program_text, render_markdown, zone_names
+from apsis_lite.web.format import TimeFormat, program_text, render_markdown, zone_names
+from apsis_lite.web.history_picture import HISTORY_RUNS, history_picture, success_rates
 from apsis_lite.web.pages import bp
 from apsis_lite.web.pages.form_input import run_time
-from apsis_lite.web.pages.rendering import fragment_for, go, page
+from apsis_lite.web.pages.rendering import fragment_for, go, page, zone
 from apsis_lite.web.pages.run_groups import MARK_STATES, SIGNALS, group_runs
 from apsis_lite.web.pages.runs import runs_url
 from apsis_lite.web.security import current_user
@@ -52,7 +54,13 @@ def jobs():
     engine = backend().engine
     q = request.args.get("q", "").strip()
     cursor = request.args.get("cursor") or None
-    matching = sorted(j for j, job in engine.jobs.items() if job_matches(job, q))
+    pause = Slices()  # 10,000 jobs searched, 200 next due times: in slices
+    matching = []
+    for j, job in engine.jobs.items():
+        if job_matches(job, q):
+            matching.append(j)
+        pause()
+    matching.sort()
     shown = [j for j in matching if cursor is None or j > cursor][:JOBS_PAGE]
     remaining = len([j for j in matching if cursor is None or j > cursor]) - len(shown)
     latest = backend().store.latest_runs_of_jobs(shown)
@@ -61,6 +69,7 @@ def jobs():
     for job_id in shown:
         times = engine.next_times(engine.jobs[job_id], 1, after=now)
         due[job_id] = times[0][0].timestamp() if times else None
+        pause()
     ctx = {"q": q, "tree": folder_tree(shown), "jobs": engine.jobs, "latest": latest, "due": due,
            "total": len(matching), "shown": len(shown), "errors": engine.job_errors,
            "next_url": url_for("ui.jobs", q=q or None, cursor=shown[-1]) if remaining > 0 else None,
@@ -70,10 +79,20 @@ def jobs():
     return page("jobs.html", active="jobs", **ctx)
 
 
+def job_history(job):
+    """The picture of a job's recent runs, with its success rates."""
+    store, now = backend().store, backend().engine.clock()
+    runs = store.job_history(job.job_id, HISTORY_RUNS)
+    return history_picture(job.job_id, runs, now, TimeFormat(zone(), now),
+                           success_rates(store, job.job_id, now))
+
+
 @bp.get("/jobs/<path:job_id>")
 def job_page(job_id):
     engine = backend().engine
     job = engine.get_job(job_id)
+    if fragment_for("job-history"):
+        return page("_job_history.html", job=job, history=job_history(job))
     try:
         program = parse_program(job.program, allow_templates=True).describe()
     except (SpecError, ValueError):  # a stored ad hoc job of an older form: show it raw
@@ -91,7 +110,7 @@ def job_page(job_id):
                 poll_url=url_for("ui.runs", **form, limit=JOB_RECENT_RUNS),
                 next_url=runs_url(form) if nxt else None, first_url=None,
                 signals=SIGNALS, mark_states=MARK_STATES, zones=zone_names(),
-                job_pause=engine.job_pause(job.job_id))
+                job_pause=engine.job_pause(job.job_id), history=job_history(job))
 
 
 @bp.post("/jobs/<path:job_id>/run")

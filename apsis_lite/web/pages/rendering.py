@@ -16,6 +16,16 @@ ZONE_COOKIE = "tz"
 bp.add_app_template_filter(format_duration, "duration")
 
 
+def typed_in(run) -> bool:
+    """Whether ``run`` is of a program typed in (an ad hoc command or definition, stored
+    as a transient job ``adhoc/...``) rather than of a job file: only such runs are
+    labelled "ad hoc" and listed with their program. A job's "Run now" run is that job's."""
+    return bool(run.meta.get("adhoc")) and run.job_id.startswith("adhoc/")
+
+
+bp.add_app_template_global(typed_in, "typed_in")
+
+
 @bp.app_context_processor
 def banners():
     """The banners in base.html: every page says when scheduled runs are paused, the engine is

@@ -1,4 +1,4 @@
-"""The runs page (``/``): runs matching a filter, newest first, as rerun groups, a page at a time.
+"""The runs page (``/runs``; ``/`` with a filter, its old address, still shows it): runs matching a filter, newest first, as rerun groups, a page at a time.
 
 Pages are keyset pages (a cursor: the run id to continue below); a rerun
 group is listed once, on the page holding its newest matching run, and
@@ -91,7 +91,7 @@ def runs_page_of(args, where, params, since, until, cursor_text):
     return groups, nxt, newer
 
 
-@bp.get("/")
+@bp.get("/runs")
 def runs():
     error, groups, nxt, newer, status = None, [], None, None, 200
     form = runs_form(request.args)
