@@ -450,3 +450,28 @@ def test_a_remote_programs_user_is_the_ssh_login_user(jobs_dir, clean_remote_cac
     assert refused["state"] == "error"
     assert refused["message"] == ("could not start: no python3 on host box: the agent needs Python 3 as "
                                   "python3 on the login user's PATH")
+
+
+def test_a_host_that_never_answers_delays_no_other_hosts_output_or_result(jobs_dir, clean_remote_cache,
+                                                                          running, sshd):
+    # Each host has its own poller: one that keeps ssh waiting for its ConnectTimeout on
+    # every poll holds up neither the live output nor the collection of another host's runs.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        hosts = {**host_config(sshd), **host_config(sshd, port=silent.getsockname()[1], name="dead")}
+        hosts["dead"]["ssh_options"].append("ConnectTimeout=20")
+        write_job(jobs_dir, "stuck", "program: {type: shell, command: 'echo never', host: dead}\n")
+        write_job(jobs_dir, "good", "program: {type: shell, command: 'echo first; sleep 2; echo done', host: box}\n")
+        server = running(hosts=hosts, sweep_interval="1s")
+        start_run(server, "stuck")
+        began = time.monotonic()
+        rid = start_run(server, "good")
+        wait_until(lambda: output(server, rid) == "first\n", timeout=10, what="live output", server=server)
+        assert time.monotonic() - began < 2.5, "live output came late"
+        run = server.wait_run(rid, timeout=10)
+        assert run["state"] == "success" and output(server, rid) == "first\ndone\n", run["message"]
+        assert time.monotonic() - began < 5, "the run was collected late"
+    finally:
+        silent.close()
