@@ -475,3 +475,62 @@ def test_a_host_that_never_answers_delays_no_other_hosts_output_or_result(jobs_d
         assert time.monotonic() - began < 5, "the run was collected late"
     finally:
         silent.close()
+
+
+def test_a_stop_asked_while_the_host_is_unreachable_is_sent_when_it_answers_warned_once(
+        jobs_dir, clean_remote_cache, running, sshd, link):
+    write_job(jobs_dir, "cut-stop", """\
+        program:
+          type: shell
+          command: 'sleep 300 & echo $!; wait'
+          host: box
+        """)
+    server = running(hosts=host_config(sshd, port=link.port), sweep_interval="0.5s")
+    rid = start_run(server, "cut-stop")
+    grandchild = grandchild_of(server, rid)
+    server.wait_run(rid, states=("running",))
+    link.down()
+    wait_until(lambda: "is unreachable: connection refused" in server.log(), what="the host to be missed",
+               server=server)
+    server.post(f"/api/v1/runs/{rid}/stop")
+    time.sleep(2)  # sweeps and polls while the host does not answer
+    assert server.get(f"/api/v1/runs/{rid}")["state"] == "stopping"
+    assert _alive(grandchild)
+    assert server.log().count(f"run {rid}: its stop cannot reach its host now") == 1, server.log()
+    link.up()
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "failure" and run["signal"] == "SIGTERM", (run["message"], server.log())
+    assert f"run {rid}: its stop reached host box" in server.log()
+    wait_until(lambda: not _alive(grandchild), timeout=5, what="the grandchild to die")
+
+
+def test_a_restart_while_the_host_is_unreachable_says_so_and_re_attaches_when_it_answers(
+        jobs_dir, clean_remote_cache, running, sshd, link):
+    write_job(jobs_dir, "away", """\
+        program:
+          type: shell
+          command: 'echo before; sleep 60 # apsis-remote-test'
+          host: box
+        """)
+    server = running(hosts=host_config(sshd, port=link.port), sweep_interval="0.5s")
+    rid = start_run(server, "away")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start", server=server)
+    server.kill()
+    link.down()
+    server = running(hosts=host_config(sshd, port=link.port), sweep_interval="0.5s")
+    wait_until(lambda: "is unreachable: connection refused" in server.log(), what="the host to be missed",
+               server=server)
+    time.sleep(1)  # sweeps while the host does not answer
+    said = messages(server, rid)
+    assert "after restart: not heard from host box yet; the run is left as it is until it answers" in said
+    assert "re-attached after restart" not in said
+    assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
+    link.up()
+    try:
+        wait_until(lambda: "re-attached after restart" in messages(server, rid), what="re-attached", server=server)
+        assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
+        time.sleep(0.6)  # more sweeps: said once
+        assert messages(server, rid).count("re-attached after restart") == 1
+    finally:
+        for pid in remote_pids("apsis-remote-test"):
+            os.kill(pid, signal.SIGKILL)
