@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 
@@ -534,3 +535,30 @@ def test_a_restart_while_the_host_is_unreachable_says_so_and_re_attaches_when_it
     finally:
         for pid in remote_pids("apsis-remote-test"):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_large_output_is_recorded_promptly_and_a_run_beside_it_is_not_starved(jobs_dir, remote_server):
+    # 16 MiB (the default head and tail, whole) comes back in a few polls after the run
+    # ends; a run on the same host that prints a line meanwhile shows it within a poll or two.
+    write_job(jobs_dir, "big", """\
+        program:
+          type: shell
+          command: 'head -c 16777216 /dev/zero | tr "\\\\0" x'
+          host: box
+        """)
+    write_job(jobs_dir, "small", """\
+        program:
+          type: shell
+          command: 'sleep 1; echo small; sleep 3'
+          host: box
+        """)
+    server = remote_server()
+    small = start_run(server, "small")
+    big = start_run(server, "big")
+    run = server.wait_run(big, timeout=30)
+    recorded = time.time()  # an upper bound: wait_run asks every 0.1 s or so
+    assert run["state"] == "success" and run["output_length"] == 16 << 20, run
+    lag = recorded - datetime.fromisoformat(run["times"]["success"]).timestamp()  # the program's end
+    print(f"16 MiB recorded {lag:.2f} s after the run ended")
+    assert lag < 5, f"16 MiB recorded {lag:.1f} s after the run ended"
+    wait_until(lambda: output(server, small) == "small\n", timeout=3, what="the small run's output", server=server)
