@@ -5,6 +5,7 @@ output, exit status and rusage recorded; stop, timeout, restarts and network fau
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import sqlite3
@@ -17,7 +18,7 @@ import pytest
 from apsis_lite.config import HostSettings
 from apsis_lite.hosts import ssh
 from conftest import write_job
-from remote_hosts import clean_remote_cache, link, remote_cache, sshd, stranger_key  # noqa: F401 (fixtures)
+from remote_hosts import clean_remote_cache, link, make_target, remote_cache, sshd, stranger_key  # noqa: F401 (fixtures)
 from sshd import LOGIN_USER
 
 
@@ -562,3 +563,31 @@ def test_a_large_output_is_recorded_promptly_and_a_run_beside_it_is_not_starved(
     print(f"16 MiB recorded {lag:.2f} s after the run ended")
     assert lag < 5, f"16 MiB recorded {lag:.1f} s after the run ended"
     wait_until(lambda: output(server, small) == "small\n", timeout=3, what="the small run's output", server=server)
+
+
+def test_a_run_goes_on_and_is_collected_while_a_newer_agent_replaces_the_one_it_started_with(
+        jobs_dir, remote_server, make_target, tmp_path):
+    # A newer server installs its agent under a new name and removes the old file, while
+    # the old agent, its shepherd and its session still run from it.
+    from apsis_lite.hosts.install import AGENT_SOURCE, build_zipapp, install_agent
+    write_job(jobs_dir, "upgraded", """\
+        program:
+          type: shell
+          command: 'echo before; sleep 2; echo after'
+          host: box
+        """)
+    server = remote_server()
+    rid = start_run(server, "upgraded")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start", server=server)
+    (old,) = [f for f in os.listdir(remote_cache()) if f.endswith(".pyz")]
+    newer = tmp_path / "agent"
+    shutil.copytree(AGENT_SOURCE, newer, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(newer / "__init__.py", "a") as f:
+        f.write("# a newer version\n")
+    installed = install_agent(make_target(), build_zipapp(newer))
+    assert installed.uploaded and [f for f in os.listdir(remote_cache()) if f.endswith(".pyz")] == [
+        os.path.basename(installed.path)] != [old]
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", (run["message"], server.log())
+    after = server.wait_run(start_run(server, "upgraded"), timeout=30)
+    assert after["state"] == "success" and output(server, after["run_id"]) == "before\nafter\n", after["message"]
