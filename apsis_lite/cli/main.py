@@ -158,8 +158,8 @@ def check_jobs(jobs_dir, config_file, calendars_dir, strict):
     Also warns (exit 0 unless --strict) about dependencies, successors and
     schedule actions naming jobs that do not exist or args they do not
     take, and schedules that never fill a param or have no due time left;
-    with --config, about a host: or procstar group_id that names none of its
-    hosts or host groups.
+    with --config, about a host: that names none of its hosts or host groups
+    and a procstar group_id that names none of its host groups.
     """
     from apsis_lite.model.jobs import load_jobs_dir
     from apsis_lite.cli.offline import folder_warnings

@@ -1,5 +1,6 @@
-"""``check-jobs --config`` warns about a ``host:`` or procstar ``group_id`` that names none
-of the config's hosts or host groups (a run would go to an ssh destination of that name).
+"""``check-jobs --config`` warns about a ``host:`` that names none of the config's hosts or
+host groups (a run would go to an ssh destination of that name), and a procstar
+``group_id`` that names no host group (its runs would end in error).
 
 Run as a user runs it: ``apsis-lite check-jobs`` as a subprocess over a real jobs folder
 and config file.
@@ -38,11 +39,13 @@ def test_hosts_and_groups_missing_from_the_config_are_warned_about(jobs_dir, tmp
         "host group (host_groups:) of the config (did you mean 'web'?); runs go to the ssh destination 'web3' "
         "with ~/.ssh/config's settings",
         f"{jobs_dir / 'ps-default.yaml'}: program.group_id: warning: no group_id, so the group 'default', names "
-        "no host group of the config (host_groups:); runs would go to an ssh host named 'default'",
+        "no host group of the config (host_groups:); its runs would end in error",
+        f"{jobs_dir / 'ps-on-a-host.yaml'}: program.group_id: warning: group_id 'web1' names no host group of the "
+        "config (host_groups:) (it is a host: group_id must name a group); its runs would end in error",
         f"{jobs_dir / 'ps-typo.yaml'}: program.group_id: warning: group_id 'webb' names no host group of the "
-        "config (host_groups:) (did you mean 'web'?); runs would go to an ssh host named 'webb'",
+        "config (host_groups:) (did you mean 'web'?); its runs would end in error",
     ])
-    assert done.stdout == "9 jobs loaded, 0 problems, 3 warnings\n"
+    assert done.stdout == "9 jobs loaded, 0 problems, 4 warnings\n"
     assert check_jobs(jobs_dir, "--config", config, "--strict").returncode == 1
     # Without the config, what it defines is not known: no such warnings.
     bare = check_jobs(jobs_dir)

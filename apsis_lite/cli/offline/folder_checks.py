@@ -67,18 +67,20 @@ def _job_warnings(job, jobs, known, now, where, warnings):
 
 
 def _host_problems(job: Job, config):
-    """(key, message) for a program's ``host:`` or procstar ``group_id`` that the config
-    does not define (a run would go to an ssh destination of that name)."""
+    """(key, message) for a program's ``host:`` that the config does not define (a run
+    would go to an ssh destination of that name) or a procstar ``group_id`` naming no
+    host group of the config (its runs would end in error)."""
     program = job.program or {}
     hosts, groups = set(config.hosts or {}), set(config.host_groups or {})
-    if "group_id" in program:  # apsis's procstar types: group_id names a group (default: 'default')
-        key, name = "program.group_id", program.get("group_id")
-        if not isinstance(name, str) or is_template(name) or name in groups or name in hosts:
+    if "group_id" in program:  # apsis's procstar types: group_id names a group, never a host
+        name = program.get("group_id")
+        if not isinstance(name, str) or is_template(name) or name in groups:
             return
         what = (f"group_id {name!r}" if name != DEFAULT_GROUP else
                 f"no group_id, so the group {DEFAULT_GROUP!r},")
-        yield key, (f"{what} names no host group of the config (host_groups:){_did_you_mean(name, groups)}; "
-                    f"runs would go to an ssh host named {name!r}")
+        host = " (it is a host: group_id must name a group)" if name in hosts else _did_you_mean(name, groups)
+        yield "program.group_id", (f"{what} names no host group of the config (host_groups:){host}; "
+                                   "its runs would end in error")
         return
     name = program.get("host")
     if not isinstance(name, str) or is_template(name) or name in groups or name in hosts:
