@@ -591,3 +591,32 @@ def test_a_run_goes_on_and_is_collected_while_a_newer_agent_replaces_the_one_it_
     assert run["state"] == "success" and output(server, rid) == "before\nafter\n", (run["message"], server.log())
     after = server.wait_run(start_run(server, "upgraded"), timeout=30)
     assert after["state"] == "success" and output(server, after["run_id"]) == "before\nafter\n", after["message"]
+
+
+def test_apsis_procstar_jobs_run_on_a_host_of_their_group_as_their_sudo_user(jobs_dir, clean_remote_cache,
+                                                                            running, sshd):
+    # The shapes of apsis's procstar examples: an argv on the default group, a shell
+    # command on a named group with sudo_user (the login user there).
+    write_job(jobs_dir, "ps-argv", """\
+        params: [count]
+        program:
+          type: procstar
+          argv: [/usr/bin/bash, -c, 'for i in $(seq {{ count }}); do echo $i; done']
+        """)
+    write_job(jobs_dir, "ps-shell", f"""\
+        program:
+          type: procstar-shell
+          group_id: batch
+          sudo_user: {LOGIN_USER}
+          command: 'echo "$(id -un) $APSIS_JOB_ID"'
+        """)
+    hosts = host_config(sshd, name="b1")
+    hosts["b1"]["user"] = "nobody"  # the group's login user, which sudo_user replaces
+    server = running(hosts={**hosts, **host_config(sshd, name="d1")},
+                     host_groups={"default": {"hosts": ["d1"]}, "batch": {"hosts": ["b1"]}})
+    argv = server.wait_run(server.post("/api/v1/runs", {"job_id": "ps-argv", "args": {"count": "3"}})["run_id"],
+                           timeout=30)
+    shell = server.wait_run(start_run(server, "ps-shell"), timeout=30)
+    assert (argv["state"], argv["host"], output(server, argv["run_id"])) == ("success", "d1", "1\n2\n3\n"), argv
+    assert (shell["state"], shell["host"], output(server, shell["run_id"])) == (
+        "success", "b1", f"{LOGIN_USER} ps-shell\n"), shell
