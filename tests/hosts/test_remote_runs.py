@@ -495,7 +495,7 @@ def test_a_stop_asked_while_the_host_is_unreachable_is_sent_when_it_answers_warn
     wait_until(lambda: "is unreachable: connection refused" in server.log(), what="the host to be missed",
                server=server)
     server.post(f"/api/v1/runs/{rid}/stop")
-    time.sleep(2)  # sweeps and polls while the host does not answer
+    time.sleep(1.5)  # sweeps and polls while the host does not answer
     assert server.get(f"/api/v1/runs/{rid}")["state"] == "stopping"
     assert _alive(grandchild)
     assert server.log().count(f"run {rid}: its stop cannot reach its host now") == 1, server.log()
@@ -550,7 +550,7 @@ def test_a_large_output_is_recorded_promptly_and_a_run_beside_it_is_not_starved(
     write_job(jobs_dir, "small", """\
         program:
           type: shell
-          command: 'sleep 1; echo small; sleep 3'
+          command: 'sleep 1; echo small; sleep 1'
           host: box
         """)
     server = remote_server()
@@ -573,7 +573,7 @@ def test_a_run_goes_on_and_is_collected_while_a_newer_agent_replaces_the_one_it_
     write_job(jobs_dir, "upgraded", """\
         program:
           type: shell
-          command: 'echo before; sleep 2; echo after'
+          command: 'echo before; sleep 1; echo after'
           host: box
         """)
     server = remote_server()
@@ -589,8 +589,6 @@ def test_a_run_goes_on_and_is_collected_while_a_newer_agent_replaces_the_one_it_
         os.path.basename(installed.path)] != [old]
     run = server.wait_run(rid, timeout=30)
     assert run["state"] == "success" and output(server, rid) == "before\nafter\n", (run["message"], server.log())
-    after = server.wait_run(start_run(server, "upgraded"), timeout=30)
-    assert after["state"] == "success" and output(server, after["run_id"]) == "before\nafter\n", after["message"]
 
 
 def test_apsis_procstar_jobs_run_on_a_host_of_their_group_as_their_sudo_user(jobs_dir, clean_remote_cache,
