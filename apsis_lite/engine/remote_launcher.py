@@ -73,6 +73,14 @@ class _Host:
     #: Set to poll now rather than at the next interval (a stop to send, say).
     wake: threading.Event = dataclasses.field(default_factory=threading.Event)
     poller: threading.Thread | None = None
+    warned: set = dataclasses.field(default_factory=set)  # runs whose stop could not reach it
+
+    def stop_waits(self, rid, why):
+        """Warn, once per run, that its stop cannot reach the host now."""
+        if rid not in self.warned:
+            self.warned.add(rid)
+            log.warning("run %s: its stop cannot reach its host now (%s); it is sent when the host answers",
+                        format_run_id(rid), why)
 
 
 class HostLauncher(LocalLauncher):
@@ -94,7 +102,6 @@ class HostLauncher(LocalLauncher):
         self._sent_at = {}      # run id -> time the start was sent (this process)
         self._never_sent = set()  # run ids whose start provably never reached the host
         self._stops = set()     # run ids whose stop the host took
-        self._stop_warned = {}  # run ids whose stop could not reach the host (warned once)
         self._sending = set()   # run ids whose start a sender holds: the host's word on them is not yet news
         self._senders = {}      # (host, user) -> queue of lists of run ids to start there
         self._closing = threading.Event()
@@ -310,24 +317,19 @@ class HostLauncher(LocalLauncher):
         except CallFailed as exc:
             host.error = str(exc)
             for rid in stops:
-                self._stop_waits(rid, exc)
+                host.stop_waits(rid, exc)
             return
         taken = reply.get("runs") or {}
         for rid in stops:
             host.stops.pop(rid, None)
             self._stops.add(rid)
-            if self._stop_warned.pop(rid, False):
+            if rid in host.warned:
+                host.warned.discard(rid)
                 log.info("run %s: its stop reached host %s", format_run_id(rid), key[0])
             if not taken.get(format_run_id(rid)):
                 log.info("run %s: host %s found no shepherd to stop; the sweep records what it left",
                          format_run_id(rid), key[0])
         host.wake.set()  # poll at once: the stopped runs may have ended
-
-    def _stop_waits(self, rid, why):
-        if rid not in self._stop_warned:
-            self._stop_warned[rid] = True
-            log.warning("run %s: its stop cannot reach its host now (%s); it is sent when the host answers",
-                        format_run_id(rid), why)
 
     def _mirrored(self, run_id) -> int:
         try:
@@ -438,7 +440,7 @@ class HostLauncher(LocalLauncher):
         host = self._host(key)
         host.stops[run_id] = (str(signal_name), grace_period)
         if host.error:
-            self._stop_waits(run_id, host.error)
+            host.stop_waits(run_id, host.error)
         self._start_poller(key)
         host.wake.set()
         return True
@@ -465,8 +467,8 @@ class HostLauncher(LocalLauncher):
                 known.pop(run_id, None)
             self._never_sent.discard(run_id)
             self._stops.discard(run_id)
-            self._stop_warned.pop(run_id, None)
             self._host(key).stops.pop(run_id, None)
+            self._host(key).warned.discard(run_id)
         super().remove(run_id)
 
     def close(self):

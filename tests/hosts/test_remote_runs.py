@@ -198,7 +198,7 @@ def test_kill_9_of_the_server_then_restart_reattaches_a_run_still_going(jobs_dir
     write_job(jobs_dir, "going", """\
         program:
           type: shell
-          command: 'echo before; sleep 4; echo after'
+          command: 'echo before; sleep 6; echo after'
           host: box
         """)
     server = remote_server()
