@@ -177,7 +177,7 @@ def _convert(name, value):
         if kind == "path":
             return os.path.abspath(os.path.expanduser(str(value)))
         return str(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(.inf)
         raise ConfigError(f"config: {name}: {exc}") from None
 
 

@@ -168,7 +168,9 @@ def check_jobs(jobs_dir, config_file, calendars_dir, strict):
 
     Also warns (exit 0 unless --strict) about dependencies, successors and
     schedule actions naming jobs that do not exist or args they do not
-    take, and schedules that never fill a param or have no due time left.
+    take, and schedules that never fill a param or have no due time left;
+    with --config, about a host: that names none of its hosts or host groups
+    and a procstar group_id that names none of its host groups.
     """
     from apsis_lite.model.jobs import load_jobs_dir
     from apsis_lite.cli.offline import folder_warnings
@@ -178,7 +180,11 @@ def check_jobs(jobs_dir, config_file, calendars_dir, strict):
         raise click.ClickException(f"jobs folder not found: {jobs_dir}")
     jobs, errors = load_jobs_dir(jobs_dir, **options)
     errors = calendar_errors + errors
-    warnings = folder_warnings(jobs, errors, jobs_dir, utcnow())
+    config = None
+    if config_file:  # it loaded in _load_options: read again for its hosts and host groups
+        from apsis_lite.config import load_config
+        config = load_config(config_file)
+    warnings = folder_warnings(jobs, errors, jobs_dir, utcnow(), config)
     for err in errors:
         click.echo(str(err), err=True)
     for w in warnings:

@@ -37,6 +37,7 @@ class Collector:
         self._inserver = inserver
         self._launch = launch
         self._notices = deque()  # ("running"|"done", run_id) from shepherds
+        self._awaiting = set()  # runs found at restart on a host not heard from yet
 
     def notice(self, kind, run_id):
         """A shepherd said a run is running or done (called from the notify server)."""
@@ -116,6 +117,15 @@ class Collector:
         # Liveness before the result: a shepherd writes its result, then
         # releases its lock, so "not alive and no result" is never a race.
         alive = self.launcher.is_alive(rid)
+        if self.launcher.result(rid) is None and not self.launcher.known(rid):
+            # A remote run whose host has not answered (yet): nothing is known, so nothing changes.
+            if restarted:
+                self._awaiting.add(rid)
+                self.store.log(rid, now, f"after restart: not heard from {self.launcher.where(rid)} yet; "
+                                         "the run is left as it is until it answers")
+            return
+        awaited = rid in self._awaiting
+        self._awaiting.discard(rid)
         # A remote host says itself (as it answers is_alive) whether it restarted since the run started there.
         rebooted = (restarted and rebooted) or self.launcher.host_restarted(rid)
         if self.launcher.result(rid) is not None:
@@ -127,7 +137,7 @@ class Collector:
                 # Its stop was committed but could not be written (a full disk): again.
                 if request_stop(self.launcher, run) is False:
                     self.reconcile(self.store.get_run(rid), self.clock())
-            if restarted:
+            if restarted or awaited:
                 self.store.log(rid, now, "re-attached after restart")
         elif run.state == "starting" and rebooted:
             # Claims are not fsynced (see agent/protocol.py): after a restart of the

@@ -190,6 +190,11 @@ class LocalLauncher:
         """Where the run runs, for messages."""
         return "the machine"
 
+    def known(self, run_id) -> bool:
+        """Whether what the launcher says of the run is known rather than assumed (a remote
+        run's host may not have answered yet; a local run's folder is always at hand)."""
+        return True
+
     def host_restarted(self, run_id) -> bool:
         """Whether the machine the run runs on restarted since it started (known for remote
         runs only; for local ones the engine compares boot ids at start-up)."""

@@ -48,15 +48,19 @@ REMOTE = "remote.json"
 POLL_INTERVAL = 1.0
 #: A host's last answer older than this many poll intervals is not taken as its word.
 STALE_AFTER = 5
-#: Output bytes fetched per run per poll (a run's whole output arrives over several).
-POLL_CAP = 1 << 20
+#: Output bytes one poll of a host brings back at most, shared by its runs in flight.
+POLL_BUDGET = 8 << 20
+#: Output bytes a run may bring back per poll, however many runs share a poll.
+MIN_CAP = 64 << 10
 
 
 @dataclasses.dataclass
 class _Host:
-    """What is known of one host (and login user): its agent, its last answer, removals to send.
+    """What is known of one host (and login user): its agent, its last answer, removals
+    and stops to send.
 
-    Polls have a session of their own (``watcher``), so that a start never waits for a poll."""
+    Polls have a session of their own (``watcher``), so that a start never waits for a
+    poll, and a poller of their own, so that no host waits for another."""
 
     agent: RemoteAgent
     watcher: RemoteAgent
@@ -64,6 +68,19 @@ class _Host:
     polled: float = -1.0        # time.monotonic() of the last poll (-1: never)
     error: str | None = None    # why the last poll failed
     remove: set = dataclasses.field(default_factory=set)
+    #: Stops to send: run id -> (signal, grace period); sent by the poller, before it polls.
+    stops: dict = dataclasses.field(default_factory=dict)
+    #: Set to poll now rather than at the next interval (a stop to send, say).
+    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
+    poller: threading.Thread | None = None
+    warned: set = dataclasses.field(default_factory=set)  # runs whose stop could not reach it
+
+    def stop_waits(self, rid, why):
+        """Warn, once per run, that its stop cannot reach the host now."""
+        if rid not in self.warned:
+            self.warned.add(rid)
+            log.warning("run %s: its stop cannot reach its host now (%s); it is sent when the host answers",
+                        format_run_id(rid), why)
 
 
 class HostLauncher(LocalLauncher):
@@ -88,13 +105,12 @@ class HostLauncher(LocalLauncher):
         self._sending = set()   # run ids whose start a sender holds: the host's word on them is not yet news
         self._senders = {}      # (host, user) -> queue of lists of run ids to start there
         self._closing = threading.Event()
-        self._poller = None
         for rid in self.folder_run_ids():
             record = agent.read_json(self.run_dir(rid), REMOTE)
             if record is not None:
                 self._remote[rid] = (record["host"], record.get("user"))
-        if self._remote:  # runs left in flight by the last server: follow them from the start
-            self._start_poller()
+        for key in set(self._remote.values()):  # runs left in flight by the last server: follow them now
+            self._start_poller(key)
 
     # -- which runs are remote ---------------------------------------------------
 
@@ -135,7 +151,7 @@ class HostLauncher(LocalLauncher):
                                          {"host": program.host, "user": program.user, "spec": spec},
                                          durable=False)
         self._remote[run.run_id] = (program.host, program.user)
-        self._start_poller()
+        self._start_poller((program.host, program.user))
         return path
 
     def _remote_spec(self, run, program) -> dict:
@@ -198,7 +214,7 @@ class HostLauncher(LocalLauncher):
                 log.exception("recording runs that could not start on host %s failed", key[0])
             finally:
                 self._sending.difference_update(rids)
-            self._start_poller()
+            self._start_poller(key)
 
     def _start_failed(self, rid, message):
         """A start the host did not take: the run ends in error if it provably never started
@@ -236,39 +252,49 @@ class HostLauncher(LocalLauncher):
 
     # -- what the host says ----------------------------------------------------------
 
-    def _start_poller(self):
-        if self._poller is None and not self._closing.is_set():
-            self._poller = threading.Thread(target=self._poll_loop, name="remote-runs", daemon=True)
-            self._poller.start()
-
-    def _poll_loop(self):
-        while not self._closing.wait(self.poll_interval):
-            keys = set(list(self._remote.values())) | {key for key, host in list(self._hosts.items()) if host.remove}
-            for key in keys:
-                try:
-                    self._poll(key, fresh_for=self.poll_interval / 2)
-                except Exception:  # the next poll tries again; the poller must not die
-                    log.exception("polling host %s failed", key[0])
-
-    def _poll(self, key, fresh_for=0.0):
-        """Ask the host about its runs in flight (unless it answered within ``fresh_for``
-        seconds), mirror what it says here, and tell the engine what changed."""
+    def _start_poller(self, key):
+        """Start the host's poller, unless it is running. One per host: a host that drops
+        packets keeps its poller waiting for ssh's ConnectTimeout, and only its own runs wait."""
         host = self._host(key)
-        notices = []
-        if not host.lock.acquire(blocking=host.polled < 0):
-            return  # being polled: what it said last will do (a host that does not answer takes seconds)
-        try:
-            if time.monotonic() - host.polled < fresh_for:
+        if (host.poller is None or not host.poller.is_alive()) and not self._closing.is_set():
+            host.poller = threading.Thread(target=self._poll_loop, args=(key, host),
+                                           name=f"remote-runs-{key[0]}", daemon=True)
+            host.poller.start()
+
+    def _poll_loop(self, key, host):
+        while not self._closing.is_set():
+            host.wake.wait(self.poll_interval)
+            host.wake.clear()
+            if self._closing.is_set():
                 return
+            try:
+                if not host.error:  # a host that did not answer is polled first: no stop waits for it twice
+                    self._send_stops(key, host)
+                if host.remove or any(k == key for k in list(self._remote.values())):
+                    self._poll(key)
+                if host.stops and not host.error:
+                    self._send_stops(key, host)
+            except Exception:  # the next poll tries again; the poller must not die
+                log.exception("polling host %s failed", key[0])
+
+    def _poll(self, key):
+        """Ask the host about its runs in flight, mirror what it says here, and tell the
+        engine what changed."""
+        host = self._host(key)
+        with host.lock:
             more = True
             while more:
+                notices = []
                 asked = time.time()
                 rids = [rid for rid, k in list(self._remote.items()) if k == key
                         and agent.read_json(self.run_dir(rid), agent.RESULT) is None]
                 removing = sorted(host.remove)
+                # One poll brings at most POLL_BUDGET bytes, shared by the runs asked; a poll
+                # that brought a full share is followed by another at once.
+                cap = max(MIN_CAP, POLL_BUDGET // max(1, len(rids)))
                 try:
                     reply = host.watcher.call("poll", runs={format_run_id(r): self._mirrored(r) for r in rids},
-                                            remove=removing, cap=POLL_CAP)
+                                            remove=removing, cap=cap)
                 except CallFailed as exc:
                     if host.error != str(exc):
                         log.warning("%s; its runs are left as they are until it answers", exc)
@@ -283,12 +309,37 @@ class HostLauncher(LocalLauncher):
                 for rid in rids:
                     said = answers.get(format_run_id(rid))
                     if said is not None and rid in self._remote:
-                        more |= self._mirror(rid, said, notices, asked)
-        finally:
-            host.lock.release()
-        if self.on_notice is not None:
-            for kind, rid in notices:
-                self.on_notice(kind, rid)
+                        more |= self._mirror(rid, said, notices, asked, cap)
+                # Told as they come, not once all the output is here.
+                if self.on_notice is not None:
+                    for kind, rid in notices:
+                        self.on_notice(kind, rid)
+
+    def _send_stops(self, key, host):
+        """Send the host the stops asked since it last took them; warn once for each
+        that cannot reach it, and send it again at the next poll."""
+        stops = dict(host.stops)
+        if not stops:
+            return
+        try:
+            reply = host.watcher.call("stop", runs={format_run_id(rid): [signal_name, grace]
+                                                    for rid, (signal_name, grace) in stops.items()})
+        except CallFailed as exc:
+            host.error = str(exc)
+            for rid in stops:
+                host.stop_waits(rid, exc)
+            return
+        taken = reply.get("runs") or {}
+        for rid in stops:
+            host.stops.pop(rid, None)
+            self._stops.add(rid)
+            if rid in host.warned:
+                host.warned.discard(rid)
+                log.info("run %s: its stop reached host %s", format_run_id(rid), key[0])
+            if not taken.get(format_run_id(rid)):
+                log.info("run %s: host %s found no shepherd to stop; the sweep records what it left",
+                         format_run_id(rid), key[0])
+        host.wake.set()  # poll at once: the stopped runs may have ended
 
     def _mirrored(self, run_id) -> int:
         try:
@@ -296,8 +347,9 @@ class HostLauncher(LocalLauncher):
         except OSError:
             return 0
 
-    def _mirror(self, rid, said, notices, asked) -> bool:
-        """Copy what the host said of a run into its folder here; True if output is left to fetch."""
+    def _mirror(self, rid, said, notices, asked, cap) -> bool:
+        """Copy what the host said of a run into its folder here; True if output is left to
+        fetch at once (it brought ``cap`` bytes and more are there)."""
         self._seen[rid] = (asked, said)
         if not said.get("exists"):
             return False
@@ -313,7 +365,9 @@ class HostLauncher(LocalLauncher):
         if said.get("result") is not None and left <= 0:
             atomic_write_json(os.path.join(path, agent.RESULT), said["result"], durable=False)
             notices.append((NOTICE_DONE, rid))
-        return left > 0 and bool(data)
+        # A full share with more left is a backlog: poll again at once. (A run that writes
+        # steadily but less than its share waits for the next interval.)
+        return left > 0 and len(data) >= cap
 
     def _said(self, rid):
         """The host's word on a remote run, as the poller last heard it; None when not known
@@ -324,17 +378,22 @@ class HostLauncher(LocalLauncher):
         if rid in self._sending:
             return None  # its start is on its way: nothing the host says yet is about it
         key = self._remote[rid]
-        self._start_poller()
+        self._start_poller(key)
         if self._host(key).error:
             return None
         asked, said = self._seen.get(rid, (None, None))
         if said is None or asked < self._sent_at.get(rid, 0.0):
             return None  # asked before its start was sent: not known yet
         if time.time() - asked > STALE_AFTER * self.poll_interval:
-            return None  # the poller is held up (by this host or another): not known now
+            return None  # the host's poller is held up: not known now
         return said
 
     # -- the engine's questions ---------------------------------------------------------
+
+    def known(self, run_id) -> bool:
+        if run_id not in self._remote:
+            return super().known(run_id)
+        return self.result(run_id) is not None or self._said(run_id) is not None
 
     def is_alive(self, run_id) -> bool:
         if run_id not in self._remote:
@@ -382,25 +441,26 @@ class HostLauncher(LocalLauncher):
         return bool((reply.get("runs") or {}).get(format_run_id(run_id)))
 
     def request_stop(self, run_id, signal_name, grace_period) -> bool:
+        """Hand the stop to the host's poller, which sends it at once, or when the host
+        answers again; True, since the run is alive for all the engine knows (should no
+        shepherd be there to take it, the sweep finds that out)."""
         if run_id not in self._remote:
             return super().request_stop(run_id, signal_name, grace_period)
-        rid = format_run_id(run_id)
-        try:
-            reply = self._host(self._remote[run_id]).agent.call(
-                "stop", runs={rid: [str(signal_name), grace_period]})
-        except CallFailed as exc:
-            # Not taken: stop_requested stays False, so the sweep sends it again. Said to be
-            # taken meanwhile, since the run is alive for all the engine knows.
-            log.warning("run %s: the stop request did not reach its host: %s; sending it again later",
-                        rid, exc)
-            return True
-        self._stops.add(run_id)
-        return bool((reply.get("runs") or {}).get(rid))
+        key = self._remote[run_id]
+        host = self._host(key)
+        host.stops[run_id] = (str(signal_name), grace_period)
+        if host.error:
+            host.stop_waits(run_id, host.error)
+        self._start_poller(key)
+        host.wake.set()
+        return True
 
     def stop_requested(self, run_id) -> bool:
         if run_id not in self._remote:
             return super().stop_requested(run_id)
-        return run_id in self._stops or bool((self._seen.get(run_id, (None, None))[1] or {}).get("stop"))
+        if run_id in self._stops or run_id in self._host(self._remote[run_id]).stops:
+            return True  # taken, or on its way
+        return bool((self._seen.get(run_id, (None, None))[1] or {}).get("stop"))
 
     def send_signal(self, run_id, signal_name) -> bool:
         if run_id not in self._remote:
@@ -417,6 +477,8 @@ class HostLauncher(LocalLauncher):
                 known.pop(run_id, None)
             self._never_sent.discard(run_id)
             self._stops.discard(run_id)
+            self._host(key).stops.pop(run_id, None)
+            self._host(key).warned.discard(run_id)
         super().remove(run_id)
 
     def close(self):
@@ -424,6 +486,7 @@ class HostLauncher(LocalLauncher):
         for starts in list(self._senders.values()):
             starts.put(None)
         for host in list(self._hosts.values()):
+            host.wake.set()
             host.agent.close()
             host.watcher.close()
         super().close()

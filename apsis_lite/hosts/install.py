@@ -148,14 +148,18 @@ class AgentInstaller:
     def __init__(self, zipapp: Zipapp | None = None):
         self._zipapp = zipapp
         self._installed: dict = {}
-        # One check or upload at a time: two first uses of a host would both upload.
-        self._lock = threading.Lock()
+        # One check or upload at a time per host (two first uses of a host would both
+        # upload), and a lock per host: a host that does not answer holds up no other.
+        self._locks: dict = {}
+        self._locks_lock = threading.Lock()
 
     def ensure(self, target: Target) -> Installed:
         """The agent on ``target``, checked (and installed if absent) the first time only."""
         key = target.settings
         if key not in self._installed:
-            with self._lock:
+            with self._locks_lock:
+                lock = self._locks.setdefault(key, threading.Lock())
+            with lock:
                 if key not in self._installed:
                     self._installed[key] = install_agent(target, self._zipapp)
         return self._installed[key]

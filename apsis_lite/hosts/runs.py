@@ -93,19 +93,25 @@ class _Session:
             raise OSError("the session broke") from None
 
     def _line(self, timeout: float) -> bytes:
+        # A reply with output in it is megabytes, read in pipe-sized pieces: the pieces are
+        # kept apart and only each new one is searched for the end of the line, since
+        # growing and searching one buffer would cost the square of the reply's size.
         deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
+        pieces = [self._buffer]
+        while b"\n" not in pieces[-1]:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self._out], [], [], left)[0]:
+                self._buffer = b"".join(pieces)
                 raise OSError("no reply in time")
             try:
                 data = os.read(self._out, 1 << 20)
             except BlockingIOError:
                 continue
             if not data:
+                self._buffer = b"".join(pieces)
                 raise OSError("the session ended")
-            self._buffer += data
-        line, _, self._buffer = self._buffer.partition(b"\n")
+            pieces.append(data)
+        line, _, self._buffer = b"".join(pieces).partition(b"\n")
         return line
 
     def _end(self):

@@ -101,3 +101,10 @@ def test_any_config_file_gives_a_config_or_a_config_error(tmp_path_factory, mapp
         load_config(path)
     except ConfigError:
         pass
+
+
+def test_an_infinite_number_is_a_config_error():
+    # Found by the property above: int(.inf) raised OverflowError, a traceback.
+    from apsis_lite.config import load_config
+    with pytest.raises(ConfigError, match="^config: output_head: cannot convert float infinity to integer$"):
+        load_config(None, output_head=float("inf"))

@@ -5,18 +5,20 @@ output, exit status and rusage recorded; stop, timeout, restarts and network fau
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 
 from apsis_lite.config import HostSettings
 from apsis_lite.hosts import ssh
 from conftest import write_job
-from remote_hosts import clean_remote_cache, link, remote_cache, sshd, stranger_key  # noqa: F401 (fixtures)
+from remote_hosts import clean_remote_cache, link, make_target, remote_cache, sshd, stranger_key  # noqa: F401 (fixtures)
 from sshd import LOGIN_USER
 
 
@@ -197,7 +199,7 @@ def test_kill_9_of_the_server_then_restart_reattaches_a_run_still_going(jobs_dir
     write_job(jobs_dir, "going", """\
         program:
           type: shell
-          command: 'echo before; sleep 4; echo after'
+          command: 'echo before; sleep 6; echo after'
           host: box
         """)
     server = remote_server()
@@ -451,3 +453,169 @@ def test_a_remote_programs_user_is_the_ssh_login_user(jobs_dir, clean_remote_cac
     assert refused["state"] == "error"
     assert refused["message"] == ("could not start: no python3 on host box: the agent needs Python 3 as "
                                   "python3 on the login user's PATH")
+
+
+def test_a_host_that_never_answers_delays_no_other_hosts_output_or_result(jobs_dir, clean_remote_cache,
+                                                                          running, sshd):
+    # Each host has its own poller: one that keeps ssh waiting for its ConnectTimeout on
+    # every poll holds up neither the live output nor the collection of another host's runs.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        hosts = {**host_config(sshd), **host_config(sshd, port=silent.getsockname()[1], name="dead")}
+        hosts["dead"]["ssh_options"].append("ConnectTimeout=20")  # each poll of it: 20 s
+        write_job(jobs_dir, "stuck", "program: {type: shell, command: 'echo never', host: dead}\n")
+        write_job(jobs_dir, "good", "program: {type: shell, command: 'echo first; sleep 2; echo done', host: box}\n")
+        server = running(hosts=hosts, sweep_interval="1s")
+        start_run(server, "stuck")
+        began = time.monotonic()
+        rid = start_run(server, "good")
+        wait_until(lambda: output(server, rid) == "first\n", timeout=10, what="live output", server=server)
+        assert time.monotonic() - began < 6, "live output came late"
+        run = server.wait_run(rid, timeout=10)
+        assert run["state"] == "success" and output(server, rid) == "first\ndone\n", run["message"]
+        assert time.monotonic() - began < 8, "the run was collected late"
+    finally:
+        silent.close()
+
+
+def test_a_stop_asked_while_the_host_is_unreachable_is_sent_when_it_answers_warned_once(
+        jobs_dir, clean_remote_cache, running, sshd, link):
+    write_job(jobs_dir, "cut-stop", """\
+        program:
+          type: shell
+          command: 'sleep 300 & echo $!; wait'
+          host: box
+        """)
+    server = running(hosts=host_config(sshd, port=link.port), sweep_interval="0.5s")
+    rid = start_run(server, "cut-stop")
+    grandchild = grandchild_of(server, rid)
+    server.wait_run(rid, states=("running",))
+    link.down()
+    wait_until(lambda: "is unreachable: connection refused" in server.log(), what="the host to be missed",
+               server=server)
+    server.post(f"/api/v1/runs/{rid}/stop")
+    time.sleep(1.5)  # sweeps and polls while the host does not answer
+    assert server.get(f"/api/v1/runs/{rid}")["state"] == "stopping"
+    assert _alive(grandchild)
+    assert server.log().count(f"run {rid}: its stop cannot reach its host now") == 1, server.log()
+    link.up()
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "failure" and run["signal"] == "SIGTERM", (run["message"], server.log())
+    assert f"run {rid}: its stop reached host box" in server.log()
+    wait_until(lambda: not _alive(grandchild), timeout=5, what="the grandchild to die")
+
+
+def test_a_restart_while_the_host_is_unreachable_says_so_and_re_attaches_when_it_answers(
+        jobs_dir, clean_remote_cache, running, sshd, link):
+    write_job(jobs_dir, "away", """\
+        program:
+          type: shell
+          command: 'echo before; sleep 60 # apsis-remote-test'
+          host: box
+        """)
+    server = running(hosts=host_config(sshd, port=link.port), sweep_interval="0.5s")
+    rid = start_run(server, "away")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start", server=server)
+    server.kill()
+    link.down()
+    server = running(hosts=host_config(sshd, port=link.port), sweep_interval="0.5s")
+    wait_until(lambda: "is unreachable: connection refused" in server.log(), what="the host to be missed",
+               server=server)
+    time.sleep(1)  # sweeps while the host does not answer
+    said = messages(server, rid)
+    assert "after restart: not heard from host box yet; the run is left as it is until it answers" in said
+    assert "re-attached after restart" not in said
+    assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
+    link.up()
+    try:
+        wait_until(lambda: "re-attached after restart" in messages(server, rid), what="re-attached", server=server)
+        assert server.get(f"/api/v1/runs/{rid}")["state"] == "running"
+        time.sleep(0.6)  # more sweeps: said once
+        assert messages(server, rid).count("re-attached after restart") == 1
+    finally:
+        for pid in remote_pids("apsis-remote-test"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_large_output_is_recorded_promptly_and_a_run_beside_it_is_not_starved(jobs_dir, remote_server):
+    # 16 MiB (the default head and tail, whole) comes back in a few polls after the run
+    # ends; a run on the same host that prints a line meanwhile shows it within a poll or two.
+    write_job(jobs_dir, "big", """\
+        program:
+          type: shell
+          command: 'head -c 16777216 /dev/zero | tr "\\\\0" x'
+          host: box
+        """)
+    write_job(jobs_dir, "small", """\
+        program:
+          type: shell
+          command: 'sleep 1; echo small; sleep 1'
+          host: box
+        """)
+    server = remote_server()
+    small = start_run(server, "small")
+    big = start_run(server, "big")
+    run = server.wait_run(big, timeout=30)
+    recorded = time.time()  # an upper bound: wait_run asks every 0.1 s or so
+    assert run["state"] == "success" and run["output_length"] == 16 << 20, run
+    lag = recorded - datetime.fromisoformat(run["times"]["success"]).timestamp()  # the program's end
+    print(f"16 MiB recorded {lag:.2f} s after the run ended")
+    assert lag < 5, f"16 MiB recorded {lag:.1f} s after the run ended"
+    wait_until(lambda: output(server, small) == "small\n", timeout=3, what="the small run's output", server=server)
+
+
+def test_a_run_goes_on_and_is_collected_while_a_newer_agent_replaces_the_one_it_started_with(
+        jobs_dir, remote_server, make_target, tmp_path):
+    # A newer server installs its agent under a new name and removes the old file, while
+    # the old agent, its shepherd and its session still run from it.
+    from apsis_lite.hosts.install import AGENT_SOURCE, build_zipapp, install_agent
+    write_job(jobs_dir, "upgraded", """\
+        program:
+          type: shell
+          command: 'echo before; sleep 1; echo after'
+          host: box
+        """)
+    server = remote_server()
+    rid = start_run(server, "upgraded")
+    wait_until(lambda: output(server, rid) == "before\n", what="the run to start", server=server)
+    (old,) = [f for f in os.listdir(remote_cache()) if f.endswith(".pyz")]
+    newer = tmp_path / "agent"
+    shutil.copytree(AGENT_SOURCE, newer, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(newer / "__init__.py", "a") as f:
+        f.write("# a newer version\n")
+    installed = install_agent(make_target(), build_zipapp(newer))
+    assert installed.uploaded and [f for f in os.listdir(remote_cache()) if f.endswith(".pyz")] == [
+        os.path.basename(installed.path)] != [old]
+    run = server.wait_run(rid, timeout=30)
+    assert run["state"] == "success" and output(server, rid) == "before\nafter\n", (run["message"], server.log())
+
+
+def test_apsis_procstar_jobs_run_on_a_host_of_their_group_as_their_sudo_user(jobs_dir, clean_remote_cache,
+                                                                            running, sshd):
+    # The shapes of apsis's procstar examples: an argv on the default group, a shell
+    # command on a named group with sudo_user (the login user there).
+    write_job(jobs_dir, "ps-argv", """\
+        params: [count]
+        program:
+          type: procstar
+          argv: [/usr/bin/bash, -c, 'for i in $(seq {{ count }}); do echo $i; done']
+        """)
+    write_job(jobs_dir, "ps-shell", f"""\
+        program:
+          type: procstar-shell
+          group_id: batch
+          sudo_user: {LOGIN_USER}
+          command: 'echo "$(id -un) $APSIS_JOB_ID"'
+        """)
+    hosts = host_config(sshd, name="b1")
+    hosts["b1"]["user"] = "nobody"  # the group's login user, which sudo_user replaces
+    server = running(hosts={**hosts, **host_config(sshd, name="d1")},
+                     host_groups={"default": {"hosts": ["d1"]}, "batch": {"hosts": ["b1"]}})
+    argv = server.wait_run(server.post("/api/v1/runs", {"job_id": "ps-argv", "args": {"count": "3"}})["run_id"],
+                           timeout=30)
+    shell = server.wait_run(start_run(server, "ps-shell"), timeout=30)
+    assert (argv["state"], argv["host"], output(server, argv["run_id"])) == ("success", "d1", "1\n2\n3\n"), argv
+    assert (shell["state"], shell["host"], output(server, shell["run_id"])) == (
+        "success", "b1", f"{LOGIN_USER} ps-shell\n"), shell

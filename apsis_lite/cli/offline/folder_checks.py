@@ -18,14 +18,16 @@ from apsis_lite.errors import BadRequest, JobFileError
 from apsis_lite.model.fields import is_template
 from apsis_lite.model.jobs import JOB_FILE_SUFFIXES, Job, args_from_schedule
 from apsis_lite.model.jobs.shell_quoting import advice, unquoted_params
+from apsis_lite.model.programs import DEFAULT_GROUP
 
 
-def folder_warnings(jobs: dict, errors, root: str, now: datetime) -> list[JobFileError]:
+def folder_warnings(jobs: dict, errors, root: str, now: datetime, config=None) -> list[JobFileError]:
     """Warnings for jobs that load but look wrong; ``now`` is when "no more due times" is judged.
 
     Loading already rejects a schedule that cannot fill a param; what is
     left is what only the folder as a whole, or the schedule's actual
-    times, can show.
+    times, can show. With the server's ``config``, a ``host:`` or procstar
+    ``group_id`` that names none of its hosts or host groups is warned about too.
     """
     known = set(jobs) | failed_job_ids(root, errors)
     warnings = []
@@ -34,6 +36,9 @@ def folder_warnings(jobs: dict, errors, root: str, now: datetime) -> list[JobFil
         where = job.path or job_id
         try:
             _job_warnings(job, jobs, known, now, where, warnings)
+            if config is not None:
+                for key, msg in _host_problems(job, config):
+                    warnings.append(JobFileError(where, key, msg))
         except Exception as exc:  # an extension's schedule, say: report it, check the other jobs
             warnings.append(JobFileError(where, None, f"cannot check: {type(exc).__name__}: {exc}"))
     return warnings
@@ -59,6 +64,35 @@ def _job_warnings(job, jobs, known, now, where, warnings):
         warnings.append(JobFileError(where, key, msg))
     for key, msg in _shell_quoting_problems(job, raw, action_keys):
         warnings.append(JobFileError(where, key, msg))
+
+
+def _host_problems(job: Job, config):
+    """(key, message) for a program's ``host:`` that the config does not define (a run
+    would go to an ssh destination of that name) or a procstar ``group_id`` naming no
+    host group of the config (its runs would end in error)."""
+    program = job.program or {}
+    hosts, groups = set(config.hosts or {}), set(config.host_groups or {})
+    if "group_id" in program:  # apsis's procstar types: group_id names a group, never a host
+        name = program.get("group_id")
+        if not isinstance(name, str) or is_template(name) or name in groups:
+            return
+        what = (f"group_id {name!r}" if name != DEFAULT_GROUP else
+                f"no group_id, so the group {DEFAULT_GROUP!r},")
+        host = " (it is a host: group_id must name a group)" if name in hosts else _did_you_mean(name, groups)
+        yield "program.group_id", (f"{what} names no host group of the config (host_groups:){host}; "
+                                   "its runs would end in error")
+        return
+    name = program.get("host")
+    if not isinstance(name, str) or is_template(name) or name in groups or name in hosts:
+        return
+    yield "program.host", (f"host {name!r} is neither a host (hosts:) nor a host group (host_groups:) of the "
+                           f"config{_did_you_mean(name, hosts | groups)}; runs go to the ssh destination "
+                           f"{name!r} with ~/.ssh/config's settings")
+
+
+def _did_you_mean(name, names) -> str:
+    close = close_matches(name, sorted(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _raw_file(job: Job):
