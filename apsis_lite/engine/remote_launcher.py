@@ -55,6 +55,21 @@ MIN_CAP = 64 << 10
 
 
 @dataclasses.dataclass
+def remote_spec(local_spec, run, program, config) -> dict:
+    """The spec a host's agent gets for ``run``: ``local_spec`` (this machine's) minus what is
+    only true here."""
+    # The environment is the login's on the host, plus the program's and the run's.
+    env = dict(program.env or {})
+    env["APSIS_RUN_ID"] = format_run_id(run.run_id)
+    env["APSIS_JOB_ID"] = run.job_id
+    env["APSIS_ARGS"] = local_spec["env"]["APSIS_ARGS"]
+    for name, value in run.args.items():
+        env[f"APSIS_ARG_{name}"] = str(value)
+    return {"run_id": format_run_id(run.run_id), "argv": program.argv(), "env": env,
+            "cwd": program.cwd, "user": None, "timeout": program.timeout, "stop": program.stop,
+            "output_head": config.output_head, "output_tail": config.output_tail}
+
+
 class _Host:
     """What is known of one host (and login user): its agent, its last answer, removals
     and stops to send.
@@ -146,25 +161,12 @@ class HostLauncher(LocalLauncher):
         path = self.run_dir(run.run_id)
         if not self._take_spare(path):
             os.makedirs(path, exist_ok=True)
-        spec = self._remote_spec(run, program)
+        spec = remote_spec(self.spec(run, program), run, program, self.config)
         atomic_write_json(os.path.join(path, REMOTE),
-                                         {"host": program.host, "user": program.user, "spec": spec},
-                                         durable=False)
+                          {"host": program.host, "user": program.user, "spec": spec}, durable=False)
         self._remote[run.run_id] = (program.host, program.user)
         self._start_poller((program.host, program.user))
         return path
-
-    def _remote_spec(self, run, program) -> dict:
-        # The environment is the login's on the host, plus the program's and the run's.
-        env = dict(program.env or {})
-        env["APSIS_RUN_ID"] = format_run_id(run.run_id)
-        env["APSIS_JOB_ID"] = run.job_id
-        env["APSIS_ARGS"] = self.spec(run, program)["env"]["APSIS_ARGS"]
-        for name, value in run.args.items():
-            env[f"APSIS_ARG_{name}"] = str(value)
-        return {"run_id": format_run_id(run.run_id), "argv": program.argv(), "env": env,
-                "cwd": program.cwd, "user": None, "timeout": program.timeout, "stop": program.stop,
-                "output_head": self.config.output_head, "output_tail": self.config.output_tail}
 
     def start(self, run_ids):
         local = [rid for rid in run_ids if rid not in self._remote]
