@@ -54,10 +54,8 @@ POLL_BUDGET = 8 << 20
 MIN_CAP = 64 << 10
 
 
-@dataclasses.dataclass
 def remote_spec(local_spec, run, program, config) -> dict:
-    """The spec a host's agent gets for ``run``: ``local_spec`` (this machine's) minus what is
-    only true here."""
+    """The spec a host's agent gets for ``run``; ``local_spec`` is the one an agent here would get."""
     # The environment is the login's on the host, plus the program's and the run's.
     env = dict(program.env or {})
     env["APSIS_RUN_ID"] = format_run_id(run.run_id)
@@ -70,6 +68,7 @@ def remote_spec(local_spec, run, program, config) -> dict:
             "output_head": config.output_head, "output_tail": config.output_tail}
 
 
+@dataclasses.dataclass
 class _Host:
     """What is known of one host (and login user): its agent, its last answer, removals
     and stops to send.
