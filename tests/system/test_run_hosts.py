@@ -90,12 +90,12 @@ def test_host_shown_on_the_pages_and_by_the_cli(running, jobs_dir):
     local = _submit(server, "local")
 
     run_page = html.unescape(_page(server, f"/runs/{first['run_id']}"))
-    assert re.search(r"<dt>Host</dt><dd><a href=\"/\?q=host(?:%3A|:)web1\"[^>]*>web1</a></dd>", run_page), run_page
+    assert re.search(r"<dt>Host</dt><dd><a href=\"/runs\?q=host(?:%3A|:)web1\"[^>]*>web1</a></dd>", run_page), run_page
     assert "<dt>Host</dt>" not in _page(server, f"/runs/{local['run_id']}")
 
     listed = _page(server, "/?q=host:web2")
     assert f">{second['run_id']}</a>" in listed and f">{first['run_id']}</a>" not in listed
-    assert re.search(r'class="run-host">on <a href="/\?q=host(?:%3A|:)web2"[^>]*>web2</a>', listed)
+    assert re.search(r'class="run-host">on <a href="/runs\?q=host(?:%3A|:)web2"[^>]*>web2</a>', listed)
 
     out = server.cli("runs", "host:web1")
     assert out.returncode == 0, out.stderr
