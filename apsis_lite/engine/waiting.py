@@ -269,6 +269,8 @@ def explain_run(run, ctx, resources, now, *, max_time=None, reruns=None) -> dict
     else:
         at = times.get(state, run.time_updated or now)
         summary = f"{state} at {to_iso(at)}" + (f": {run.message}" if run.message else "")
+    if run.host:
+        lines.append(f"sent to remote host {run.host}")
     rerun = run.meta.get("rerun")
     if rerun:
         lines.append(f"automatic rerun {rerun['try']} of {rerun['count']}")

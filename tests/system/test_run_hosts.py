@@ -63,6 +63,11 @@ def test_a_group_spreads_runs_and_each_run_records_its_host(running, jobs_dir):
     assert runs[0]["message"] == f"could not start: host web1 (127.0.0.1:{port}) is unreachable: connection refused"
     log = [e["message"] for e in server.get(f"/api/v1/runs/{runs[1]['run_id']}/log")["items"]]
     assert "sent to host web2 (group web, round-robin)" in log
+    # explain says which host, and why the run could not start there.
+    why = server.get(f"/api/v1/runs/{runs[0]['run_id']}/explain")
+    assert why["summary"].endswith(f": could not start: host web1 (127.0.0.1:{port}) is unreachable: "
+                                   "connection refused")
+    assert "sent to remote host web1" in why["lines"]
 
     direct = _submit(server, "direct")
     assert direct["host"] == "db1.example.com"
