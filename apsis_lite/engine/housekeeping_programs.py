@@ -7,6 +7,7 @@ the server's database, in the same short batches as the background task, so that
 the engine's writes go on between them; a stop is noticed between batches.
 """
 
+import itertools
 import json
 import os
 import time
@@ -15,19 +16,31 @@ from typing import ClassVar
 
 # apsis's third internal program, stats, registers with these.
 import apsis_lite.engine.stats_program  # noqa: F401
+from apsis_lite.errors import StoreUnavailable
 from apsis_lite.engine.housekeeping import Policy, archive_dir, archive_file_name, give_back_space, prune
 from apsis_lite.model.fields import SpecError, duration, positive_duration
-from apsis_lite.model.programs import Outcome, ServerProgram
+from apsis_lite.model.programs import Outcome, ServerProgram, _or_template
 from apsis_lite.model.registry import PROGRAMS
 from apsis_lite.store.database import Store
+from apsis_lite.store.maintenance import open_archive
+from apsis_lite.store.retention import ARCHIVE_KEY
 
 #: Sleep between batches: the engine's writes come first.
 PAUSE = 0.005
 
 
 def _count(value) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # a bound template
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"expected a whole number of at least 0, not {value!r}")
+    return value
+
+
+def _positive_count(value) -> int:
+    value = _count(value)
+    if value < 1:
+        raise ValueError(f"expected a whole number of at least 1, not {value!r}")
     return value
 
 
@@ -40,10 +53,17 @@ def _outcome(tally, archived=False, dry_run=False):
                    output=json.dumps(tally.to_jso()) + "\n")
 
 
-def _pass(context, policy):
+def _pass(context, policy, pause=PAUSE):
     store = _open(context)
+    calls = itertools.count()
+
+    def between():
+        # The engine's writes first; a longer pause (apsis's chunk_sleep) only after a batch,
+        # cut short by a stop.
+        context.stopping.wait(pause if next(calls) else PAUSE)
+
     try:
-        tally = prune(store, policy, time.time(), between=lambda: time.sleep(PAUSE),
+        tally = prune(store, policy, time.time(), between=between,
                       stopping=context.stopping.is_set)
         tally.pages_freed = give_back_space(store, between=lambda: time.sleep(PAUSE),
                                             stopping=context.stopping.is_set)
@@ -94,43 +114,110 @@ class PruneProgram(ServerProgram):
 @PROGRAMS.register("apsis-lite-archive", aliases=["apsis.program.internal.archive.ArchiveProgram"])
 @dataclass(frozen=True, kw_only=True)
 class ArchiveProgram(ServerProgram):
-    """Moves finished runs older than ``older_than`` (apsis: ``age``) to archive files, at most
-    ``count`` per run; into the file named ``path`` in DATA/archive if given, else DATA/archive/runs-YYYY-MM.db by month."""
+    """Moves finished runs older than ``older_than`` (apsis: ``age``, in seconds) to archive files,
+    at most ``count`` per run; into ``path`` if given (a file name in DATA/archive, or an absolute
+    path), else DATA/archive/runs-YYYY-MM.db by month.
+
+    ``older_than``, ``age``, ``count`` and ``path`` may be templates, checked when a run binds them.
+    """
 
     type_name: ClassVar[str] = "apsis-lite-archive"
     default_timeout: ClassVar[float] = 3600.0
 
-    older_than: float
+    # Exactly one of the two is set; the one the job file used is kept, so that a bad
+    # bound value is reported under the key the operator wrote.
+    older_than: float | str | None = None
+    age: float | str | None = None
     keep_per_job: int = 10
-    count: int | None = None
+    count: int | str | None = None
     path: str | None = None
+    chunk_size: int | str | None = None  # apsis's name: runs per write transaction
+    chunk_sleep: float | str | None = None  # apsis's name: seconds between them
 
     @classmethod
     def _read(cls, f, allow_templates):
-        age = f.take("age", duration, None)  # apsis's name, in seconds
-        older = f.take("older_than", positive_duration, None)
-        if (age is None) == (older is None):
-            raise SpecError("older_than", "give older_than (or apsis's age), once")
-        return {**super()._read(f, allow_templates), "older_than": older if older is not None else age,
+        absent = object()
+        older = f.take("older_than", _or_template(positive_duration, allow_templates), absent)
+        age = f.take("age", _or_template(duration, allow_templates), absent)
+        if older is absent and age is absent:
+            f.error("older_than", "missing (required): give older_than, or apsis's age in seconds")
+        elif older is not absent and age is not absent:
+            f.error("age", "give older_than or apsis's age, not both")
+        return {**super()._read(f, allow_templates),
+                "older_than": None if older is absent else older, "age": None if age is absent else age,
                 "keep_per_job": f.take("keep_per_job", _count, 10),
-                "count": f.take("count", _count, None), "path": f.take("path", archive_file_name, None)}
+                "count": f.take("count", _or_template(_count, allow_templates), None),
+                "path": f.take("path", _or_template(archive_path, allow_templates), None),
+                "chunk_size": f.take("chunk_size", _or_template(_positive_count, allow_templates), None),
+                "chunk_sleep": f.take("chunk_sleep", _or_template(duration, allow_templates), None)}
+
+    @property
+    def cutoff(self):
+        """Seconds a finished run waits before it is archived (a template until bound)."""
+        return self.older_than if self.older_than is not None else self.age
 
     def to_jso(self):
-        jso = {**super().to_jso(), "older_than": self.older_than, "keep_per_job": self.keep_per_job}
-        for key in ("count", "path"):
+        jso = {**super().to_jso(), "keep_per_job": self.keep_per_job}
+        for key in ("older_than", "age", "count", "path", "chunk_size", "chunk_sleep"):
             if getattr(self, key) is not None:
                 jso[key] = getattr(self, key)
         return jso
 
     def describe(self):
-        return f"archive runs older than {self.older_than:g} s"
+        shown = f"{self.cutoff:g} s" if isinstance(self.cutoff, (int, float)) else self.cutoff
+        return f"archive runs older than {shown}"
 
     def run(self, context):
         folder = archive_dir(context.data_dir)
-        path = None if self.path is None else os.path.join(folder, self.path)
-        policy = Policy(runs_older_than=self.older_than, keep_per_job=self.keep_per_job,
-                        archive_dir=folder, archive_file=path, max_runs=self.count)
-        return _outcome(_pass(context, policy), archived=True)
+        path = None if self.path is None else os.path.join(folder, self.path)  # an absolute path stays
+        if path is not None:
+            problem = _unfit_archive(path, os.path.join(context.data_dir, "apsis-lite.db"))
+            if problem:
+                return Outcome(success=False, message=f"path: {problem}")
+        policy = Policy(runs_older_than=self.cutoff, keep_per_job=self.keep_per_job,
+                        archive_dir=folder, archive_file=path, max_runs=self.count,
+                        **({} if self.chunk_size is None else {"batch": self.chunk_size}))
+        pause = PAUSE if self.chunk_sleep is None else max(PAUSE, self.chunk_sleep)
+        return _outcome(_pass(context, policy, pause), archived=True)
+
+
+def archive_path(value) -> str:
+    """A job file's archive ``path``: a file name in DATA/archive, or an absolute path.
+
+    An absolute path is the operator's choice, as in apsis (a job file runs any
+    command already); a relative path with folders is refused, being neither.
+    """
+    if isinstance(value, str) and os.path.isabs(value) and "\0" not in value:
+        if value.endswith(os.sep) or os.path.basename(value) in (".", ".."):
+            raise ValueError(f"not an archive file: {value!r} names a folder")
+        return value
+    try:
+        return archive_file_name(value)
+    except ValueError:
+        raise ValueError(f"not an archive file name or absolute path: {value!r} (an absolute path, or a "
+                         "name in DATA/archive such as runs-2026-11.db: letters, digits, '.', '_' and '-', "
+                         "ending in .db, no folder)") from None
+
+
+def _unfit_archive(path, database):
+    """Why ``path`` must not be written as an archive, or None: it would be the server's
+    own database, or it is a file that is not an apsis-lite archive."""
+    if not os.path.exists(path):
+        return None
+    if os.path.isdir(path):
+        return f"{path} is a folder, not an archive file"
+    if os.path.exists(database) and os.path.samefile(path, database):
+        return f"{path} is the server's own database, not an archive file"
+    try:
+        store = open_archive(path)
+    except StoreUnavailable as exc:
+        return f"{exc}; archiving into it would change it"
+    try:
+        if store.get_meta(ARCHIVE_KEY) is None:
+            return f"{path} is an apsis-lite database but not an archive file; archiving into it would change it"
+    finally:
+        store.close()
+    return None
 
 
 @PROGRAMS.register("apsis-lite-vacuum", aliases=["apsis.program.internal.vacuum.VacuumProgram"])

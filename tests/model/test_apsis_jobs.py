@@ -10,7 +10,10 @@ import pytest
 import apsis_lite.engine.housekeeping_programs  # noqa: F401 (apsis's internal programs)
 from apsis_lite.model.calendars import load_calendars
 from apsis_lite.model.jobs import load_jobs_dir
+from apsis_lite.errors import BadRequest
+from apsis_lite.model.fields import SpecError
 from apsis_lite.model.jobs.binding import bind
+from apsis_lite.model.programs import parse_program
 
 FOLDER = Path(__file__).parent / "apsis_jobs"
 START = datetime(2027, 1, 1, tzinfo=timezone.utc)  # a Friday
@@ -124,6 +127,32 @@ def test_programs(jobs):
     assert jobs["programs/stats"].program["type"] == "apsis-lite-stats"
     assert jobs["programs/vacuum"].program["type"] == "apsis-lite-vacuum"
     assert jobs["programs/no op"].metadata["labels"] == ["test", "blue-team"]
+
+
+def test_archive_programs_with_an_absolute_path_and_templated_values(jobs):
+    plain = bind(jobs["programs/archive"], {})["program"]
+    assert plain == {"type": "apsis-lite-archive", "age": 1209600.0, "count": 10000, "chunk_size": 1000,
+                     "chunk_sleep": 10.0, "path": "/var/lib/apsis/archive.db", "keep_per_job": 10}
+    bound = bind(jobs["programs/archive by label"], {"label": "q4", "age": "3600"})["program"]
+    assert (bound["age"], bound["path"], bound["count"]) == (3600.0, "/var/lib/apsis/archive/q4.db", 500)
+    # A bad bound value is that run's error, naming the key; the job itself loaded.
+    with pytest.raises(BadRequest, match=r"program\.age: not a duration: 'soon'"):
+        bind(jobs["programs/archive by label"], {"label": "q4", "age": "soon"})
+
+
+@pytest.mark.parametrize("jso, key, message", [
+    ({"age": 60, "path": "sub/archive.db"}, "path", "not an archive file name or absolute path: 'sub/archive.db'"),
+    ({"age": 60, "path": "/var/lib/apsis/"}, "path", "names a folder"),
+    ({"path": "x.db"}, "older_than", "missing (required): give older_than, or apsis's age"),
+    ({"age": 60, "older_than": "1d"}, "age", "not both"),
+    ({"age": "{{ age }}", "count": -1}, "count", "expected a whole number"),
+    ({"age": 60, "chunk_size": 0}, "chunk_size", "at least 1"),
+])
+def test_archive_program_refusals_name_the_key(jso, key, message):
+    with pytest.raises(SpecError) as caught:
+        parse_program({"type": "apsis.program.internal.archive.ArchiveProgram", **jso},
+                      allow_templates=True)
+    assert [k for k, _ in caught.value.problems] == [key] and message in caught.value.problems[0][1]
 
 
 def test_templates_with_apsis_names(jobs):

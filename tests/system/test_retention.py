@@ -184,6 +184,41 @@ def test_in_server_programs_archive_prune_and_vacuum_from_a_job(running, jobs_di
     assert bad.returncode == 1 and "not an archive file name" in bad.stdout + bad.stderr
 
 
+def test_apsis_archive_job_with_templated_age_and_absolute_path(running, jobs_dir, data_dir, tmp_path):
+    old = history(data_dir, "old", 30, age_days=100)
+    folder = tmp_path / "elsewhere"
+    write_job(jobs_dir, "archive", f"""
+        params: [label, age]
+        program:
+          type: apsis.program.internal.archive.ArchiveProgram
+          age: "{{{{ age }}}}"
+          path: "{folder}/{{{{ label }}}}.db"
+          count: 1000000
+          chunk_size: 7
+          chunk_sleep: 0.1
+    """)
+    write_job(jobs_dir, "self", f"""
+        program: {{type: apsis-lite-archive, age: 0, keep_per_job: 0, path: "{data_dir}/apsis-lite.db"}}
+    """)
+    srv = running()
+    run = srv.wait_run(srv.post("/api/v1/runs", {"job_id": "archive",
+                                                 "args": {"label": "q4", "age": "2592000"}})["run_id"])
+    assert run["state"] == "success" and run["message"].startswith("archived 20 runs"), run
+    assert sorted(int(r["run_id"][1:]) for r in srv.runs("job:old")) == old[-10:]
+    done = cli("runs", "--archive", str(folder / "q4.db"), "--all", "--json")
+    assert done.returncode == 0, done.stderr
+    assert sorted(int(r["run_id"][1:]) for r in json.loads(done.stdout)["items"]) == old[:20]
+    # A bad bound age is refused naming the key; nothing moves.
+    status, body, _ = srv.request("POST", "/api/v1/runs", {"job_id": "archive",
+                                                           "args": {"label": "q4", "age": "soon"}})
+    assert status == 400 and "program.age: not a duration: 'soon'" in json.loads(body)["error"], body
+    # A path that is the server's own database is refused, not written.
+    run = srv.wait_run(srv.post("/api/v1/runs", {"job_id": "self"})["run_id"])
+    assert run["state"] == "failure" and "the server's own database" in run["message"], run
+    assert len(srv.runs("job:old")) == 10
+    assert "Traceback" not in srv.log()
+
+
 def test_a_backup_taken_while_runs_are_written_is_whole(running, jobs_dir, data_dir, tmp_path):
     tick_job(jobs_dir)
     history(data_dir, "old", 2000, age_days=5, output=b"z" * 5000)
