@@ -10,6 +10,7 @@ import fcntl
 import os
 import time
 
+import apsw
 import click
 
 from apsis_lite.cli.maintenance import PAUSE, data_options, load, server_running
@@ -76,7 +77,9 @@ def import_apsis_cmd(apsis_db, config_file, data_dir):
                 batch = []
                 time.sleep(pause)
         importer.import_batch(batch)
-    except ApsisError as exc:
+    except (ApsisError, OSError, apsw.Error) as exc:
+        # A full disk for the unpacked output, or a damaged apsis file read mid-way: what was
+        # imported stays, and the next attempt goes on from there.
         done = importer.tally.describe() if importer else "nothing imported"
         raise click.ClickException(f"{exc}; before that: {done}; run the same command again "
                                    "to go on (runs imported are not imported twice)") from None

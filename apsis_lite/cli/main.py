@@ -125,8 +125,8 @@ def _loading_options(f):
 def _load_options(config_file, calendars_dir=None):
     """Set up what loading job files needs, as the server would from the same config.
 
-    Returns the options for ``load_job_file``/``load_jobs_dir`` and the
-    problems found in calendar files.
+    Returns the options for ``load_job_file``/``load_jobs_dir``, the
+    problems found in calendar files, and the config (None without one).
     """
     # A job file that fails in an unexpected way is reported as its problem,
     # in one line; the traceback the loader logs is for a server's log.
@@ -149,10 +149,10 @@ def _load_options(config_file, calendars_dir=None):
                                          "sudo_for_user": config.sudo_for_user}
     calendars_dir = calendars_dir or getattr(config, "calendars_dir", None)
     if not calendars_dir:
-        return options, []
+        return options, [], config
     from apsis_lite.model.calendars import load_calendars
     library, problems = load_calendars(calendars_dir)
-    return {**options, "calendars": library}, problems
+    return {**options, "calendars": library}, problems, config
 
 
 def _plural(n, word):
@@ -175,15 +175,11 @@ def check_jobs(jobs_dir, config_file, calendars_dir, strict):
     from apsis_lite.model.jobs import load_jobs_dir
     from apsis_lite.cli.offline import folder_warnings
     from apsis_lite.timeutil import utcnow
-    options, calendar_errors = _load_options(config_file, calendars_dir)
+    options, calendar_errors, config = _load_options(config_file, calendars_dir)
     if not os.path.isdir(jobs_dir):
         raise click.ClickException(f"jobs folder not found: {jobs_dir}")
     jobs, errors = load_jobs_dir(jobs_dir, **options)
     errors = calendar_errors + errors
-    config = None
-    if config_file:  # it loaded in _load_options: read again for its hosts and host groups
-        from apsis_lite.config import load_config
-        config = load_config(config_file)
     warnings = folder_warnings(jobs, errors, jobs_dir, utcnow(), config)
     for err in errors:
         click.echo(str(err), err=True)
@@ -296,7 +292,7 @@ def schedule_cmd(jobs_dir, job_id, assignments, runs_count, url, count, start, z
         begin = parse_time(start, zone) if start else utcnow()
     except ValueError as exc:
         raise UsageProblem(f"--from: {exc}") from None
-    options, _ = _load_options(config_file, calendars_dir)
+    options, _, _ = _load_options(config_file, calendars_dir)
     _jobs_folder(jobs_dir)
     job = _find_job(jobs_dir, job_id, options)
     try:
@@ -357,7 +353,7 @@ def try_cmd(jobs_dir, job_id, assignments, run_it, as_json, config_file, calenda
     from apsis_lite.errors import BadRequest
     from apsis_lite.model.jobs import bind, check_args
     from apsis_lite.model.programs import parse_program
-    options, _ = _load_options(config_file, calendars_dir)
+    options, _, _ = _load_options(config_file, calendars_dir)
     _jobs_folder(jobs_dir)
     args = parse_assignments(assignments)
     job = _find_job(jobs_dir, job_id, options)

@@ -117,7 +117,7 @@ class Collector:
         # Liveness before the result: a shepherd writes its result, then
         # releases its lock, so "not alive and no result" is never a race.
         alive = self.launcher.is_alive(rid)
-        if self.launcher.result(rid) is None and not self.launcher.known(rid):
+        if not self.launcher.known(rid):
             # A remote run whose host has not answered (yet): nothing is known, so nothing changes.
             if restarted:
                 self._awaiting.add(rid)

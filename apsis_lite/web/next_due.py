@@ -12,6 +12,8 @@ import heapq
 import threading
 from dataclasses import dataclass
 
+from apsis_lite.engine.slices import Slices
+
 # Jobs whose next time is worked out per request at most; the rest wait for the next poll.
 RECOMPUTE_BUDGET = 10_000
 
@@ -55,7 +57,9 @@ class NextDueTimes:
                 _, job_id = heapq.heappop(self._heap)
                 self._pending.append(job_id)
             work, self._pending = self._pending[:budget], self._pending[budget:]
+            pause = Slices()  # thousands of jobs after a start or reload: the scheduler goes first
             for job_id in work:
+                pause()
                 job = jobs.get(job_id)
                 if job is None:
                     continue

@@ -50,3 +50,14 @@ def test_hosts_and_groups_missing_from_the_config_are_warned_about(jobs_dir, tmp
     # Without the config, what it defines is not known: no such warnings.
     bare = check_jobs(jobs_dir)
     assert bare.returncode == 0 and bare.stderr == "", bare.stderr
+
+
+def test_overrides_count_for_the_host_warnings(jobs_dir, tmp_path):
+    """The host checks see the config as --override leaves it, with or without a file."""
+    config = tmp_path / "config.yaml"
+    config.write_text("host_groups:\n  web: {hosts: [web1]}\n")
+    write_job(jobs_dir, "on-gpu", "program: {type: shell, command: 'true', host: gpu}\n")
+    with_file = check_jobs(jobs_dir, "--config", config, "-o", "host_groups.gpu={hosts: [g1]}")
+    assert with_file.returncode == 0 and with_file.stderr == "", with_file.stderr
+    only_overrides = check_jobs(jobs_dir, "-o", "host_groups={web: {hosts: [web1]}}")
+    assert "host 'gpu' is neither a host (hosts:) nor a host group" in only_overrides.stderr

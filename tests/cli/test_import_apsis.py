@@ -189,3 +189,23 @@ def test_large_output_is_streamed_not_held_in_memory(tmp_path):
     assert store.read_output(1, 16 * 1048576 - 16) == b"0123456789abcdef"
     store.close()
     src.close()
+
+
+def test_a_file_damaged_past_its_first_pages_ends_in_a_message_not_a_traceback(tmp_path):
+    """A damaged apsis file is found out only while its runs are read: one message, what was
+    imported before stays, and no traceback (``cli`` checks)."""
+    db = ApsisDB(tmp_path / "apsis.db")
+    for n in range(400):
+        db.run("report", {"n": n}, "success", {"schedule": DAY + "10:00:00", "success": DAY + "10:00:01"},
+               log=[(DAY + "10:00:01", "done " + "x" * 500)])
+    db.close()
+    path = tmp_path / "apsis.db"
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for start in range(len(data) // 2 // page * page, len(data) - page, 3 * page):
+        data[start:start + page] = b"\xff" * page  # whole pages of garbage, past the schema
+    path.write_bytes(bytes(data))
+    result = cli("import-apsis", str(path), "--data", str(tmp_path / "data"))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "run the same command again" in result.stderr or "not an apsis database" in result.stderr, \
+        result.stderr

@@ -63,8 +63,8 @@ def recent_failures(store, limit):
 
 def in_flight(store, limit):
     """Runs starting, running or stopping, the longest-running first (at most ``limit``)."""
-    runs = [r for s in ("stopping", "running", "starting") for r in store.newest_in_state(s, limit)]
-    return sorted(runs, key=lambda r: r.run_id)[:limit]
+    # The oldest due first, over all of them: the newest few of each state would miss the longest.
+    return store.runs_in_states(("starting", "running", "stopping"), limit)
 
 
 def local_field(tf: TimeFormat, t: float) -> str:
